@@ -1,0 +1,155 @@
+"""Model weights with their metadata: safetensors files that carry the model name, its keyword
+arguments, the feature preset and the vocabulary, so a mismatch is caught at load time.
+
+Nothing here unpickles: tensors come from safetensors, metadata from JSON strings.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from .errors import WeightsError
+from .io import atomic_path
+
+FORMAT_VERSION = "1"
+
+
+def save_weights(
+    path: str | os.PathLike,
+    model: torch.nn.Module,
+    *,
+    model_name: str,
+    model_kwargs: dict[str, Any],
+    mel_config: dict[str, Any],
+    vocab: Sequence[str],
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model``'s state dict and its metadata to ``path`` (``.safetensors``) atomically."""
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    meta = {
+        "fatlib_format": FORMAT_VERSION,
+        "model_name": model_name,
+        "model_kwargs": json.dumps(model_kwargs, sort_keys=True),
+        "mel_config": json.dumps(mel_config, sort_keys=True),
+        "vocab": json.dumps(list(vocab)),
+        "extra": json.dumps(extra or {}, sort_keys=True),
+    }
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
+    return Path(path)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata of a weights file, decoded: model_name, model_kwargs, mel_config, vocab, extra."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.exists():
+        raise WeightsError(f"{path}: weights file not found. Train the stage first or fix the path.")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # safetensors raises several types for a damaged header
+        raise WeightsError(
+            f"{path}: not a readable safetensors file ({e}). Re-save it with fatlib.weights.save_weights."
+        ) from e
+    if meta.get("fatlib_format") != FORMAT_VERSION:
+        raise WeightsError(
+            f"{path}: no fatlib metadata (format {meta.get('fatlib_format')!r}). "
+            "Save weights with fatlib.weights.save_weights so the model name, preset and vocabulary travel with them."
+        )
+    return {
+        "model_name": meta["model_name"],
+        "model_kwargs": json.loads(meta["model_kwargs"]),
+        "mel_config": json.loads(meta["mel_config"]),
+        "vocab": json.loads(meta["vocab"]),
+        "extra": json.loads(meta.get("extra", "{}")),
+    }
+
+
+def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    read_metadata(path)  # validates the file first
+    return load_file(str(path), device="cpu")
+
+
+def check_compatible(
+    path: str | os.PathLike,
+    meta: dict[str, Any],
+    *,
+    model_name: str | None = None,
+    vocab: Sequence[str] | None = None,
+    mel_config: dict[str, Any] | None = None,
+) -> None:
+    """Raise WeightsError if the weights' model, vocabulary or feature preset differ from those given."""
+    if model_name is not None and meta["model_name"] != model_name:
+        raise WeightsError(
+            f"{path}: weights are for model {meta['model_name']!r}, not {model_name!r}. "
+            f"Create the model as {meta['model_name']!r} or point at weights trained for {model_name!r}."
+        )
+    if vocab is not None and list(vocab) != list(meta["vocab"]):
+        mine, theirs = list(vocab), list(meta["vocab"])
+        missing = sorted(set(mine) - set(theirs))[:5]
+        extra = sorted(set(theirs) - set(mine))[:5]
+        detail = (
+            f"{len(theirs)} classes in the weights, {len(mine)} in the data"
+            + (f"; absent from the weights: {missing}" if missing else "")
+            + (f"; absent from the data: {extra}" if extra else "")
+            + ("; same classes in another order" if not missing and not extra else "")
+        )
+        raise WeightsError(
+            f"{path}: vocabulary mismatch ({detail}). Use weights trained on this data set's vocabulary "
+            "(sample_submission.csv columns)."
+        )
+    if mel_config is not None:
+        diff = {k: (meta["mel_config"].get(k), v) for k, v in mel_config.items() if meta["mel_config"].get(k) != v}
+        if diff:
+            raise WeightsError(
+                f"{path}: feature settings differ from the weights' (weights, requested): {diff}. "
+                "Predict with the preset the weights were trained with (stored in the file)."
+            )
+
+
+def load_into(model: torch.nn.Module, path: str | os.PathLike, *, strict: bool = True) -> dict[str, Any]:
+    """Load weights into an existing model; shape or key mismatches raise WeightsError. Returns metadata."""
+    meta = read_metadata(path)
+    state = load_state(path)
+    own = model.state_dict()
+    bad = [
+        f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and own[k].shape != v.shape
+    ]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if bad or (strict and (missing or unexpected)):
+        raise WeightsError(
+            f"{path}: weights do not fit this model ({meta['model_name']} {meta['model_kwargs']}): "
+            + "; ".join(
+                ([f"shape mismatch {bad[:3]}"] if bad else [])
+                + ([f"missing {missing[:3]}"] if missing else [])
+                + ([f"unexpected {unexpected[:3]}"] if unexpected else [])
+            )
+            + ". Build the model with the name and keyword arguments stored in the file "
+            "(fatlib.weights.build_model), or use weights of the same architecture and class count."
+        )
+    model.load_state_dict(state, strict=strict)
+    return meta
+
+
+def build_model(path: str | os.PathLike, **overrides) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Create the registered model the weights were saved from and load them. Returns (model, meta)."""
+    from .models import create_model
+
+    meta = read_metadata(path)
+    kwargs = {**meta["model_kwargs"], **overrides}
+    model = create_model(meta["model_name"], **kwargs)
+    load_into(model, path)
+    return model, meta
