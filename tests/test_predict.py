@@ -1,0 +1,273 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+import torch
+
+from fatlib.errors import DataError, WeightsError
+from fatlib.features import clip_features, load_audio, to_model_input
+from fatlib.predict import (
+    crop_plan,
+    evaluate,
+    extend_frames,
+    find_models,
+    full_frames,
+    predict_clips,
+    sequential_starts,
+    window_starts,
+    write_submission,
+)
+
+
+# ----------------------------------------------------------------------------- crop plans
+@pytest.mark.parametrize("n", [32, 33, 79, 80, 81, 200, 1000])
+def test_windows_cover_the_clip_every_48_frames(n):
+    w = 32
+    starts = window_starts(n, width_frames=w, step_frames=48)
+    assert starts[0] == 0 and starts[-1] == n - w  # first at the start, last flush with the end
+    assert (np.diff(starts) > 0).all()
+    assert (np.diff(starts)[:-1] == 48).all() and np.diff(starts)[-1:].max(initial=0) <= 48
+    covered = np.zeros(n, bool)
+    for s in starts:
+        covered[s : s + w] = True
+    # step 48 > width 32 leaves gaps between windows; the windows themselves stay inside the clip
+    assert covered[:w].all() and covered[-w:].all()
+
+
+def test_windows_exact_positions_and_short_clips():
+    assert window_starts(200, width_frames=32, step_frames=48).tolist() == [0, 48, 96, 144, 168]
+    assert window_starts(176, width_frames=32, step_frames=48).tolist() == [0, 48, 96, 144]
+    assert window_starts(20, width_frames=32).tolist() == [0]
+    assert crop_plan(20, tta="windows", width_frames=32) == [(0, 32)]
+    assert crop_plan(20, tta="sequential", width_frames=32) == [(0, 32)]
+    assert crop_plan(20, tta="full", width_frames=32) == [(0, 32)]
+
+
+@pytest.mark.parametrize("n", [32, 50, 64, 100, 127, 128, 129])
+def test_sequential_counts_each_frame_once_except_the_end_crop(n):
+    w = 32
+    starts = sequential_starts(n, width_frames=w)
+    counts = np.zeros(n, int)
+    for s in starts:
+        counts[s : s + w] += 1
+    assert (counts >= 1).all()  # the whole clip is seen
+    assert (counts[: n - w] == 1).all()  # nothing before the end crop (the start) is counted twice
+    twice = np.flatnonzero(counts == 2)
+    if n % w == 0:
+        assert len(starts) == n // w and twice.size == 0
+    else:
+        # the only double counts are the overlap of the end-aligned crop with the previous crop
+        assert starts[-1] == n - w
+        assert twice.tolist() == list(range(n - w, (n // w) * w))
+    assert counts.max() <= 2
+
+
+def test_full_frames_quantised_and_centred():
+    assert full_frames(100, width_frames=32, quantum_frames=16) == 96
+    assert full_frames(96, width_frames=32, quantum_frames=16) == 96
+    assert full_frames(20, width_frames=32, quantum_frames=16) == 32
+    assert crop_plan(101, tta="full", width_frames=32, quantum_frames=16) == [(2, 96)]
+
+
+def test_extend_frames_per_preset():
+    spec = torch.arange(10, dtype=torch.float32).view(1, 10).repeat(2, 1) - 50
+    rep = extend_frames(spec, width_frames=25, mode="repeat")
+    assert rep.shape == (2, 25) and torch.equal(rep[:, 10:20], spec) and torch.equal(rep[:, 20:], spec[:, :5])
+    pad = extend_frames(spec, width_frames=25, mode="pad")
+    assert torch.equal(pad[:, 7:17], spec)  # centred
+    assert (pad[:, :7] == spec.min()).all() and (pad[:, 17:] == spec.min()).all()
+    assert extend_frames(spec, width_frames=5, mode="pad") is spec
+
+
+def test_bad_scheme_and_steps_are_named():
+    with pytest.raises(DataError, match="unknown"):
+        crop_plan(100, tta="random", width_frames=32)
+    with pytest.raises(DataError, match="step_frames"):
+        window_starts(100, width_frames=32, step_frames=0)
+
+
+# ----------------------------------------------------------------------------- prediction
+SECONDS = [0.25, 0.9, 0.9, 1.3, 2.1, 0.6]  # two equal lengths share a "full" batch
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    root = tmp_path_factory.mktemp("clips")
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, sec in enumerate(SECONDS):
+        t = np.arange(int(sec * 44100)) / 44100
+        y = 0.3 * np.sin(2 * np.pi * (300 + 200 * i) * t) * (1 + np.sin(2 * np.pi * 3 * t)) / 2
+        y += 0.02 * rng.standard_normal(t.size)
+        paths.append(root / f"clip{i}.wav")
+        sf.write(paths[-1], y.astype(np.float32), 44100, subtype="PCM_16")
+    return paths
+
+
+class TinyNet(torch.nn.Module):
+    """Max over time of each (channel, mel) row, then a linear layer: any frame count, no batch-dependent
+    layer, and scores that move with the content of each crop."""
+
+    def __init__(self, n_mels: int, n_classes: int = 5, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.fc = torch.nn.Linear(n_mels, n_classes)
+
+    def forward(self, x):
+        return self.fc(x[:, 0].amax(dim=-1)) * 3.0
+
+
+@pytest.fixture(scope="module")
+def model(tiny_mel):
+    return TinyNet(tiny_mel.n_mels).eval()
+
+
+@pytest.fixture(scope="module")
+def cnn():
+    from fatlib.models import create_model
+
+    torch.manual_seed(0)
+    return create_model("cnn_model_1", n_classes=5, width_mult=0.125).eval()
+
+
+def _reference(model, path, cfg, plan_kw):
+    """One clip the slow way: librosa features, the crop plan, one crop at a time."""
+    spec = torch.from_numpy(clip_features(load_audio(path, sample_rate=cfg.sample_rate), cfg))
+    probs = []
+    with torch.no_grad():
+        for s, length in crop_plan(spec.shape[-1], width_frames=cfg.crop_frames, **plan_kw):
+            x = to_model_input(spec[None, :, s : s + length], cfg)
+            probs.append(torch.sigmoid(model(x))[0].numpy())
+    return np.mean(probs, axis=0)
+
+
+@pytest.mark.parametrize("tta", ["windows", "sequential", "full"])
+def test_predict_matches_one_clip_at_a_time_reference(clips, model, tiny_mel, tta):
+    kw = dict(tta=tta, step_frames=16, quantum_frames=8)
+    got = predict_clips(model, clips, tiny_mel, tta=tta, step_frames=16, length_quantum_frames=8,
+                        batch_size=4, progress=False)
+    want = np.stack([_reference(model, p, tiny_mel, kw) for p in clips])
+    assert got.shape == (len(clips), 5) and got.dtype == np.float32
+    assert ((got > 0) & (got < 1)).all() and got.std(axis=0).min() > 0.02  # clips differ
+    np.testing.assert_allclose(got, want, atol=2e-3)
+
+
+def test_full_with_length_bucketing_equals_one_by_one(clips, model, tiny_mel):
+    bucketed = predict_clips(model, clips, tiny_mel, tta="full", batch_size=8, length_quantum_frames=16,
+                             progress=False)
+    single = predict_clips(model, clips, tiny_mel, tta="full", batch_size=1, sort_by_length=False,
+                           length_quantum_frames=16, progress=False)
+    np.testing.assert_allclose(bucketed, single, atol=1e-5)
+    # the schemes see different crops, so they differ: the comparison above is not vacuous
+    windows = predict_clips(model, clips, tiny_mel, tta="windows", batch_size=8, progress=False)
+    assert np.abs(windows - bucketed).max() > 0.05
+
+
+def test_several_models_reduce(clips, model, tiny_mel):
+    other = TinyNet(tiny_mel.n_mels, seed=1).eval()
+    per_model = predict_clips([model, other], clips[:3], tiny_mel, reduce=None, progress=False)
+    assert per_model.shape == (2, 3, 5)
+    np.testing.assert_allclose(per_model[0], predict_clips(model, clips[:3], tiny_mel, progress=False), atol=1e-6)
+    mean = predict_clips([model, other], clips[:3], tiny_mel, progress=False)
+    np.testing.assert_allclose(mean, per_model.mean(0), atol=1e-6)
+
+
+def test_missing_clip_is_an_audio_error(clips, model, tiny_mel, tmp_path):
+    from fatlib.errors import AudioError
+
+    with pytest.raises(AudioError, match="nope.wav"):
+        predict_clips(model, [clips[0], tmp_path / "nope.wav"], tiny_mel, progress=False)
+
+
+# ----------------------------------------------------------------------------- weights
+VOCAB = ["Bark", "Meow", "Purr", "Hiss", "Chirp"]
+
+
+def _save(path, model, cfg, *, name="cnn_model_1", vocab=VOCAB):
+    from fatlib.weights import save_weights
+
+    return save_weights(path, model, model_name=name, model_kwargs=model.fatlib_kwargs,
+                        mel_config=cfg.to_dict(), vocab=vocab)
+
+
+def test_find_models_loads_folds_and_checks(tmp_path, cnn, tiny_mel, clips):
+    model = cnn
+    run = tmp_path / "run"
+    for k in range(2):
+        _save(run / "stage2" / f"fold{k}.safetensors", model, tiny_mel)
+    loaded = find_models(run, vocab=VOCAB)
+    assert [lm.path.name for lm in loaded] == ["fold0.safetensors", "fold1.safetensors"]
+    assert {lm.group for lm in loaded} == {"stage2/cnn_model_1"} and loaded[0].mel_config == tiny_mel
+    # the loaded weights predict exactly like the saved model
+    np.testing.assert_allclose(
+        predict_clips(loaded[0].model, clips[:2], tiny_mel, progress=False),
+        predict_clips(model, clips[:2], tiny_mel, progress=False), atol=1e-6,
+    )
+    with pytest.raises(WeightsError, match=r"fold0\.safetensors.*vocabulary mismatch"):
+        find_models(run, vocab=VOCAB[::-1])
+    with pytest.raises(WeightsError, match=r"stage3.*stage2"):
+        find_models(run, vocab=VOCAB, stages=["stage3"])
+    with pytest.raises(WeightsError, match="fold0.safetensors.*not 'vgg16_bn'"):
+        find_models(run, vocab=VOCAB, model_name="vgg16_bn")
+    with pytest.raises(WeightsError, match="feature settings differ"):
+        find_models(run / "stage2", vocab=VOCAB, mel_config=tiny_mel.replace(n_mels=40))
+
+
+def test_find_models_wrong_architecture_names_the_file(tmp_path, cnn, tiny_mel):
+    model = cnn
+    bad = _save(tmp_path / "s" / "fold3.safetensors", model, tiny_mel, name="dense_m1")
+    with pytest.raises(WeightsError, match=str(bad)):
+        find_models(tmp_path / "s", vocab=VOCAB)
+    with pytest.raises(WeightsError, match="no such weights folder"):
+        find_models(tmp_path / "absent", vocab=VOCAB)
+
+
+# ----------------------------------------------------------------------------- submission
+@pytest.fixture
+def sample(tmp_path):
+    path = tmp_path / "sample_submission.csv"
+    pd.DataFrame({"fname": ["c.wav", "a.wav", "b.wav"], "x": 0, "y": 0}).to_csv(path, index=False)
+    return path
+
+
+def test_submission_follows_the_sample(tmp_path, sample):
+    scores = np.array([[0.1, 0.2], [0.3, 0.4], [0.5, 0.6]])
+    out = write_submission(tmp_path / "sub.csv", ["a.wav", "b.wav", "c.wav"], scores, ["x", "y"], sample)
+    df = pd.read_csv(out)
+    assert list(df.columns) == ["fname", "x", "y"]
+    assert df["fname"].tolist() == ["c.wav", "a.wav", "b.wav"]
+    np.testing.assert_allclose(df[["x", "y"]].to_numpy(), scores[[2, 0, 1]])
+
+
+@pytest.mark.parametrize(
+    "fnames, scores, vocab, match",
+    [
+        (["a.wav", "b.wav"], np.full((2, 2), 0.5), ["x", "y"], r"1 clip\(s\).*have no scores.*c\.wav"),
+        (["a.wav", "b.wav", "c.wav"], np.array([[0.1, np.nan], [0.2, 0.2], [0.3, 0.3]]), ["x", "y"], "NaN.*a.wav"),
+        (["a.wav", "b.wav", "c.wav"], np.full((3, 2), 1.5), ["x", "y"], r"outside \[0, 1\]"),
+        (["a.wav", "b.wav", "c.wav"], np.full((3, 2), 0.5), ["y", "x"], "columns"),
+        (["a.wav", "a.wav", "c.wav"], np.full((3, 2), 0.5), ["x", "y"], "more than once"),
+        (["a.wav", "b.wav", "c.wav", "d.wav"], np.full((4, 2), 0.5), ["x", "y"], r"d\.wav"),
+    ],
+)
+def test_submission_errors_write_nothing(tmp_path, sample, fnames, scores, vocab, match):
+    with pytest.raises(DataError, match=match):
+        write_submission(tmp_path / "sub.csv", fnames, scores, vocab, sample)
+    assert not (tmp_path / "sub.csv").exists()
+
+
+# ----------------------------------------------------------------------------- evaluation
+def test_evaluate_known_answer(tmp_path):
+    truth = np.array([[1, 0, 0], [0, 1, 1], [0, 0, 0]], dtype=np.float32)
+    scores = np.array([[0.9, 0.1, 0.2], [0.8, 0.5, 0.3], [0.1, 0.2, 0.3]])
+    # clip 0: class a ranked 1st -> 1; clip 1: b 2nd -> 1/2, c 3rd -> 2/3; clip 2 has no label
+    ev = evaluate(truth, scores, ["a", "b", "c"], usage=["Public", "Private", "Private"], out_dir=tmp_path)
+    assert ev["lwlrap"] == pytest.approx((1 + 1 / 2 + 2 / 3) / 3)
+    assert ev["by_usage"] == pytest.approx({"Public": 1.0, "Private": (1 / 2 + 2 / 3) / 2})
+    assert ev["per_class"]["b"] == pytest.approx({"lwlrap": 0.5, "weight": 1 / 3})
+    assert json.loads((tmp_path / "evaluation.json").read_text())["lwlrap"] == pytest.approx(ev["lwlrap"])
+    assert (tmp_path / "per_class_lwlrap.png").stat().st_size > 1000
+    with pytest.raises(DataError, match="usage"):
+        evaluate(truth, scores, ["a", "b", "c"], usage=["Public"])
