@@ -1,0 +1,94 @@
+"""Plots: PNG files written atomically, axes in seconds/Hz, grids, curves and bars with real content."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from fatlib.errors import DataError
+from fatlib.plots import (
+    plot_augmentations,
+    plot_per_class,
+    plot_spectrogram,
+    plot_training_curve,
+    save_figure,
+)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _assert_png(path):
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 1000
+    assert not list(path.parent.glob(".*.tmp"))             # no temporary left behind
+
+
+def test_spectrogram_axes_in_seconds_and_hz(tmp_path, tiny_mel):
+    frames = 40
+    spec = np.random.default_rng(0).normal(-40, 10, (tiny_mel.n_mels, frames)).astype(np.float32)
+    fig = plot_spectrogram(spec, tiny_mel, title="clip")
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "Time (s)" and ax.get_ylabel() == "Frequency (Hz)" and ax.get_title() == "clip"
+    assert ax.get_xlim()[1] == pytest.approx(frames * tiny_mel.hop_length / tiny_mel.sample_rate, rel=0.02)
+    assert ax.get_yscale() == "symlog"                     # librosa mel axis: Hz values, mel-like spacing
+    assert tiny_mel.fmax <= ax.get_ylim()[1] <= 1.15 * tiny_mel.fmax      # top mel band reaches fmax
+    _assert_png(save_figure(fig, tmp_path / "spec.png"))
+    with pytest.raises(DataError, match="n_mels"):
+        plot_spectrogram(spec[:5], tiny_mel)
+
+
+def test_augmentation_grid_shows_each_augmentation_with_targets(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 3, 16, 24, generator=g)
+    y = torch.eye(6)[:, :4].clone()
+    y[4, 0] = y[5, 1] = 1.0
+    vocab = ["Bark", "Meow", "Drip", "Hiss"]
+    fig = plot_augmentations(x, y, ["specmix", "specaugment"], vocab, n=3)
+    assert len(fig.axes) == 3 * 3
+    assert [fig.axes[r * 3].get_ylabel() for r in range(3)] == ["original", "specmix", "specaugment"]
+    assert fig.axes[0].get_title() == "Bark 1.00"
+    assert all(fig.axes[r * 3 + c].get_title() for r in range(3) for c in range(3))
+    _assert_png(save_figure(fig, tmp_path / "aug.png"))
+    with pytest.raises(DataError, match="vocab has 3"):
+        plot_augmentations(x, y, ["mixup"], vocab[:3])
+
+
+def test_training_curve_overlays_folds_from_train_history_format(tmp_path):
+    folds = [{"batch_loss": [0.9, 0.8], "epochs": [
+        {"train_loss": 0.7 - 0.1 * e - 0.01 * k, "valid_loss": 0.6 - 0.05 * e, "lwlrap": 0.3 + 0.1 * e}
+        for e in range(3)]} for k in range(2)]
+    fig = plot_training_curve(folds, title="stage1")
+    loss_ax, metric_ax = fig.axes
+    assert loss_ax.get_ylabel() == "loss" and metric_ax.get_ylabel() == "lwlrap"
+    assert len(loss_ax.lines) == 4 and len(metric_ax.lines) == 2
+    assert list(metric_ax.lines[1].get_ydata()) == pytest.approx([0.3, 0.4, 0.5])
+    _assert_png(save_figure(fig, tmp_path / "curve.png"))
+
+
+def test_training_curve_accepts_dataframe_with_fold_column_and_single_axes():
+    df = pd.DataFrame({"fold": [0, 0, 1, 1], "train_loss": [1, 0.5, 1, 0.4], "valid_loss": [1, 0.6, 1, 0.7]})
+    from matplotlib.figure import Figure
+
+    fig = Figure()
+    ax = fig.add_subplot()
+    assert plot_training_curve(df, ax=ax) is fig
+    assert len(ax.lines) == 4
+    with pytest.raises(DataError, match="cannot read"):
+        plot_training_curve("history.csv")
+
+
+def test_per_class_bars_sorted_best_first_with_nan_last(tmp_path):
+    values = np.array([0.5, np.nan, 0.9, 0.1])
+    names = ["a", "b", "c", "d"]
+    fig = plot_per_class(values, names, weights=np.array([0.25, 0.0, 0.5, 0.25]))
+    ax = fig.axes[0]
+    height = {t.get_text(): t.get_position()[1] for t in ax.get_yticklabels()}
+    top_to_bottom = sorted(height, key=height.get, reverse=True)
+    assert top_to_bottom == ["c", "a", "d", "b"]
+    assert ax.get_xlabel() == "lwlrap"
+    assert any(t.get_text().strip() == "n/a" for t in ax.texts)
+    assert any(t.get_text().strip() == "50.0%" for t in ax.texts)
+    _assert_png(save_figure(fig, tmp_path / "per_class.png"))
+    with pytest.raises(DataError, match="one value per class"):
+        plot_per_class(values, names[:3])
