@@ -1,0 +1,101 @@
+"""Audio in: decode any file soundfile reads to float32 mono at one sample rate, trim, fix the length.
+
+Every clip that enters fatlib goes through :func:`load_audio`, so a broken file is caught here, with
+its name, instead of turning into silence or NaNs further down.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import AudioError
+
+MIN_LENGTH_MODES = ("pad", "repeat")
+
+
+def load_audio(path: str | os.PathLike, *, sample_rate: int = 44100) -> np.ndarray:
+    """Read ``path`` as a float32 1-D waveform at ``sample_rate`` Hz.
+
+    Any format and sample rate soundfile reads is accepted: several channels are averaged (downmix),
+    another rate is converted with ``librosa.resample``. Samples are in [-1, 1] for PCM files.
+
+    Raises:
+        AudioError: the file is missing or unreadable, has 0 samples, or holds NaN/inf samples.
+    """
+    import soundfile as sf
+
+    if not isinstance(sample_rate, (int, np.integer)) or sample_rate <= 0:
+        raise AudioError(f"sample_rate must be a positive integer in Hz, got {sample_rate!r}")
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: no such audio file; check the path and the data directory")
+    try:
+        data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise AudioError(
+            f"{path}: cannot decode audio ({e}); re-encode it as WAV/FLAC "
+            f"(e.g. `ffmpeg -i in -ar {sample_rate} out.wav`) or remove it from the split"
+        ) from e
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: the file holds 0 samples; replace it with the real recording or drop it")
+    if not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise AudioError(
+            f"{path}: {bad} samples are NaN or infinite; re-export the clip from its source "
+            "or drop it from the split (fatlib never replaces them with silence)"
+        )
+    y = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    if file_rate != sample_rate:
+        import librosa
+
+        y = librosa.resample(y, orig_sr=file_rate, target_sr=sample_rate)
+    return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def _check_wave(y, what: str = "y") -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise AudioError(f"{what} must be a 1-D waveform, got shape {y.shape}; downmix with load_audio first")
+    if y.size == 0:
+        raise AudioError(f"{what} is empty (0 samples); check the clip it came from")
+    return y
+
+
+def trim_silence(y: np.ndarray, *, top_db: float = 60.0) -> np.ndarray:
+    """Cut leading and trailing parts quieter than ``top_db`` dB below the clip's peak (librosa.effects.trim).
+
+    A clip that is silent all through (nothing to keep) is returned untrimmed rather than empty, so
+    that every clip still yields a spectrogram; the result is never empty.
+    """
+    import librosa
+
+    y = _check_wave(y)
+    if not top_db > 0:
+        raise AudioError(f"top_db must be > 0 dB, got {top_db!r}")
+    if not np.any(y):
+        return y  # all zeros: librosa would return it as is anyway; keep the clip
+    trimmed, _ = librosa.effects.trim(y, top_db=float(top_db))
+    return trimmed if trimmed.size else y
+
+
+def fix_length(y: np.ndarray, *, min_samples: int, mode: str = "pad") -> np.ndarray:
+    """Make ``y`` at least ``min_samples`` samples long; longer clips are returned unchanged.
+
+    ``mode="pad"`` adds zeros on both sides (centred, the extra sample on the right);
+    ``mode="repeat"`` tiles the clip end to end and cuts the tiling at ``min_samples``.
+    """
+    y = _check_wave(y)
+    if not isinstance(min_samples, (int, np.integer)) or min_samples < 1:
+        raise AudioError(f"min_samples must be a positive integer (samples), got {min_samples!r}")
+    if mode not in MIN_LENGTH_MODES:
+        raise AudioError(f"mode must be one of {MIN_LENGTH_MODES}, got {mode!r}")
+    n = y.shape[0]
+    if n >= min_samples:
+        return y
+    if mode == "pad":
+        left = (min_samples - n) // 2
+        return np.pad(y, (left, min_samples - n - left))
+    reps = -(-min_samples // n)
+    return np.tile(y, reps)[:min_samples]
