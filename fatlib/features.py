@@ -1,0 +1,244 @@
+"""Log-mel features: the configuration (:class:`MelConfig`, presets), the librosa reference
+(:func:`log_mel`), the same numbers on torch for batches on CPU or GPU (:class:`LogMel`), and the
+normalisation into model input (:func:`normalize`, :func:`to_model_input`).
+
+Values are in dB: ``power_to_db(melspectrogram(power=2), ref=1.0, amin=1e-10, top_db=80)``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .audio import MIN_LENGTH_MODES, fix_length, load_audio, trim_silence
+
+__all__ = [
+    "MelConfig", "PRESETS", "get_preset", "log_mel", "LogMel", "clip_features", "normalize",
+    "to_model_input", "load_audio", "trim_silence", "fix_length",
+]
+
+AMIN = 1e-10  # power floor before log10 (librosa's amin)
+TOP_DB = 80.0  # dynamic range kept below each clip's peak, dB
+NORMALIZE_MODES = ("clip", "global", "none")
+EPS_STD = 1e-6  # added to the per-clip standard deviation (dB) so a constant clip does not divide by 0
+
+
+@dataclass(frozen=True)
+class MelConfig:
+    """Everything that decides the numbers of a log-mel spectrogram and how it is fed to a model.
+
+    Units: ``sample_rate`` Hz, ``n_fft``/``hop_length`` samples, ``fmin``/``fmax`` Hz, ``trim_top_db``
+    dB below the peak (None: no trimming), ``crop_frames`` STFT frames (shorter clips are extended to
+    ``crop_frames * hop_length`` samples by ``min_length`` = "pad" or "repeat"), ``global_mean`` and
+    ``global_std`` dB (used when ``normalize == "global"``), ``channels`` copies for the model input.
+    """
+
+    sample_rate: int = 44100
+    n_mels: int = 128
+    n_fft: int = 2560
+    hop_length: int = 694
+    fmin: float = 20.0
+    fmax: float = 22050.0
+    trim_top_db: float | None = 60.0
+    crop_frames: int = 128
+    min_length: str = "pad"
+    normalize: str = "clip"
+    global_mean: float = -35.7
+    global_std: float = 21.6
+    channels: int = 3
+
+    def __post_init__(self):
+        for name in ("sample_rate", "n_mels", "n_fft", "hop_length", "crop_frames", "channels"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"MelConfig.{name} must be a positive integer, got {v!r}")
+            object.__setattr__(self, name, int(v))
+        for name in ("fmin", "fmax", "global_mean", "global_std"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not np.isfinite(v):
+                raise ValueError(f"MelConfig.{name} must be a finite number, got {v!r}")
+            object.__setattr__(self, name, float(v))
+        nyquist = self.sample_rate / 2
+        if not 0 <= self.fmin < self.fmax <= nyquist:
+            raise ValueError(
+                f"MelConfig needs 0 <= fmin < fmax <= sample_rate/2 = {nyquist:g} Hz, "
+                f"got fmin={self.fmin:g} Hz, fmax={self.fmax:g} Hz"
+            )
+        if self.trim_top_db is not None:
+            if not isinstance(self.trim_top_db, (int, float, np.number)) or not self.trim_top_db > 0:
+                raise ValueError(f"MelConfig.trim_top_db must be None or > 0 dB, got {self.trim_top_db!r}")
+            object.__setattr__(self, "trim_top_db", float(self.trim_top_db))
+        if self.min_length not in MIN_LENGTH_MODES:
+            raise ValueError(f"MelConfig.min_length must be one of {MIN_LENGTH_MODES}, got {self.min_length!r}")
+        if self.normalize not in NORMALIZE_MODES:
+            raise ValueError(f"MelConfig.normalize must be one of {NORMALIZE_MODES}, got {self.normalize!r}")
+        if not self.global_std > 0:
+            raise ValueError(f"MelConfig.global_std must be > 0 dB, got {self.global_std!r}")
+        if self.n_mels > self.n_fft // 2 + 1:
+            raise ValueError(
+                f"MelConfig.n_mels={self.n_mels} exceeds the {self.n_fft // 2 + 1} STFT bins of "
+                f"n_fft={self.n_fft}; lower n_mels or raise n_fft"
+            )
+
+    def replace(self, **changes) -> MelConfig:
+        """A copy with some fields changed (validated); unknown fields raise a ValueError listing the valid ones."""
+        _check_fields(changes)
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> MelConfig:
+        _check_fields(d)
+        return cls(**d)
+
+    def key(self) -> str:
+        """Short stable hash (12 hex digits) of :meth:`to_dict`: equal configs give equal keys."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+    @property
+    def crop_samples(self) -> int:
+        """Samples a clip is extended to before the STFT: ``crop_frames * hop_length``."""
+        return self.crop_frames * self.hop_length
+
+
+def _check_fields(d: dict) -> None:
+    valid = [f.name for f in dataclasses.fields(MelConfig)]
+    unknown = sorted(set(d) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown MelConfig field(s) {unknown}; valid fields: {valid}")
+
+
+PRESETS: dict[str, MelConfig] = {
+    # 12th place: 128x128 crops (~2 s at hop 694), centred padding, per-clip standardisation, 3 channels
+    "cnn128": MelConfig(),
+    # 9th place: 64x256 crops (~4 s), global normalisation, 1 channel
+    "dense64": MelConfig(
+        n_mels=64, n_fft=1920, hop_length=690, crop_frames=256, normalize="global",
+        global_mean=-35.7, global_std=21.6, channels=1,
+    ),
+}
+
+
+def get_preset(name: str, **overrides) -> MelConfig:
+    """The preset ``name`` ("cnn128" or "dense64"), with ``overrides`` applied (validated)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown mel preset {name!r}; valid presets: {sorted(PRESETS)}")
+    return PRESETS[name].replace(**overrides)
+
+
+def _check_cfg(cfg) -> MelConfig:
+    if not isinstance(cfg, MelConfig):
+        raise TypeError(f"cfg must be a MelConfig (see fatlib.features.get_preset), got {type(cfg).__name__}")
+    return cfg
+
+
+def log_mel(y: np.ndarray, cfg: MelConfig) -> np.ndarray:
+    """librosa reference log-mel of a 1-D waveform: (n_mels, 1 + len(y) // hop_length) float32 dB."""
+    import librosa
+
+    from .audio import _check_wave
+
+    _check_cfg(cfg)
+    y = np.asarray(_check_wave(y), dtype=np.float32)
+    mel = librosa.feature.melspectrogram(
+        y=y, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels,
+        fmin=cfg.fmin, fmax=cfg.fmax, power=2.0, center=True, window="hann", pad_mode="constant",
+    )
+    return librosa.power_to_db(mel, ref=1.0, amin=AMIN, top_db=TOP_DB).astype(np.float32)
+
+
+class LogMel(nn.Module):
+    """Batched log-mel on torch: (batch, samples) -> (batch, n_mels, frames) dB, same numbers as :func:`log_mel`.
+
+    Periodic Hann window, centred frames with zero padding (librosa >= 0.10), the mel filter bank of
+    ``librosa.filters.mel`` as a buffer (moves with ``.to(device)``), and the top-80-dB clamp per clip.
+    A 1-D input is treated as a batch of one.
+    """
+
+    def __init__(self, cfg: MelConfig):
+        import librosa
+
+        super().__init__()
+        self.cfg = _check_cfg(cfg)
+        fb = librosa.filters.mel(
+            sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax
+        )
+        self.register_buffer("mel_fb", torch.from_numpy(np.ascontiguousarray(fb, dtype=np.float32)))
+        self.register_buffer("window", torch.hann_window(cfg.n_fft, periodic=True, dtype=torch.float32))
+
+    def forward(self, waves: torch.Tensor) -> torch.Tensor:
+        if waves.dim() == 1:
+            waves = waves.unsqueeze(0)
+        if waves.dim() != 2:
+            raise ValueError(f"LogMel expects (batch, samples) waveforms, got shape {tuple(waves.shape)}")
+        spec = torch.stft(
+            waves.to(self.window.dtype), n_fft=self.cfg.n_fft, hop_length=self.cfg.hop_length,
+            window=self.window, center=True, pad_mode="constant", return_complex=True,
+        )
+        power = spec.real.square() + spec.imag.square()  # (B, n_fft//2+1, frames)
+        mel = torch.matmul(self.mel_fb, power)  # (B, n_mels, frames)
+        db = 10.0 * torch.log10(mel.clamp(min=AMIN))
+        peak = db.amax(dim=(-2, -1), keepdim=True)
+        return torch.maximum(db, peak - TOP_DB)
+
+    def extra_repr(self) -> str:
+        c = self.cfg
+        return f"n_mels={c.n_mels}, n_fft={c.n_fft}, hop_length={c.hop_length}, sample_rate={c.sample_rate}"
+
+
+def clip_features(y: np.ndarray, cfg: MelConfig) -> np.ndarray:
+    """What the feature cache stores for a clip: trim (if ``cfg.trim_top_db``), extend to
+    ``cfg.crop_samples`` (``cfg.min_length``), then :func:`log_mel`. Returns (n_mels, frames) float32 dB."""
+    _check_cfg(cfg)
+    if cfg.trim_top_db is not None:
+        y = trim_silence(y, top_db=cfg.trim_top_db)
+    y = fix_length(y, min_samples=cfg.crop_samples, mode=cfg.min_length)
+    return log_mel(y, cfg)
+
+
+def normalize(spec, cfg: MelConfig):
+    """Normalise dB spectrograms (numpy or torch, any leading dims, last two = (n_mels, frames)).
+
+    ``cfg.normalize``: "clip" standardises each spectrogram over its last two dims, "global" uses
+    ``(x - global_mean) / global_std``, "none" returns it unchanged. numpy in -> float32 numpy out,
+    torch in -> torch out (float32 for float16 input).
+    """
+    _check_cfg(cfg)
+    is_torch = isinstance(spec, torch.Tensor)
+    if is_torch:
+        x = spec if spec.dtype in (torch.float32, torch.float64) else spec.float()
+    else:
+        x = np.asarray(spec, dtype=np.float32)
+    if x.ndim < 2:
+        raise ValueError(f"normalize expects (..., n_mels, frames), got shape {tuple(x.shape)}")
+    if cfg.normalize == "clip":
+        dims = (-2, -1)
+        if is_torch:
+            mean, std = x.mean(dim=dims, keepdim=True), x.std(dim=dims, keepdim=True, unbiased=False)
+        else:
+            mean, std = x.mean(axis=dims, keepdims=True), x.std(axis=dims, keepdims=True)
+        return (x - mean) / (std + EPS_STD)
+    if cfg.normalize == "global":
+        return (x - cfg.global_mean) / cfg.global_std
+    return x
+
+
+def to_model_input(spec_batch, cfg: MelConfig) -> torch.Tensor:
+    """(B, n_mels, frames) dB (numpy or torch) -> normalised float32 torch (B, cfg.channels, n_mels, frames)."""
+    _check_cfg(cfg)
+    x = spec_batch if isinstance(spec_batch, torch.Tensor) else torch.from_numpy(np.asarray(spec_batch))
+    if x.dim() != 3 or x.shape[1] != cfg.n_mels:
+        raise ValueError(
+            f"to_model_input expects (batch, n_mels={cfg.n_mels}, frames), got shape {tuple(x.shape)}; "
+            "check that the features were made with the same MelConfig"
+        )
+    x = normalize(x.float(), cfg).unsqueeze(1)
+    return x.expand(-1, cfg.channels, -1, -1).contiguous() if cfg.channels > 1 else x.contiguous()

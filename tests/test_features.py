@@ -1,0 +1,140 @@
+"""fatlib.features: MelConfig and presets, librosa reference vs torch LogMel, normalisation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fatlib.features import (
+    PRESETS,
+    LogMel,
+    MelConfig,
+    clip_features,
+    get_preset,
+    load_audio,
+    log_mel,
+    normalize,
+    to_model_input,
+)
+
+SR = 44100
+
+
+def _clips():
+    """Synthetic clips: noise, a decaying tone, a chirp with silence around it."""
+    rng = np.random.default_rng(0)
+    t = np.arange(SR) / SR
+    noise = 0.1 * rng.standard_normal(SR)
+    tone = 0.5 * np.sin(2 * np.pi * 440 * t) * np.exp(-3 * t)
+    chirp = np.concatenate([np.zeros(SR // 4), 0.3 * np.sin(2 * np.pi * (200 + 4000 * t) * t), np.zeros(SR // 4)])
+    return [c.astype(np.float32) for c in (noise, tone, chirp)]
+
+
+def test_presets_match_reference():
+    c = PRESETS["cnn128"]
+    assert (c.n_mels, c.n_fft, c.hop_length, c.fmin, c.fmax, c.crop_frames) == (128, 2560, 694, 20.0, 22050.0, 128)
+    assert (c.min_length, c.normalize, c.channels, c.trim_top_db) == ("pad", "clip", 3, 60.0)
+    d = PRESETS["dense64"]
+    assert (d.n_mels, d.n_fft, d.hop_length, d.crop_frames, d.channels) == (64, 1920, 690, 256, 1)
+    assert (d.normalize, d.global_mean, d.global_std) == ("global", -35.7, 21.6)
+
+
+def test_get_preset_overrides_and_errors():
+    c = get_preset("cnn128", n_mels=64)
+    assert c.n_mels == 64 and PRESETS["cnn128"].n_mels == 128
+    with pytest.raises(ValueError, match="dense64"):
+        get_preset("nope")
+    with pytest.raises(ValueError, match="hop_length"):
+        get_preset("cnn128", hop=512)
+
+
+@pytest.mark.parametrize("bad", [{"n_mels": 0}, {"fmax": 30000.0}, {"fmin": 500.0, "fmax": 100.0},
+                                 {"min_length": "loop"}, {"normalize": "batch"}, {"hop_length": 1.5},
+                                 {"trim_top_db": -1.0}, {"global_std": 0.0}])
+def test_melconfig_validation(bad):
+    field = next(iter(bad))
+    with pytest.raises(ValueError, match=field):
+        MelConfig(**bad)
+
+
+def test_key_is_stable_and_sensitive():
+    a, b = get_preset("cnn128"), MelConfig(fmin=20, fmax=22050)  # ints normalised to floats
+    assert a.key() == b.key() and len(a.key()) == 12
+    assert a.key() != a.replace(hop_length=347).key()
+    assert MelConfig.from_dict(a.to_dict()) == a
+
+
+def test_log_mel_shape_dtype_and_range():
+    cfg = get_preset("cnn128")
+    spec = log_mel(_clips()[0], cfg)
+    assert spec.dtype == np.float32 and spec.shape == (128, 1 + SR // 694)
+    assert spec.max() - spec.min() <= 80.0 + 1e-4
+
+
+@pytest.mark.parametrize("preset", ["cnn128", "dense64"])
+def test_torch_logmel_matches_librosa_synthetic(preset):
+    cfg = get_preset(preset)
+    clips = _clips()[:2]
+    batch = torch.from_numpy(np.stack(clips))
+    out = LogMel(cfg)(batch).numpy()
+    for got, y in zip(out, clips):
+        ref = log_mel(y, cfg)
+        assert got.shape == ref.shape
+        assert np.abs(got - ref).max() <= 0.01
+
+
+def test_torch_logmel_matches_librosa_real(shared_dir):
+    cfg = get_preset("cnn128")
+    module = LogMel(cfg)
+    paths = sorted((shared_dir / "audio-samples").glob("*.wav"))
+    assert len(paths) == 6
+    for path in paths:
+        y = load_audio(path)
+        got = module(torch.from_numpy(y))[0].numpy()
+        assert np.abs(got - log_mel(y, cfg)).max() <= 0.01, path.name
+
+
+def test_logmel_buffers_move_with_module():
+    m = LogMel(get_preset("dense64"))
+    names = dict(m.named_buffers())
+    assert names["mel_fb"].shape == (64, 1920 // 2 + 1) and "window" in names
+    if torch.cuda.is_available():
+        y = _clips()[1]
+        got = m.cuda()(torch.from_numpy(y).cuda())[0].cpu().numpy()
+        assert np.abs(got - log_mel(y, m.cfg)).max() <= 0.01
+
+
+def test_clip_features_trims_and_pads(tiny_mel):
+    y = _clips()[2]  # 0.25 s silence + 1 s chirp + 0.25 s silence
+    spec = clip_features(y, tiny_mel)
+    # silence trimmed off (to librosa's 2048-sample frame granularity): ~1 s left of 1.5 s
+    assert 1 + SR // tiny_mel.hop_length <= spec.shape[1] <= 1 + (SR + 4096) // tiny_mel.hop_length
+    short = clip_features(y[SR // 4 : SR // 4 + 2000], tiny_mel)
+    assert short.shape == (tiny_mel.n_mels, tiny_mel.crop_frames + 1)
+    assert short[:, 0].max() == short.min()  # centred zero padding: the first frame is the floor
+    rep = clip_features(y[SR // 4 : SR // 4 + 2000], tiny_mel.replace(min_length="repeat"))
+    assert rep[:, 0].max() > rep.min() + 20
+
+
+def test_normalize_numpy_and_torch():
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((2, 8, 10)) * 20 - 40).astype(np.float32)
+    clip = get_preset("cnn128")
+    for out in (normalize(x, clip), normalize(torch.from_numpy(x), clip).numpy()):
+        np.testing.assert_allclose(out.mean(axis=(1, 2)), 0, atol=1e-5)
+        np.testing.assert_allclose(out.std(axis=(1, 2)), 1, atol=1e-4)
+    glob = get_preset("dense64")
+    np.testing.assert_allclose(normalize(x, glob), (x + 35.7) / 21.6, rtol=1e-6)
+    none = clip.replace(normalize="none")
+    np.testing.assert_array_equal(normalize(x.astype(np.float16), none), x.astype(np.float16).astype(np.float32))
+
+
+def test_to_model_input_channels():
+    x = np.random.default_rng(0).standard_normal((4, 128, 16)).astype(np.float16) * 30
+    out = to_model_input(x, get_preset("cnn128"))
+    assert out.dtype == torch.float32 and out.shape == (4, 3, 128, 16)
+    assert torch.equal(out[:, 0], out[:, 2])
+    one = to_model_input(torch.from_numpy(x[:, :64]), get_preset("dense64"))
+    assert one.shape == (4, 1, 64, 16)
+    with pytest.raises(ValueError, match="n_mels=128"):
+        to_model_input(x[:, :64], get_preset("cnn128"))
