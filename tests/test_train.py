@@ -1,0 +1,151 @@
+"""train_stage on the tiny data set: outputs, resumability, out-of-fold hygiene, init_from, config."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fatlib.errors import DataError
+from fatlib.train import StageConfig, train_stage
+
+TINY = dict(model="cnn_model_1", model_kwargs={"width_mult": 0.125}, preset="cnn128",
+            mel=dict(n_mels=32, n_fft=1024, hop_length=512, crop_frames=32), epochs=1, n_folds=2,
+            batch_size=16, augment=["specmix"], tta_step_frames=32)
+
+
+@pytest.fixture(scope="module")
+def data(tiny_dataset):
+    from fatlib.data import FatData
+
+    return FatData.from_dir(tiny_dataset)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, data):
+    """One finished curated stage shared by the tests below."""
+    root = tmp_path_factory.mktemp("run")
+    cfg = StageConfig(name="s1", train_on="curated", **TINY)
+    res = train_stage(cfg, data, run_dir=root / "r", cache_dir=root / "cache", progress=False)
+    return root, cfg, res
+
+
+def test_stage_writes_every_output(run, data):
+    root, _, res = run
+    d = root / "r" / "s1"
+    for name in ["config.json", "fold0.safetensors", "fold1.safetensors", "fold0.done", "fold1.done",
+                 "oof_curated.csv", "oof_noisy.csv", "noisy_lwlrap.csv", "metrics.json", "curve.png"]:
+        assert (d / name).is_file(), name
+    assert (root / "r" / "folds_curated.csv").is_file() and (root / "r" / "folds_noisy.csv").is_file()
+    oof = pd.read_csv(d / "oof_curated.csv")
+    assert list(oof.columns) == ["fname", *data.vocab] and len(oof) == len(data.curated.fnames)
+    p = oof[data.vocab].to_numpy()
+    assert np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()
+    assert len(pd.read_csv(d / "noisy_lwlrap.csv")) == len(data.noisy.fnames)
+    m = json.loads((d / "metrics.json").read_text())
+    assert len(m["fold_lwlrap_curated"]) == 2 and 0 < m["cv_lwlrap_curated"] <= 1
+    assert set(m["per_class_lwlrap_curated"]) == set(data.vocab)
+    assert m["cv_lwlrap_curated"] == pytest.approx(res.cv_curated)
+
+
+def test_oof_fold_never_trained_on(run, data):
+    root, _, _ = run
+    folds = pd.read_csv(root / "r" / "folds_curated.csv").set_index("fname")["fold"]
+    seen = set()
+    for k in range(2):
+        rec = json.loads((root / "r" / "s1" / f"fold{k}.json").read_text())
+        assert not set(rec["train_curated"]) & set(rec["valid_curated"])
+        assert all(folds[f] == k for f in rec["valid_curated"])
+        assert all(folds[f] != k for f in rec["train_curated"])
+        assert rec["train_noisy"] == []
+        seen |= set(rec["valid_curated"])
+    assert seen == set(data.curated.fnames)
+
+
+def test_rerun_skips_finished_folds_and_redoes_unfinished(run, data):
+    root, cfg, res = run
+    d = root / "r" / "s1"
+    before = {k: (d / f"fold{k}.safetensors").stat().st_mtime_ns for k in range(2)}
+    res2 = train_stage(cfg, data, run_dir=root / "r", cache_dir=root / "cache", progress=False)
+    assert {k: (d / f"fold{k}.safetensors").stat().st_mtime_ns for k in range(2)} == before
+    assert res2.cv_curated == pytest.approx(res.cv_curated)
+    (d / "fold1.done").unlink()  # as if interrupted during fold 1
+    train_stage(cfg, data, run_dir=root / "r", cache_dir=root / "cache", progress=False)
+    assert (d / "fold0.safetensors").stat().st_mtime_ns == before[0]
+    assert (d / "fold1.safetensors").stat().st_mtime_ns != before[1]
+    assert (d / "fold1.done").exists()
+
+
+def test_changed_config_is_refused(run, data):
+    root, cfg, _ = run
+    with pytest.raises(DataError, match="other settings"):
+        train_stage(cfg.replace(lr=0.5), data, run_dir=root / "r", cache_dir=root / "cache", progress=False)
+
+
+def test_init_from_and_selected_noisy_respect_folds(run, data, monkeypatch):
+    import fatlib.weights
+    from fatlib.select import select_by_agreement
+    from fatlib.train import noisy_folds
+
+    root, _, _ = run
+    run_dir = root / "r"
+    nf = noisy_folds(data, run_dir=run_dir, n_folds=2, seed=42)
+    sel = select_by_agreement(np.ones(len(nf)), targets=data.noisy.targets, folds=nf, max_per_fold_label=None)
+    csv = sel.write(root / "sel.csv", fnames=data.noisy.fnames, vocab=data.vocab)
+    loaded = []
+    real = fatlib.weights.load_into
+
+    def spy(model, path, **kw):
+        loaded.append(path)
+        return real(model, path, **kw)
+
+    monkeypatch.setattr(fatlib.weights, "load_into", spy)
+    cfg = StageConfig(name="s2", train_on="curated+selected", selection_csv=str(csv),
+                      init_from=str(run_dir / "s1"), **TINY)
+    train_stage(cfg, data, run_dir=run_dir, cache_dir=root / "cache", progress=False)
+    assert [p.name for p in loaded] == ["fold0.safetensors", "fold1.safetensors"]
+    assert all(p.parent == run_dir / "s1" for p in loaded)
+    noisy_fold = dict(zip(data.noisy.fnames, nf))
+    for k in range(2):
+        rec = json.loads((run_dir / "s2" / f"fold{k}.json").read_text())
+        assert rec["train_noisy"] and all(noisy_fold[f] != k for f in rec["train_noisy"])
+        assert all(noisy_fold[f] == k for f in rec["oof_noisy"])
+
+
+def test_stage_config_json_roundtrip_and_validation(tmp_path):
+    cfg = StageConfig(name="x", train_on="noisy", augment=["specmix", "zoomcrop"], model_kwargs={"width_mult": 0.5})
+    assert StageConfig.load(cfg.save(tmp_path / "c.json")) == cfg
+    with pytest.raises(DataError, match="unknown fields"):
+        StageConfig.from_dict({"name": "x", "epoch": 3})
+    with pytest.raises(DataError, match="train_on"):
+        StageConfig(name="x", train_on="everything")
+    with pytest.raises(DataError, match="selection_csv"):
+        StageConfig(name="x", train_on="curated+selected")
+
+
+def test_distributed_branch_chosen_from_env(monkeypatch):
+    import contextlib
+
+    from fatlib import train
+
+    calls = []
+
+    class FakeLearner:
+        @contextlib.contextmanager
+        def distrib_ctx(self):
+            calls.append("distrib")
+            yield self
+
+        def fit_one_cycle(self, n, lr_max):
+            calls.append(("fit", n, lr_max))
+
+    cfg = StageConfig(name="x", epochs=3, lr=0.01)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    train._fit(FakeLearner(), cfg)
+    assert calls == [("fit", 3, 0.01)]
+    calls.clear()
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert train.use_distributed()
+    train._fit(FakeLearner(), cfg)
+    assert calls == ["distrib", ("fit", 3, 0.01)]
