@@ -1,0 +1,208 @@
+"""Feature cache: the float16 log-mels of a whole split in one memory-mapped file.
+
+Layout in ``cache_dir`` for a split ``name`` and a hash ``h`` of (MelConfig.key(), file names, sizes,
+mtimes)::
+
+    <name>-<h>.f16          every clip's (n_mels, frames) block, C order, one after the other
+    <name>-<h>.json         index: fnames, lengths (frames), offsets (elements), n_mels, cfg
+    <name>-<h>.parts/       while building: shards of SHARD_SIZE clips, each written atomically
+
+The index is written last, so its presence means the cache is complete. An interrupted build keeps
+its finished shards and a rerun computes only the missing ones; a build whose cache exists returns
+at once. Nothing holds the split in RAM: shards are streamed into the data file and reads are views
+of a ``numpy.memmap``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import AudioError, DataError
+from .features import MelConfig, clip_features, load_audio
+from .io import atomic_path, write_json
+
+SHARD_SIZE = 32  # clips per shard: the unit of parallel work and of resuming
+DTYPE = np.float16
+FORMAT_VERSION = 1
+
+
+def _split_hash(paths: Sequence[Path], cfg: MelConfig) -> str:
+    h = hashlib.sha1(f"fatlib-cache-v{FORMAT_VERSION}|{cfg.key()}|{SHARD_SIZE}".encode())
+    for p in paths:
+        st = p.stat()
+        h.update(f"|{p.name}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:12]
+
+
+def _compute_shard(paths: list[str], cfg_dict: dict, shard_path: str) -> list[int]:
+    """Worker: features of ``paths`` written (atomically) to ``shard_path``; returns frames per clip."""
+    cfg = MelConfig.from_dict(cfg_dict)
+    specs = [clip_features(load_audio(p, sample_rate=cfg.sample_rate), cfg).astype(DTYPE) for p in paths]
+    lengths = np.array([s.shape[1] for s in specs], dtype=np.int64)
+    data = np.concatenate([s.ravel() for s in specs])
+    with atomic_path(shard_path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, data=data, lengths=lengths)
+    return lengths.tolist()
+
+
+def _check_paths(paths) -> list[Path]:
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise DataError("FeatureCache.build got no audio files; pass the split's paths (Split.paths())")
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise AudioError(f"{len(missing)} audio file(s) not found, first: {missing[:5]}; check the audio directory")
+    seen: dict[str, Path] = {}
+    for p in paths:
+        if p.name in seen:
+            raise DataError(f"two files share the name {p.name!r} ({seen[p.name]} and {p}); names must be unique")
+        seen[p.name] = p
+    return paths
+
+
+class FeatureCache:
+    """Read access to a built cache; make one with :meth:`build` (or open an index with the constructor)."""
+
+    def __init__(self, index_path: str | os.PathLike):
+        self.index_path = Path(index_path)
+        if not self.index_path.is_file():
+            raise DataError(f"{self.index_path}: no feature cache index; build it with FeatureCache.build")
+        index = json.loads(self.index_path.read_text())
+        self.cfg = MelConfig.from_dict(index["cfg"])
+        self.fnames: list[str] = list(index["fnames"])
+        self.lengths = np.asarray(index["lengths"], dtype=np.int64)
+        self.offsets = np.asarray(index["offsets"], dtype=np.int64)
+        self.n_mels = int(index["n_mels"])
+        self.data_path = self.index_path.with_suffix(".f16")
+        total = int(index["total"])
+        size = self.data_path.stat().st_size if self.data_path.is_file() else -1
+        if size != total * np.dtype(DTYPE).itemsize:
+            raise DataError(
+                f"{self.data_path}: expected {total * 2} bytes, found {size}; delete {self.index_path} and rebuild"
+            )
+        self.data = np.memmap(self.data_path, dtype=DTYPE, mode="r", shape=(total,))
+        self._pos = {f: i for i, f in enumerate(self.fnames)}
+
+    @classmethod
+    def build(
+        cls,
+        paths: Sequence[str | os.PathLike],
+        cfg: MelConfig,
+        *,
+        cache_dir: str | os.PathLike,
+        name: str = "split",
+        n_jobs: int | None = None,
+        progress: bool = True,
+    ) -> FeatureCache:
+        """Compute :func:`fatlib.features.clip_features` of every file of ``paths`` into one cache.
+
+        ``n_jobs`` worker processes (default: every core this process may use; 1 = in this process).
+        Returns the existing cache at once when one with the same hash is complete; resumes from
+        finished shards after an interruption. A file that cannot be decoded raises its AudioError.
+        """
+        if not isinstance(cfg, MelConfig):
+            raise TypeError(f"cfg must be a MelConfig, got {type(cfg).__name__}")
+        if not name or "/" in name:
+            raise DataError(f"cache name must be a non-empty file name part, got {name!r}")
+        paths = _check_paths(paths)
+        cache_dir = Path(cache_dir)
+        stem = f"{name}-{_split_hash(paths, cfg)}"
+        index_path = cache_dir / f"{stem}.json"
+        if index_path.is_file():
+            return cls(index_path)
+        n_jobs = _n_jobs(n_jobs)
+        parts = cache_dir / f"{stem}.parts"
+        parts.mkdir(parents=True, exist_ok=True)
+        shards = [[str(p) for p in paths[i : i + SHARD_SIZE]] for i in range(0, len(paths), SHARD_SIZE)]
+        shard_paths = [parts / f"shard-{k:05d}.npz" for k in range(len(shards))]
+        todo = [k for k, sp in enumerate(shard_paths) if not sp.is_file()]
+        _run_shards([(shards[k], cfg.to_dict(), str(shard_paths[k])) for k in todo],
+                    [len(shards[k]) for k in todo], n_jobs=n_jobs, progress=progress, total=len(paths),
+                    done=len(paths) - sum(len(shards[k]) for k in todo))
+        _assemble(shard_paths, index_path, paths, cfg)
+        shutil.rmtree(parts)
+        return cls(index_path)
+
+    def __len__(self) -> int:
+        return len(self.fnames)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        """Clip ``i``'s log-mel as a read-only (n_mels, frames) float16 view of the memmap (dB)."""
+        n = len(self.fnames)
+        if not -n <= i < n:
+            raise IndexError(f"clip index {i} out of range for a cache of {n} clips")
+        i %= n
+        start = int(self.offsets[i])
+        return self.data[start : start + self.n_mels * int(self.lengths[i])].reshape(self.n_mels, -1)
+
+    def index_of(self, fname: str) -> int:
+        try:
+            return self._pos[fname]
+        except KeyError:
+            raise DataError(f"{fname!r} is not in the feature cache {self.index_path.name}") from None
+
+    def __repr__(self) -> str:
+        return f"FeatureCache({self.index_path}, clips={len(self)}, n_mels={self.n_mels})"
+
+
+def _n_jobs(n_jobs: int | None) -> int:
+    if n_jobs is None:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
+        raise ValueError(f"n_jobs must be a positive integer (processes) or None for all cores, got {n_jobs!r}")
+    return n_jobs
+
+
+def _run_shards(tasks: list[tuple], sizes: list[int], *, n_jobs: int, progress: bool, total: int, done: int) -> None:
+    """Run ``_compute_shard`` on every task (in-process for one job), advancing a bar by clips."""
+    from fastprogress.fastprogress import progress_bar
+
+    bar = progress_bar(range(total), leave=False) if progress else None  # it prints even with display=False
+    _advance(bar, done)
+    if n_jobs == 1 or len(tasks) <= 1:
+        for task, size in zip(tasks, sizes):
+            _compute_shard(*task)
+            done += size
+            _advance(bar, done)
+        return
+    with ProcessPoolExecutor(max_workers=min(n_jobs, len(tasks))) as pool:
+        pending = {pool.submit(_compute_shard, *task): size for task, size in zip(tasks, sizes)}
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_EXCEPTION)
+            for fut in finished:
+                size = pending.pop(fut)
+                if fut.exception() is not None:
+                    for other in pending:
+                        other.cancel()
+                    raise fut.exception()
+                done += size
+                _advance(bar, done)
+
+
+def _advance(bar, done: int) -> None:
+    if bar is not None:
+        bar.update(done)
+
+
+def _assemble(shard_paths: list[Path], index_path: Path, paths: list[Path], cfg: MelConfig) -> None:
+    """Stream the shards into ``<stem>.f16`` (atomically), then write the index (atomically, last)."""
+    lengths: list[int] = []
+    with atomic_path(index_path.with_suffix(".f16")) as tmp, open(tmp, "wb") as f:
+        for sp in shard_paths:
+            with np.load(sp) as z:
+                f.write(np.ascontiguousarray(z["data"], dtype=DTYPE).tobytes())
+                lengths.extend(int(n) for n in z["lengths"])
+    sizes = np.asarray(lengths, dtype=np.int64) * cfg.n_mels
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    write_json(index_path, {
+        "format": FORMAT_VERSION, "cfg": cfg.to_dict(), "n_mels": cfg.n_mels, "dtype": "float16",
+        "fnames": [p.name for p in paths], "lengths": lengths, "offsets": offsets.tolist(),
+        "total": int(sizes.sum()),
+    })
