@@ -82,6 +82,7 @@ class WaveAugment:
     is never applied). ``sample_rate`` in Hz. Draws come from a numpy Generator seeded with ``seed``;
     inside DataLoader workers each worker gets its own stream, mixed from ``seed`` and the worker's
     torch seed, so workers do not repeat each other and ``torch.manual_seed`` + ``seed`` reproduce a run.
+    With ``seed=None`` outside workers the stream is seeded from torch's global RNG (``torch.manual_seed``).
     """
 
     def __init__(self, *, p: float = 0.75, sample_rate: int = 44100, probs: dict[str, float] | None = None,
@@ -107,6 +108,7 @@ class WaveAugment:
     @property
     def rng(self) -> np.random.Generator:
         """This process's (DataLoader worker's) generator, created on first use."""
+        import torch
         import torch.utils.data
 
         info = torch.utils.data.get_worker_info()
@@ -115,7 +117,9 @@ class WaveAugment:
             entropy = [] if self.seed is None else [int(self.seed)]
             if info is not None:
                 entropy.append(int(info.seed) % 2**63)
-            self._rng = np.random.default_rng(entropy or None)
+            elif self.seed is None:                          # follow torch.manual_seed like fatlib.augment
+                entropy.append(int(torch.randint(0, 2**62, (1,)).item()))
+            self._rng = np.random.default_rng(entropy)
             self._owner = owner
         return self._rng
 

@@ -1,6 +1,8 @@
 """Batch augmentation callbacks: exact SpecMix targets, training-only behaviour, seeds, ranges."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch import nn
@@ -170,6 +172,10 @@ def test_bad_input_and_names_raise_helpful_errors():
     with pytest.raises(DataError, match="seed"):
         make_generator("1")
     assert isinstance(get_augment("Mixup-SpecMix", seed=0), AUGMENTS["mixup_specmix"])
+    cb = SpecMix(seed=0)
+    cb.learn = SimpleNamespace(loss_func=SimpleNamespace(y_int=True))      # e.g. CrossEntropyLossFlat
+    with pytest.raises(DataError, match="y_int"):
+        cb("before_fit")
 
 
 class _Record(__import__("fastai.callback.core", fromlist=["Callback"]).Callback):

@@ -63,6 +63,10 @@ def test_wave_augment_probabilities_seed_and_output_type():
     assert out.dtype == np.float32 and len(out) == len(y) and not np.array_equal(out, y)
     a = [WaveAugment(p=1.0, sample_rate=SR, seed=3)(y) for _ in range(2)]
     assert np.array_equal(a[0], a[1])
+    torch.manual_seed(4)
+    b = WaveAugment(p=1.0, sample_rate=SR)(y)
+    torch.manual_seed(4)
+    assert np.array_equal(WaveAugment(p=1.0, sample_rate=SR)(y), b)      # seed=None follows torch
     outs = [WaveAugment(p=0.75, sample_rate=SR, seed=s)(y) for s in range(8)]
     assert all(o.dtype == np.float32 and np.isfinite(o).all() for o in outs)
     assert len({o.tobytes() for o in outs}) > 1
