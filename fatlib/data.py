@@ -12,6 +12,7 @@ reported together in one ``DataError`` naming the file, the rows, a few examples
 """
 from __future__ import annotations
 
+import csv
 import os
 import warnings
 from dataclasses import dataclass
@@ -91,7 +92,8 @@ def load_vocabulary(data_dir) -> list[str]:
     data_dir = Path(data_dir)
     sub = data_dir / "sample_submission.csv"
     if sub.is_file():
-        columns = list(pd.read_csv(sub, nrows=0).columns)
+        with open(sub, newline="") as f:
+            columns = [c.strip() for c in next(csv.reader(f), [])]  # pandas would rename duplicates
         vocab = columns[1:]
         dups = sorted({c for c in vocab if vocab.count(c) > 1})
         if not columns or columns[0] != "fname" or not vocab or dups:
@@ -104,8 +106,8 @@ def load_vocabulary(data_dir) -> list[str]:
         raise DataError(f"{data_dir}: neither sample_submission.csv nor train_curated.csv/train_noisy.csv; "
                         f"cannot tell the classes; {_HOW_TO_GET_DATA}")
     names = set()
-    for csv in csvs:
-        for labels in _read_csv(csv, columns=("fname", "labels"))["labels"]:
+    for path in csvs:
+        for labels in _read_csv(path, columns=("fname", "labels"))["labels"]:
             names.update(parse_labels(labels))
     if not names:
         raise DataError(f"{', '.join(map(str, csvs))}: no labels at all; fill the labels column")

@@ -77,6 +77,7 @@ class SoundClass:
     f_hi_hz: float
     rate_lo_hz: float
     rate_hi_hz: float
+    rising: bool  # chirps: sweep up (else down)
 
 
 def sound_class(index: int) -> SoundClass:
@@ -87,7 +88,7 @@ def sound_class(index: int) -> SoundClass:
     band = (3 * (index // len(FAMILIES)) + 7 * family) % _N_RANGES  # neighbours differ in range too
     rate_lo = float(np.random.default_rng(index).uniform(1.5, 12.0))
     return SoundClass(FAMILIES[family], float(_RANGE_EDGES_HZ[band]), float(_RANGE_EDGES_HZ[band + 1]),
-                      rate_lo, rate_lo * 1.3)
+                      rate_lo, rate_lo * 1.3, rising=band % 2 == 0)
 
 
 # ---------------------------------------------------------------------------------------- audio
@@ -112,10 +113,9 @@ def _event(cls: SoundClass, n: int, sr: int, rng) -> np.ndarray:
         y = np.sin(2 * np.pi * f * t + phase0)
     elif fam == "harmonic":
         y = sum(np.sin(2 * np.pi * h * f * t + h * phase0) / h for h in range(1, 9) if h * f < 0.45 * sr)
-    elif fam == "chirp":  # repeated one-octave sweeps, up for half of the ranges, down for the others
-        up = (int(np.log(cls.f_lo_hz)) % 2) == 0
+    elif fam == "chirp":  # repeated one-octave sweeps
         frac = (t * rate) % 1.0
-        f_inst = f * 2.0 ** (frac if up else 1.0 - frac)
+        f_inst = f * 2.0 ** (frac if cls.rising else 1.0 - frac)
         y = np.sin(2 * np.pi * np.cumsum(f_inst) / sr + phase0)
     elif fam == "band_noise":
         y = _band_noise(n, f / 2 ** 0.25, f * 2 ** 0.25, sr, rng)
@@ -172,7 +172,7 @@ def _render(clip: _Clip, sr: int) -> np.ndarray:
     if clip.shifted:  # a different microphone/channel
         from scipy.signal import butter, sosfilt
 
-        y = sosfilt(butter(4, rng.uniform(3000, 8000), fs=sr, output="sos"), y)
+        y = sosfilt(butter(4, min(rng.uniform(6000, 12000), 0.45 * sr), fs=sr, output="sos"), y)
     peak = np.abs(y).max()
     return y * (0.9 / peak) if peak > 0.9 else y
 

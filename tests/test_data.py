@@ -181,3 +181,10 @@ def test_load_or_make_folds(tmp_path):
         load_or_make_folds(path, fnames, targets, n_folds=5, seed=1)
     with pytest.raises(DataError, match="n_folds"):
         make_folds(targets[:3], n_folds=5)
+
+
+def test_duplicate_class_columns_are_rejected(tmp_path):
+    root = _write_dir(tmp_path, curated=GOOD)
+    (root / "sample_submission.csv").write_text("fname,Bark,Hi-hat,Bark\nt1.wav,0,0,0\n")
+    with pytest.raises(DataError, match="Bark"):
+        load_vocabulary(root)
