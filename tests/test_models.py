@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -161,6 +163,12 @@ def test_width_mult_scales_every_channel(name):
     assert hidden_half == [h // 2 for h in hidden]
 
 
+@pytest.mark.parametrize("name", list_models())
+def test_freq_encoding_adds_an_input_channel(name):
+    first = next(m for m in meta_model(name, in_channels=1, freq_encoding=True).modules() if isinstance(m, nn.Conv2d))
+    assert first.in_channels == 2
+
+
 def test_freq_encoding():
     torch.manual_seed(0)
     model = create_model("cnn_model_1", n_classes=4, in_channels=1, width_mult=SMALL, freq_encoding=True)
@@ -224,6 +232,12 @@ def test_bad_input_shape():
         model(torch.randn(2, 3, 32, 32))
     with pytest.raises(ModelError, match="at least 32 x 32"):
         model(torch.randn(2, 1, 32, 16))
+
+
+def test_numpy_scalars_accepted_and_stored_as_json_types():
+    model = create_model("cnn_model_1", n_classes=np.int64(4), width_mult=np.float32(0.125))
+    assert json.loads(json.dumps(model.fatlib_kwargs))["n_classes"] == 4
+    assert type(model.fatlib_kwargs["width_mult"]) is float
 
 
 def test_kwargs_stored_and_weights_round_trip(tmp_path):

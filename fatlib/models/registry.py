@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import inspect
 import json
+import numbers
 from typing import Any, Callable
 
+import numpy as np
 from torch import nn
 
 from .base import ModelError
@@ -59,15 +61,15 @@ def _get(name: str) -> Builder:
 
 def _check_common(name: str, n_classes, in_channels, width_mult, freq_encoding, deep_supervision) -> None:
     for arg, value in (("n_classes", n_classes), ("in_channels", in_channels)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
             raise ModelError(f"create_model({name!r}): {arg}={value!r}; pass a positive integer.")
-    if isinstance(width_mult, bool) or not isinstance(width_mult, (int, float)) or not width_mult > 0:
+    if isinstance(width_mult, bool) or not isinstance(width_mult, numbers.Real) or not width_mult > 0:
         raise ModelError(
             f"create_model({name!r}): width_mult={width_mult!r}; pass a positive number "
             "(1.0: the published widths, e.g. 0.125 for tests)."
         )
     for arg, value in (("freq_encoding", freq_encoding), ("deep_supervision", deep_supervision)):
-        if not isinstance(value, bool):
+        if not isinstance(value, (bool, np.bool_)):
             raise ModelError(f"create_model({name!r}): {arg}={value!r}; pass True or False.")
     if deep_supervision and name in _NO_DEEP_SUPERVISION:
         ok = [n for n in list_models() if n not in _NO_DEEP_SUPERVISION]
@@ -111,12 +113,12 @@ def create_model(
             f"create_model({name!r}): options {kwargs} are not JSON values ({e}); pass numbers, strings "
             "or lists so the weights file can record them."
         ) from e
-    common = dict(
-        n_classes=n_classes,
-        in_channels=in_channels,
+    common = dict(  # plain Python types (numpy scalars accepted above), so the kwargs are JSON
+        n_classes=int(n_classes),
+        in_channels=int(in_channels),
         width_mult=float(width_mult),
-        freq_encoding=freq_encoding,
-        deep_supervision=deep_supervision,
+        freq_encoding=bool(freq_encoding),
+        deep_supervision=bool(deep_supervision),
     )
     model = builder(**common, **kwargs)
     model.fatlib_name = name

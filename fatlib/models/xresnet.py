@@ -3,7 +3,9 @@
 when downsampling, zero-initialised last BN of each residual branch).
 
 At width 1 the parameter count equals fastai's ``xresnet18/34/50(c_in=..., n_out=...)``;
-``fastai.vision`` itself is not imported (it pulls in torchvision).
+``fastai.vision`` itself is not imported (it pulls in torchvision). Head: average pool -> Dropout(p)
+-> Linear. With ``deep_supervision`` the max-pooled outputs of the 4 stages go to a 2-layer head
+(BN-Dropout(p)-Linear(., 512)-ReLU-BN-Dropout(p)-Linear, widths scaled by ``width_mult``).
 """
 from __future__ import annotations
 
