@@ -15,6 +15,7 @@ of a ``numpy.memmap``.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -172,6 +173,10 @@ def _run_shards(tasks: list[tuple], sizes: list[int], *, n_jobs: int, progress: 
             done += size
             _advance(bar, done)
         return
+    # librosa loads its submodules lazily (~10 s for effects/feature on a busy machine): load them
+    # here once so that forked workers inherit them instead of each importing them again
+    importlib.import_module("librosa.effects")
+    importlib.import_module("librosa.feature")
     with ProcessPoolExecutor(max_workers=min(n_jobs, len(tasks))) as pool:
         pending = {pool.submit(_compute_shard, *task): size for task, size in zip(tasks, sizes)}
         while pending:
