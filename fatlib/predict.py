@@ -179,7 +179,7 @@ class _CacheSource:
         if cache.cfg.to_dict() != cfg.to_dict():
             diff = {k: (v, cfg.to_dict()[k]) for k, v in cache.cfg.to_dict().items() if cfg.to_dict()[k] != v}
             raise DataError(
-                f"feature cache {getattr(cache, 'path', '')} was built with other settings (cache, models): {diff}. "
+                f"feature cache {getattr(cache, 'index_path', '')} was built with other settings (cache, models): {diff}. "
                 "Rebuild the cache with the models' MelConfig or predict from the audio files."
             )
         self.cache = cache

@@ -147,7 +147,7 @@ def _reference(model, path, cfg, plan_kw):
 def test_predict_matches_one_clip_at_a_time_reference(clips, model, tiny_mel, tta):
     kw = dict(tta=tta, step_frames=16, quantum_frames=8)
     got = predict_clips(model, clips, tiny_mel, tta=tta, step_frames=16, length_quantum_frames=8,
-                        batch_size=4, progress=False)
+                        batch_size=4, progress=False, device="cpu")
     want = np.stack([_reference(model, p, tiny_mel, kw) for p in clips])
     assert got.shape == (len(clips), 5) and got.dtype == np.float32
     assert ((got > 0) & (got < 1)).all() and got.std(axis=0).min() > 0.02  # clips differ
@@ -156,21 +156,21 @@ def test_predict_matches_one_clip_at_a_time_reference(clips, model, tiny_mel, tt
 
 def test_full_with_length_bucketing_equals_one_by_one(clips, model, tiny_mel):
     bucketed = predict_clips(model, clips, tiny_mel, tta="full", batch_size=8, length_quantum_frames=16,
-                             progress=False)
+                             progress=False, device="cpu")
     single = predict_clips(model, clips, tiny_mel, tta="full", batch_size=1, sort_by_length=False,
-                           length_quantum_frames=16, progress=False)
+                           length_quantum_frames=16, progress=False, device="cpu")
     np.testing.assert_allclose(bucketed, single, atol=1e-5)
     # the schemes see different crops, so they differ: the comparison above is not vacuous
-    windows = predict_clips(model, clips, tiny_mel, tta="windows", batch_size=8, progress=False)
+    windows = predict_clips(model, clips, tiny_mel, tta="windows", batch_size=8, progress=False, device="cpu")
     assert np.abs(windows - bucketed).max() > 0.05
 
 
 def test_several_models_reduce(clips, model, tiny_mel):
     other = TinyNet(tiny_mel.n_mels, seed=1).eval()
-    per_model = predict_clips([model, other], clips[:3], tiny_mel, reduce=None, progress=False)
+    per_model = predict_clips([model, other], clips[:3], tiny_mel, reduce=None, progress=False, device="cpu")
     assert per_model.shape == (2, 3, 5)
-    np.testing.assert_allclose(per_model[0], predict_clips(model, clips[:3], tiny_mel, progress=False), atol=1e-6)
-    mean = predict_clips([model, other], clips[:3], tiny_mel, progress=False)
+    np.testing.assert_allclose(per_model[0], predict_clips(model, clips[:3], tiny_mel, progress=False, device="cpu"), atol=1e-6)
+    mean = predict_clips([model, other], clips[:3], tiny_mel, progress=False, device="cpu")
     np.testing.assert_allclose(mean, per_model.mean(0), atol=1e-6)
 
 
@@ -178,7 +178,7 @@ def test_missing_clip_is_an_audio_error(clips, model, tiny_mel, tmp_path):
     from fatlib.errors import AudioError
 
     with pytest.raises(AudioError, match="nope.wav"):
-        predict_clips(model, [clips[0], tmp_path / "nope.wav"], tiny_mel, progress=False)
+        predict_clips(model, [clips[0], tmp_path / "nope.wav"], tiny_mel, progress=False, device="cpu")
 
 
 # ----------------------------------------------------------------------------- weights
@@ -202,8 +202,8 @@ def test_find_models_loads_folds_and_checks(tmp_path, cnn, tiny_mel, clips):
     assert {lm.group for lm in loaded} == {"stage2/cnn_model_1"} and loaded[0].mel_config == tiny_mel
     # the loaded weights predict exactly like the saved model
     np.testing.assert_allclose(
-        predict_clips(loaded[0].model, clips[:2], tiny_mel, progress=False),
-        predict_clips(model, clips[:2], tiny_mel, progress=False), atol=1e-6,
+        predict_clips(loaded[0].model, clips[:2], tiny_mel, progress=False, device="cpu"),
+        predict_clips(model, clips[:2], tiny_mel, progress=False, device="cpu"), atol=1e-6,
     )
     with pytest.raises(WeightsError, match=r"fold0\.safetensors.*vocabulary mismatch"):
         find_models(run, vocab=VOCAB[::-1])
@@ -271,3 +271,43 @@ def test_evaluate_known_answer(tmp_path):
     assert (tmp_path / "per_class_lwlrap.png").stat().st_size > 1000
     with pytest.raises(DataError, match="usage"):
         evaluate(truth, scores, ["a", "b", "c"], usage=["Public"])
+
+
+# ----------------------------------------------------------------------------- cache and command line
+def test_predict_from_a_feature_cache(clips, model, tiny_mel, tmp_path):
+    from fatlib.cache import FeatureCache
+
+    cache = FeatureCache.build(clips, tiny_mel, cache_dir=tmp_path, name="test", n_jobs=1, progress=False)
+    from_cache = predict_clips(model, cache, tiny_mel, tta="windows", progress=False, device="cpu")
+    from_audio = predict_clips(model, clips, tiny_mel, tta="windows", progress=False, device="cpu")
+    np.testing.assert_allclose(from_cache, from_audio, atol=5e-3)  # float16 storage
+    with pytest.raises(DataError, match="other settings"):
+        predict_clips(model, cache, tiny_mel.replace(n_fft=512), progress=False, device="cpu")
+
+
+def test_cli_predict_writes_submission_and_evaluation(tiny_dataset, tiny_mel, cnn, tmp_path, capsys):
+    from fatlib.cli import main
+    from fatlib.data import FatData
+
+    data = FatData.from_dir(tiny_dataset)
+    run = tmp_path / "weights" / "run"
+    from fatlib.models import create_model
+
+    torch.manual_seed(0)
+    six = create_model("cnn_model_1", n_classes=len(data.vocab), width_mult=0.125)
+    for stage in ("stage2", "stage3"):
+        _save(run / stage / "fold0.safetensors", six, tiny_mel, vocab=data.vocab)
+    out = tmp_path / "sub" / "submission.csv"
+    assert main(["predict", "--data", str(tiny_dataset), "--weights", str(run), "--stages", "stage3",
+                 "--tta", "sequential", "--out", str(out)]) == 0
+    sub = pd.read_csv(out)
+    sample = pd.read_csv(tiny_dataset / "sample_submission.csv")
+    assert list(sub.columns) == list(sample.columns) and sub["fname"].tolist() == sample["fname"].tolist()
+    assert sub.iloc[:, 1:].to_numpy().min() >= 0 and sub.iloc[:, 1:].to_numpy().max() <= 1
+    ev = json.loads((tmp_path / "sub" / "submission_eval" / "evaluation.json").read_text())
+    assert set(ev["by_usage"]) <= {"Public", "Private"} and 0 < ev["lwlrap"] <= 1
+    assert "test lwlrap" in capsys.readouterr().out
+    # a vocabulary that does not match the data is refused, naming the file
+    _save(run / "stage9" / "fold0.safetensors", six, tiny_mel, vocab=[f"x{i}" for i in range(len(data.vocab))])
+    assert main(["predict", "--data", str(tiny_dataset), "--weights", str(run), "--out", str(out)]) == 1
+    assert "stage9/fold0.safetensors: vocabulary mismatch" in capsys.readouterr().err
