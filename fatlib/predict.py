@@ -224,7 +224,8 @@ def predict_clips(
 
     ``paths_or_cache``: audio file paths (features computed here in batches with LogMel on ``device``)
     or a FeatureCache built with ``cfg``. ``tta``: "windows" | "sequential" | "full" (module doc).
-    ``batch_size``: crops per forward pass (and clips per feature batch). ``sort_by_length``: process
+    ``batch_size``: crops of the training width per forward pass (longer ``full`` crops: as many
+    frames in all), and clips per feature batch. ``sort_by_length``: process
     clips shortest first so that batches hold similar lengths (length bucketing).
     ``reduce="mean"`` returns (n_clips, n_classes), the mean over ``models``; ``reduce=None`` returns
     (n_models, n_clips, n_classes) for :mod:`fatlib.ensemble`. Models run in eval mode under
@@ -255,7 +256,7 @@ def predict_clips(
     with torch.inference_mode():
         for idx, specs in chunks:
             crops = _crops(specs, idx, cfg, tta=tta, step_frames=step_frames, quantum_frames=length_quantum_frames)
-            for clip_ids, batch in _batches_by_length(crops, batch_size):
+            for clip_ids, batch in _batches_by_length(crops, batch_size, width_frames=cfg.crop_frames):
                 probs = _forward(models, to_model_input(batch, cfg), device)  # (n_models, B, C)
                 if sums.shape[-1] == 0:
                     sums = torch.zeros(len(models), n, probs.shape[-1])
@@ -288,13 +289,16 @@ def _crops(specs, idx, cfg: MelConfig, *, tta, step_frames, quantum_frames) -> l
     return out
 
 
-def _batches_by_length(crops, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _batches_by_length(crops, batch_size: int, *, width_frames: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Crops of equal length stacked into batches of at most ``batch_size * width_frames`` frames in
+    all (so a batch of long ``full`` clips holds fewer clips and needs no more memory than one of windows)."""
     by_length: dict[int, list] = {}
     for clip, crop in crops:
         by_length.setdefault(crop.shape[-1], []).append((clip, crop))
-    for group in by_length.values():
-        for i in range(0, len(group), batch_size):
-            part = group[i : i + batch_size]
+    for length, group in by_length.items():
+        per_batch = max(1, batch_size * width_frames // length)
+        for i in range(0, len(group), per_batch):
+            part = group[i : i + per_batch]
             yield torch.tensor([c for c, _ in part]), torch.stack([x for _, x in part])
 
 

@@ -165,6 +165,21 @@ def test_full_with_length_bucketing_equals_one_by_one(clips, model, tiny_mel):
     assert np.abs(windows - bucketed).max() > 0.05
 
 
+def test_full_batches_hold_a_bounded_number_of_frames(clips, tiny_mel):
+    shapes = []
+
+    class Recorder(TinyNet):
+        def forward(self, x):
+            shapes.append(tuple(x.shape))
+            return super().forward(x)
+
+    predict_clips(Recorder(tiny_mel.n_mels), clips, tiny_mel, tta="full", batch_size=6, length_quantum_frames=8,
+                  progress=False, device="cpu")
+    assert sum(b for b, *_ in shapes) == len(clips)  # every clip once
+    assert all(b == 1 or b * t <= 6 * tiny_mel.crop_frames for b, _, _, t in shapes)
+    assert max(b for b, *_ in shapes) > 1  # short clips still share a batch
+
+
 def test_several_models_reduce(clips, model, tiny_mel):
     other = TinyNet(tiny_mel.n_mels, seed=1).eval()
     per_model = predict_clips([model, other], clips[:3], tiny_mel, reduce=None, progress=False, device="cpu")
