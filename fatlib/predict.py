@@ -228,8 +228,8 @@ def predict_clips(
     frames in all), and clips per feature batch. ``sort_by_length``: process
     clips shortest first so that batches hold similar lengths (length bucketing).
     ``reduce="mean"`` returns (n_clips, n_classes), the mean over ``models``; ``reduce=None`` returns
-    (n_models, n_clips, n_classes) for :mod:`fatlib.ensemble`. Models run in eval mode under
-    ``torch.inference_mode`` (and float16 autocast on CUDA).
+    (n_models, n_clips, n_classes) for :mod:`fatlib.ensemble`. The models are moved to ``device``
+    and set to eval mode, and run under ``torch.inference_mode`` (with float16 autocast on CUDA).
     """
     from fastprogress.fastprogress import progress_bar
 
