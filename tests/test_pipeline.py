@@ -1,0 +1,44 @@
+"""The warm-up pipeline end to end on the tiny data set (4 stages x 2 folds x 1 epoch)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+TINY = dict(model_kwargs={"width_mult": 0.125}, mel=dict(n_mels=32, n_fft=2048, hop_length=1024, crop_frames=32),
+            epochs=1, n_folds=2, batch_size=24, tta_step_frames=32, cache_jobs=1)
+
+
+@pytest.mark.slow
+def test_warmup_end_to_end(tiny_dataset, tmp_path):
+    from fatlib.data import FatData
+    from fatlib.metrics import lwlrap, per_sample_lwlrap
+    from fatlib.pipeline import stage_oof, warmup
+
+    data = FatData.from_dir(tiny_dataset)
+    # stage-3 threshold 0: every labelled noisy clip passes, so the per-fold-per-label cap decides
+    summary = warmup(data, run="w", weights_root=tmp_path, cache_dir=tmp_path / "cache", progress=False,
+                     stage3_threshold=0.0, stage3_cap=1, **TINY)
+    run = tmp_path / "w"
+    assert (run / "summary.json").is_file() and (run / "stages.csv").is_file()
+    saved = json.loads((run / "summary.json").read_text())
+    assert [r["stage"] for r in saved["stages"]][:4] == ["stage1", "stage2", "stage3", "stage4"]
+    for s in ("stage1", "stage2", "stage3", "stage4"):
+        assert all((run / s / f"fold{k}.done").exists() for k in range(2))
+    cfg3 = json.loads((run / "stage3" / "config.json").read_text())
+    assert cfg3["init_from"] == str(run / "stage2") and cfg3["train_on"] == "curated+selected"
+
+    sel3 = pd.read_csv(run / "stage3" / "selected.csv")
+    per = sel3.assign(label=sel3["labels"].str.split(",")).explode("label").groupby(["fold", "label"]).size()
+    assert len(sel3) > 0 and per.max() == 1  # the cap of 1 per fold per label holds
+    nl3 = pd.read_csv(run / "stage3" / "noisy_lwlrap.csv").set_index("fname")["lwlrap"]
+    sel4 = pd.read_csv(run / "stage4" / "selected.csv")
+    assert set(sel4["fname"]) == set(nl3[nl3 >= 1.0].index)  # stage 4 keeps lwlrap3 == 1 exactly
+    noisy = pd.read_csv(run / "stage3" / "oof_noisy.csv")[data.vocab].to_numpy()
+    np.testing.assert_allclose(nl3.to_numpy(), per_sample_lwlrap(data.noisy.targets, noisy), equal_nan=True)
+
+    ens = np.mean([stage_oof(run, s) for s in ("stage2", "stage3", "stage4")], axis=0)
+    assert summary["cv_lwlrap_ensemble"] == pytest.approx(lwlrap(data.curated.targets, ens), abs=1e-6)
+    assert saved["cv_lwlrap_ensemble"] == pytest.approx(summary["cv_lwlrap_ensemble"])
