@@ -27,7 +27,7 @@ from .io import save_npy, write_csv, write_json, write_text
 
 TRAIN_ON = ("noisy", "curated", "curated+selected")
 # fields that may change between runs of a stage without making its finished folds stale
-RUNTIME_FIELDS = ("n_workers", "mixed_precision")
+RUNTIME_FIELDS = ("n_workers", "cache_jobs", "mixed_precision")
 
 
 @dataclass
@@ -55,7 +55,8 @@ class StageConfig:
     mixed_precision: bool = True  # fastai to_fp16, on CUDA only
     seed: int = 0
     wave_augment: bool = False  # True: on-the-fly waveforms + WaveAugment, log-mels on the device
-    n_workers: int = 0
+    n_workers: int = 0  # DataLoader worker processes (0: in this process)
+    cache_jobs: int | None = None  # processes building the feature cache (None: every core)
     tta_step_frames: int | None = None
 
     def __post_init__(self):
@@ -362,9 +363,9 @@ def _prepare(cfg: StageConfig, data, run_dir: Path, cache_dir, progress: bool) -
         raise DataError(f"init_from={cfg.init_from!r}: no such stage folder; train that stage first or fix the path.")
     cur_folds = curated_folds(data, run_dir=run_dir, n_folds=cfg.n_folds, seed=cfg.folds_seed)
     nz_folds = noisy_folds(data, run_dir=run_dir, n_folds=cfg.n_folds, seed=cfg.folds_seed)
-    cur_cache = FeatureCache.build(data.curated.paths(), mel, cache_dir=cache_dir, name="curated", progress=progress)
-    noisy_cache = (FeatureCache.build(data.noisy.paths(), mel, cache_dir=cache_dir, name="noisy", progress=progress)
-                   if len(data.noisy.fnames) else None)
+    jobs = dict(cache_dir=cache_dir, n_jobs=cfg.cache_jobs, progress=progress)
+    cur_cache = FeatureCache.build(data.curated.paths(), mel, name="curated", **jobs)
+    noisy_cache = FeatureCache.build(data.noisy.paths(), mel, name="noisy", **jobs) if len(data.noisy.fnames) else None
     sel_rows, sel_y, sel_folds = np.zeros(0, int), np.zeros((0, len(data.vocab)), np.float32), np.zeros(0, int)
     if cfg.selection_csv:
         sel_rows, sel_y, sel_folds = read_selection(cfg.selection_csv, vocab=data.vocab,
