@@ -211,3 +211,32 @@ def _assemble(shard_paths: list[Path], index_path: Path, paths: list[Path], cfg:
         "fnames": [p.name for p in paths], "lengths": lengths, "offsets": offsets.tolist(),
         "total": int(sizes.sum()),
     })
+
+
+def register_cli(subparsers) -> None:
+    """``python -m fatlib cache``: build the feature caches of a data set's splits ahead of training."""
+    p = subparsers.add_parser("cache", help="precompute the float16 log-mel cache of the data splits",
+                              description=register_cli.__doc__.splitlines()[0])
+    p.add_argument("--data-dir", default=None, help="FSDKaggle2019-format folder (default: input/ or Kaggle's)")
+    p.add_argument("--splits", nargs="+", default=["curated", "noisy", "test"], help="default: all three")
+    p.add_argument("--preset", default="cnn128", help="mel preset (fatlib.features.PRESETS)")
+    p.add_argument("--cache-dir", default="cache", help="output folder (default: cache)")
+    p.add_argument("--jobs", type=int, default=None, help="processes (default: all cores)")
+    p.set_defaults(func=_cli)
+
+
+def _cli(args) -> int:
+    from .data import FatData
+    from .features import get_preset
+
+    data = FatData.from_dir(args.data_dir)
+    cfg = get_preset(args.preset)
+    for name in args.splits:
+        split = data.split(name)
+        if not split.fnames:
+            print(f"{name}: no clips, skipped")
+            continue
+        cache = FeatureCache.build(split.paths(), cfg, cache_dir=args.cache_dir, name=name, n_jobs=args.jobs)
+        size_mb = cache.data_path.stat().st_size / 2**20
+        print(f"{name}: {len(cache)} clips, {int(cache.lengths.sum())} frames, {size_mb:.1f} MiB -> {cache.data_path}")
+    return 0

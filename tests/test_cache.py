@@ -118,3 +118,15 @@ def test_bad_file_raises_naming_it(tmp_path, tiny_mel, monkeypatch):
         FeatureCache.build([tmp_path / "missing.wav"], tiny_mel, cache_dir=tmp_path / "c", progress=False)
     with pytest.raises(DataError, match="no audio files"):
         FeatureCache.build([], tiny_mel, cache_dir=tmp_path / "c", progress=False)
+
+
+def test_cli_builds_split_cache(tmp_path, tiny_dataset, capsys):
+    from fatlib.cli import main
+
+    args = ["cache", "--data-dir", str(tiny_dataset), "--splits", "test", "--preset", "dense64",
+            "--cache-dir", str(tmp_path), "--jobs", "1"]
+    assert main(args) == 0
+    (index,) = tmp_path.glob("test-*.json")
+    cache = FeatureCache(index)
+    assert len(cache) == 16 and cache.cfg.n_mels == 64
+    assert "test: 16 clips" in capsys.readouterr().out
