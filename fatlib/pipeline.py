@@ -110,15 +110,14 @@ def stage_oof(run_dir, stage: str) -> np.ndarray:
 
 
 def _cli(args) -> int:
-    import json
-
     from .data import FatData
+    from .train import json_arg
 
     over = {k: v for k, v in {
         "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "n_folds": args.n_folds,
         "preset": args.preset, "loss": args.loss, "augment": args.augment, "seed": args.seed,
-        "n_workers": args.workers, "model_kwargs": json.loads(args.model_kwargs) if args.model_kwargs else None,
-        "mel": json.loads(args.mel) if args.mel else None,
+        "n_workers": args.workers, "model_kwargs": json_arg(args.model_kwargs, flag="--model-kwargs"),
+        "mel": json_arg(args.mel, flag="--mel"),
     }.items() if v is not None}
     if args.wave_augment:
         over["wave_augment"] = True

@@ -447,6 +447,16 @@ def _plot_curves(histories: list, path: Path, *, title: str) -> None:
 
 
 # -------------------------------------------------------------------------------------------- CLI
+def json_arg(text: str | None, *, flag: str):
+    """Parse a JSON command-line value (None stays None); a DataError names the flag."""
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{flag} {text!r} is not valid JSON ({e}); e.g. {flag} '{{\"width_mult\": 0.5}}'.") from e
+
+
 def config_from_args(args) -> StageConfig:
     """A StageConfig from ``--config`` (JSON) with command-line values on top."""
     base = StageConfig.load(args.config).to_dict() if args.config else {"name": args.stage or "stage"}
@@ -454,8 +464,7 @@ def config_from_args(args) -> StageConfig:
         "name": args.stage, "model": args.model, "train_on": args.train_on, "epochs": args.epochs, "lr": args.lr,
         "batch_size": args.batch_size, "n_folds": args.n_folds, "preset": args.preset, "loss": args.loss,
         "augment": args.augment, "seed": args.seed, "n_workers": args.workers, "selection_csv": args.selection,
-        "model_kwargs": json.loads(args.model_kwargs) if args.model_kwargs else None,
-        "mel": json.loads(args.mel) if args.mel else None,
+        "model_kwargs": json_arg(args.model_kwargs, flag="--model-kwargs"), "mel": json_arg(args.mel, flag="--mel"),
     }
     if args.init_from:
         p = Path(args.init_from)

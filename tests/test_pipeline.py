@@ -42,3 +42,11 @@ def test_warmup_end_to_end(tiny_dataset, tmp_path):
     ens = np.mean([stage_oof(run, s) for s in ("stage2", "stage3", "stage4")], axis=0)
     assert summary["cv_lwlrap_ensemble"] == pytest.approx(lwlrap(data.curated.targets, ens), abs=1e-6)
     assert saved["cv_lwlrap_ensemble"] == pytest.approx(summary["cv_lwlrap_ensemble"])
+
+    # the select command reproduces the pipeline's stage-4 selection from the saved stage outputs
+    from fatlib.cli import main
+
+    out = tmp_path / "sel4.csv"
+    assert main(["select", "--data", str(tiny_dataset), "--weights", str(tmp_path), "--run", "w", "--rule", "stage4",
+                 "--stages", "stage3", "--out", str(out), "--n-folds", "2"]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(out), sel4)
