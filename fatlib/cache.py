@@ -177,7 +177,7 @@ def _run_shards(tasks: list[tuple], sizes: list[int], *, n_jobs: int, progress: 
     # here once so that forked workers inherit them instead of each importing them again
     importlib.import_module("librosa.effects")
     importlib.import_module("librosa.feature")
-    with ProcessPoolExecutor(max_workers=min(n_jobs, len(tasks))) as pool:
+    with ProcessPoolExecutor(max_workers=min(n_jobs, len(tasks)), initializer=_single_thread_blas) as pool:
         pending = {pool.submit(_compute_shard, *task): size for task, size in zip(tasks, sizes)}
         while pending:
             finished, _ = wait(pending, return_when=FIRST_EXCEPTION)
@@ -189,6 +189,15 @@ def _run_shards(tasks: list[tuple], sizes: list[int], *, n_jobs: int, progress: 
                     raise fut.exception()
                 done += size
                 _advance(bar, done)
+
+
+def _single_thread_blas() -> None:
+    """Worker initializer: one BLAS thread per worker process (the processes already use every core)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # optional (comes with scikit-learn); without it workers share the cores
+        return
+    threadpool_limits(1)
 
 
 def _advance(bar, done: int) -> None:
