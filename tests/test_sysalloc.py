@@ -1,0 +1,37 @@
+"""fatlib.sysalloc: applied at import on glibc, idempotent, disabled by FATLIB_NO_MALLOC_TUNING=1."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fatlib import sysalloc
+
+PROBE = "import json, fatlib, fatlib.sysalloc as s; print(json.dumps(s._applied))"
+
+
+def _applied_after_import(disable: str):
+    env = dict(os.environ, FATLIB_NO_MALLOC_TUNING=disable)
+    out = subprocess.run([sys.executable, "-c", PROBE], env=env, check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+@pytest.mark.skipif(sysalloc._glibc() is None, reason="mallopt tuning only exists on glibc")
+def test_import_tunes_unless_disabled():
+    assert _applied_after_import("0") == {"M_MMAP_MAX": 0, "M_TRIM_THRESHOLD": 1 << 30, "M_TOP_PAD": 64 << 20}
+    assert _applied_after_import("1") is None
+
+
+def test_tune_malloc_is_idempotent(monkeypatch):
+    first = sysalloc.tune_malloc()
+    monkeypatch.setattr(sysalloc, "_glibc", lambda: pytest.fail("mallopt called twice"))
+    assert sysalloc.tune_malloc() == first
+
+
+def test_env_flag_parsing(monkeypatch):
+    for value, disabled in (("1", True), ("yes", True), ("0", False), ("", False)):
+        monkeypatch.setenv(sysalloc.ENV_DISABLE, value)
+        assert sysalloc.tuning_disabled() is disabled
