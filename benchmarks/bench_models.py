@@ -1,8 +1,8 @@
 """Training throughput of every registered model: forward + backward + SGD step, samples/s.
 
 Published widths (width_mult 1), batch 32, input 3 x 128 x 128 (cnn128 preset) or 1 x 64 x 256 for
-the dense models (dense64 preset). The baseline is cnn_model_1 measured in the same run; each line
-prints its ratio to it (> 1: faster than the baseline).
+the dense models (dense64 preset), best of the timed steps. The baseline is cnn_model_1 measured in
+the same run; each line prints its ratio to it (> 1: faster than the baseline).
 
     .venv/bin/python benchmarks/bench_models.py [--quick] [--device cpu|cuda|auto] [--models a,b]
 
@@ -36,7 +36,8 @@ def train_throughput(
     model: torch.nn.Module, *, shape: tuple[int, int, int], device: torch.device, batch_size: int, warmup: int, steps: int
 ) -> float:
     """Samples per second of forward + backward + SGD step on random input of ``(batch_size, *shape)``
-    (80 classes), timed after ``warmup`` steps."""
+    (80 classes): the fastest of ``steps`` timed steps after ``warmup`` ones (the best of several is
+    the figure least disturbed by other processes on a shared machine)."""
     torch.manual_seed(0)
     model = model.to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
@@ -51,12 +52,14 @@ def train_throughput(
 
     for _ in range(warmup):
         step()
-    _sync(device)
-    start = time.perf_counter()
+    times = []
     for _ in range(steps):
+        _sync(device)
+        start = time.perf_counter()
         step()
-    _sync(device)
-    return batch_size * steps / (time.perf_counter() - start)
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return batch_size / min(times)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -83,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [BASELINE] + [n for n in names if n != BASELINE]
 
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"device {dev_name}, batch {batch_size}, {steps} timed steps, torch {torch.__version__}")
+    print(f"device {dev_name}, batch {batch_size}, best of {steps} timed steps, torch {torch.__version__}")
     print(f"{'model':<12} {'input':<12} {'params (M)':>10} {'samples/s':>10} {'vs ' + BASELINE:>16}")
     base = None
     for name in names:
