@@ -149,12 +149,12 @@ def main() -> None:
         train_steps_worker(float(width), int(batch), int(steps))
         return
     if args.quick:
-        bench_log_mel(n_clips=8, seconds=2.0, reps=1)
-        bench_cache(n_clips=12, seconds=2.0)
+        bench_log_mel(n_clips=16, seconds=2.0, reps=3)
+        bench_cache(n_clips=64, seconds=1.0)  # 2 shards: both processes busy
         bench_malloc(width_mult=0.25, batch=32, steps=2)
     else:
         bench_log_mel(n_clips=64, seconds=5.0, reps=3)
-        bench_cache(n_clips=128, seconds=5.0)
+        bench_cache(n_clips=256, seconds=5.0)
         bench_malloc(width_mult=1.0, batch=32, steps=5)
 
 
