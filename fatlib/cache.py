@@ -14,6 +14,7 @@ of a ``numpy.memmap``.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import json
@@ -168,10 +169,11 @@ def _run_shards(tasks: list[tuple], sizes: list[int], *, n_jobs: int, progress: 
     bar = progress_bar(range(total), leave=False) if progress else None  # it prints even with display=False
     _advance(bar, done)
     if n_jobs == 1 or len(tasks) <= 1:
-        for task, size in zip(tasks, sizes):
-            _compute_shard(*task)
-            done += size
-            _advance(bar, done)
+        with _single_thread_blas():
+            for task, size in zip(tasks, sizes):
+                _compute_shard(*task)
+                done += size
+                _advance(bar, done)
         return
     # librosa loads its submodules lazily (~10 s for effects/feature on a busy machine): load them
     # here once so that forked workers inherit them instead of each importing them again
@@ -191,13 +193,18 @@ def _run_shards(tasks: list[tuple], sizes: list[int], *, n_jobs: int, progress: 
                 _advance(bar, done)
 
 
-def _single_thread_blas() -> None:
-    """Worker initializer: one BLAS thread per worker process (the processes already use every core)."""
+def _single_thread_blas():
+    """One BLAS thread for feature work (returned as a context; a worker initializer just calls it).
+
+    The mel projection is a small matrix product: with several OpenBLAS threads per process, on a
+    busy machine, their spinning made the cache build up to 8x slower (benchmarks/bench_features.py).
+    Uses threadpoolctl when present (it comes with scikit-learn); otherwise changes nothing.
+    """
     try:
         from threadpoolctl import threadpool_limits
-    except ImportError:  # optional (comes with scikit-learn); without it workers share the cores
-        return
-    threadpool_limits(1)
+    except ImportError:
+        return contextlib.nullcontext()
+    return threadpool_limits(1)
 
 
 def _advance(bar, done: int) -> None:
