@@ -52,7 +52,10 @@ def best_of(fn, reps: int) -> float:
 
 
 def bench_log_mel(n_clips: int, seconds: float, reps: int) -> None:
+    """Both at the default thread counts, then both with one thread (threadpoolctl): OpenBLAS threads
+    spinning on a busy machine slow librosa's mel product a lot, which flatters the first ratio."""
     import torch
+    from threadpoolctl import threadpool_limits
 
     from fatlib.features import LogMel, get_preset, log_mel
 
@@ -60,12 +63,14 @@ def bench_log_mel(n_clips: int, seconds: float, reps: int) -> None:
     clips = synthetic_clips(n_clips, seconds)
     batch = torch.from_numpy(np.stack(clips))
     module = LogMel(cfg)
-    t_ref = best_of(lambda: [log_mel(y, cfg) for y in clips], reps)
-    with torch.inference_mode():
-        t_torch = best_of(lambda: module(batch), reps)
-    print(f"[log-mel] {n_clips} clips x {seconds:g} s, cnn128, {torch.get_num_threads()} torch threads")
-    print(f"  librosa log_mel (baseline): {n_clips / t_ref:8.1f} clips/s")
-    print(f"  LogMel torch CPU batched  : {n_clips / t_torch:8.1f} clips/s   ratio {t_ref / t_torch:.1f}x")
+    print(f"[log-mel] {n_clips} clips x {seconds:g} s, cnn128")
+    for label, limit in (("default threads", None), ("1 thread each", 1)):
+        with threadpool_limits(limit), torch.inference_mode():
+            t_ref = best_of(lambda: [log_mel(y, cfg) for y in clips], reps)
+            t_torch = best_of(lambda: module(batch), reps)
+        print(f"  {label:15s}: librosa log_mel (baseline) "
+              f"{n_clips / t_ref:7.1f} clips/s, LogMel batched {n_clips / t_torch:7.1f} clips/s, "
+              f"ratio {t_ref / t_torch:.1f}x")
 
 
 def bench_cache(n_clips: int, seconds: float) -> None:
