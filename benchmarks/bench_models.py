@@ -6,8 +6,10 @@ the same run; each line prints its ratio to it (> 1: faster than the baseline).
 
     .venv/bin/python benchmarks/bench_models.py [--quick] [--device cpu|cuda|auto] [--models a,b]
 
-``--quick``: batch 2, 1 warm-up and 1 timed step (under a minute on 2 CPU cores); its ratios are
-rough. The full run (batch 32, 5 timed steps) takes several minutes on 2 CPU cores.
+``--quick``: batch 2, 1 warm-up and 1 timed step on one CPU thread (~15 s on a busy 2-core machine);
+its ratios are rough. The full run (batch 32, best of 5 timed steps) takes several minutes on 2 cores.
+``--threads N`` sets torch's CPU threads (default: torch's own choice, 1 with ``--quick``): on a
+machine shared with other jobs, extra threads mostly wait for each other.
 """
 from __future__ import annotations
 
@@ -64,10 +66,11 @@ def train_throughput(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="batch 2, 1 timed step (< 60 s on CPU)")
+    parser.add_argument("--quick", action="store_true", help="batch 2, 1 timed step, 1 thread (< 60 s on CPU)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto (cuda when available)")
     parser.add_argument("--batch-size", type=int, default=None, help="default 32 (2 with --quick)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default 5, 1 with --quick)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default torch's; 1 with --quick)")
     parser.add_argument("--models", default=None, help=f"comma-separated subset of {list_models()}")
     args = parser.parse_args(argv)
 
@@ -77,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
         device = torch.device(args.device)
         if device.type == "cuda" and not torch.cuda.is_available():
             parser.error("--device cuda: no CUDA device is available; use --device cpu")
+    threads = args.threads or (1 if args.quick else None)
+    if threads:
+        torch.set_num_threads(threads)
     batch_size = args.batch_size or (2 if args.quick else 32)
     steps = args.steps or (1 if args.quick else 5)
     names = args.models.split(",") if args.models else list_models()

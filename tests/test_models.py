@@ -20,6 +20,15 @@ SMALL = 0.125  # width_mult for the fast tests
 EXPECTED = ["cnn_model_1", "dense_m1", "dense_m3", "vgg16_bn", "xresnet18", "xresnet34", "xresnet50"]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from intra-op threads; on a busy machine they only wait for each other."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def meta_model(name, **kw):
     with torch.device("meta"):
         return create_model(name, **kw)
