@@ -12,6 +12,7 @@ The noisy split has ``noise_rate`` of its clips with a wrong or a missing label 
 """
 from __future__ import annotations
 
+import json
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
-from .io import atomic_path, write_csv
+from .io import atomic_path, write_csv, write_json
 
 __all__ = ["FSD2019_CLASSES", "FAMILIES", "SIZES", "SoundClass", "sound_class", "make_dataset", "register_cli"]
 
@@ -273,6 +274,10 @@ def make_dataset(out_dir, *, n_classes=10, n_curated=120, n_noisy=120, n_test=40
     counts = dict(n_curated=n_curated, n_noisy=n_noisy, n_test=n_test)
     names = _check_args(n_classes, counts, noise_rate, max_seconds, sample_rate, class_names)
     out = Path(out_dir)
+    params = dict(n_classes=n_classes, **counts, noise_rate=noise_rate, max_seconds=max_seconds,
+                  sample_rate=sample_rate, seed=seed, class_names=list(names))
+    if _already_made(out, params):
+        return out
     rng = np.random.default_rng(seed)
     fnames = _fnames(n_curated + n_noisy + n_test, rng)
     clips: list[_Clip] = []
@@ -305,7 +310,39 @@ def make_dataset(out_dir, *, n_classes=10, n_curated=120, n_noisy=120, n_test=40
     sub = pd.DataFrame(0, index=range(n_test), columns=names)
     sub.insert(0, "fname", tables["test"]["fname"])
     write_csv(out / "sample_submission.csv", sub)
+    write_json(out / _MARKER, params)
     return out
+
+
+_MARKER = "synth.json"
+_OUTPUTS = ("train_curated.csv", "train_noisy.csv", "sample_submission.csv", "test_labels.csv", "noisy_truth.csv")
+
+
+def _already_made(out: Path, params: dict) -> bool:
+    """True when ``out`` holds a finished synthetic set made with ``params`` (a rerun does nothing).
+
+    Never overwrites a data set it did not make, or one made with other parameters: nothing a user
+    made is lost.
+    """
+    marker = out / _MARKER
+    if marker.exists():
+        try:
+            made = json.loads(marker.read_text())
+        except json.JSONDecodeError as e:
+            raise DataError(f"{marker}: unreadable ({e}); delete {out} and make the data set again.") from e
+        if made == params and all((out / f).exists() for f in _OUTPUTS):
+            return True
+        raise DataError(
+            f"{out} already holds a synthetic data set made with other parameters ({marker}). "
+            "Write the new one into an empty folder, or delete this one first."
+        )
+    clash = [f for f in _OUTPUTS[:3] if (out / f).exists()]
+    if clash:
+        raise DataError(
+            f"{out} already holds a data set ({', '.join(clash)}) that synth did not make; refusing to overwrite it. "
+            "Choose an empty output folder."
+        )
+    return False
 
 
 def _render_all(clips: list[_Clip], sample_rate: int, *, progress: bool, n_jobs) -> None:

@@ -58,7 +58,7 @@ def test_same_seed_same_bytes(tmp_path):
     b = make_dataset(tmp_path / "b", seed=3, n_jobs=2, **kw)
     c = make_dataset(tmp_path / "c", seed=4, **kw)
     files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
-    assert len(files) == 15 + 5
+    assert len(files) == 15 + 6  # wavs + 5 CSVs + synth.json
     assert sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file()) == files
     match, mismatch, errors = filecmp.cmpfiles(a, b, [str(f) for f in files], shallow=False)
     assert mismatch == [] and errors == []
@@ -124,3 +124,20 @@ def test_custom_class_names_and_cli(tmp_path):
     assert rc == 0
     data = FatData.from_dir(tmp_path / "cli")
     assert (len(data.vocab), len(data.curated), len(data.noisy), len(data.test)) == (3, 4, 2, 2)
+
+
+def test_rerun_is_a_noop_and_foreign_data_is_never_overwritten(tmp_path):
+    kw = dict(n_classes=3, n_curated=6, n_noisy=6, n_test=3, max_seconds=1.0, seed=1)
+    out = make_dataset(tmp_path / "d", **kw)
+    wav = next((out / "train_curated").glob("*.wav"))
+    before = wav.stat().st_mtime_ns
+    make_dataset(out, **kw)  # same parameters: nothing rewritten
+    assert wav.stat().st_mtime_ns == before
+    with pytest.raises(DataError, match="other parameters"):
+        make_dataset(out, **{**kw, "seed": 2})
+    user = tmp_path / "user"
+    user.mkdir()
+    (user / "train_curated.csv").write_text("fname,labels\nmine.wav,Bark\n")
+    with pytest.raises(DataError, match="refusing to overwrite"):
+        make_dataset(user, **kw)
+    assert (user / "train_curated.csv").read_text() == "fname,labels\nmine.wav,Bark\n"
