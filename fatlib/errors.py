@@ -15,3 +15,11 @@ class DataError(FatlibError, ValueError):
 
 class WeightsError(FatlibError, ValueError):
     """Saved weights do not fit the model, the preset or the vocabulary they are loaded for."""
+
+
+class ModelError(FatlibError, ValueError):
+    """A model cannot be created with these arguments, or an input does not fit it."""
+
+
+class PackagingError(FatlibError, ValueError):
+    """The Kaggle dataset folder cannot be built: no source tree, the wheel build failed, out exists."""

@@ -27,14 +27,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import FatlibError
+from .errors import PackagingError  # noqa: F401  (defined in fatlib.errors, importable from here too)
 
 STAGE_SIDE_FILES = ("config.json", "metrics.json")  # copied with the fold weights when present
 SOURCE_ITEMS = ("pyproject.toml", "setup.cfg", "setup.py", "README.md", "LICENSE", "MANIFEST.in", "fatlib")
-
-
-class PackagingError(FatlibError, ValueError):
-    """The Kaggle dataset folder cannot be built: no source tree, the wheel build failed, out exists."""
 
 
 def project_root() -> Path:

@@ -5,8 +5,9 @@ Input ``(batch, in_channels, n_mels, frames)`` (at least 32 x 32), output logits
 """
 from __future__ import annotations
 
+from ..errors import ModelError
 from . import cnn, dense, vgg, xresnet  # noqa: F401  (importing registers the builders)
-from .base import ModelError, count_parameters
+from .base import count_parameters
 from .registry import create_model, list_models, register_model, supports_deep_supervision
 
 __all__ = [

@@ -11,13 +11,9 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from ..errors import FatlibError
+from ..errors import ModelError  # defined in fatlib.errors; still importable from here
 
 MIN_INPUT_SIZE = 32  # mel bins and frames: 5 halvings (VGG, XResNet) still leave 1x1
-
-
-class ModelError(FatlibError, ValueError):
-    """A model cannot be created with these arguments, or an input does not fit it."""
 
 
 def scaled(channels: int, width_mult: float) -> int:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 from torch import nn
 
-from .base import ModelError
+from ..errors import ModelError
 
 Builder = Callable[..., nn.Module]
 COMMON = ("n_classes", "in_channels", "width_mult", "freq_encoding", "deep_supervision")

@@ -12,7 +12,8 @@ from __future__ import annotations
 from fastai.layers import ConvLayer, ResBlock
 from torch import nn
 
-from .base import MLPHead, ModelError, block_net, scaled
+from ..errors import ModelError
+from .base import MLPHead, block_net, scaled
 from .registry import register_model
 
 STEM = (32, 32, 64)
