@@ -17,7 +17,7 @@ lint: setup
 	$(PY) -m ruff check fatlib tests benchmarks
 
 bench: setup
-	$(PY) benchmarks/run_all.py
+	$(PY) benchmarks/run_all.py $(ARGS)
 
 clean-demo:
 	rm -rf demo
