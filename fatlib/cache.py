@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import AudioError, DataError
-from .features import MelConfig, clip_features, load_audio
+from .features import MelConfig, clip_features
 from .io import atomic_path, write_json
 
 SHARD_SIZE = 32  # clips per shard: the unit of parallel work and of resuming
@@ -46,7 +46,7 @@ def _split_hash(paths: Sequence[Path], cfg: MelConfig) -> str:
 def _compute_shard(paths: list[str], cfg_dict: dict, shard_path: str) -> list[int]:
     """Worker: features of ``paths`` written (atomically) to ``shard_path``; returns frames per clip."""
     cfg = MelConfig.from_dict(cfg_dict)
-    specs = [clip_features(load_audio(p, sample_rate=cfg.sample_rate), cfg).astype(DTYPE) for p in paths]
+    specs = [clip_features(p, cfg).astype(DTYPE) for p in paths]
     lengths = np.array([s.shape[1] for s in specs], dtype=np.int64)
     data = np.concatenate([s.ravel() for s in specs])
     with atomic_path(shard_path) as tmp, open(tmp, "wb") as f:

@@ -23,7 +23,7 @@ from fastai.data.load import DataLoader
 from torch.utils.data import ConcatDataset, Dataset
 
 from .errors import DataError
-from .features import LogMel, MelConfig, to_model_input
+from .features import LogMel, MelConfig, clip_wave, to_model_input
 
 MODES = ("cache", "wave")
 
@@ -114,15 +114,12 @@ class WaveDataset(Dataset):
         return len(self.rows)
 
     def __getitem__(self, i):
-        from .audio import fix_length, load_audio, trim_silence
+        from .audio import fix_length
 
         cfg, n = self.cfg, wave_crop_samples(self.cfg)
-        y = load_audio(self.paths[int(self.rows[i])], sample_rate=cfg.sample_rate)
-        if cfg.trim_top_db is not None:
-            y = trim_silence(y, top_db=cfg.trim_top_db)
         augment = self.augment if self.train else None
         margin = int(n * 1.25) if augment is not None else n  # room for speed changes
-        y = fix_length(y, min_samples=margin, mode=cfg.min_length)
+        y = clip_wave(self.paths[int(self.rows[i])], cfg, min_samples=margin)
         off = crop_offset(len(y), margin, train=self.train)
         y = y[off : off + margin]
         if augment is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +19,7 @@ from torch import nn
 from .audio import MIN_LENGTH_MODES, fix_length, load_audio, trim_silence
 
 __all__ = [
-    "MelConfig", "PRESETS", "get_preset", "log_mel", "LogMel", "clip_features", "normalize",
+    "MelConfig", "PRESETS", "get_preset", "log_mel", "LogMel", "clip_wave", "clip_features", "normalize",
     "to_model_input", "load_audio", "trim_silence", "fix_length",
 ]
 
@@ -194,14 +195,28 @@ class LogMel(nn.Module):
         return f"n_mels={c.n_mels}, n_fft={c.n_fft}, hop_length={c.hop_length}, sample_rate={c.sample_rate}"
 
 
-def clip_features(y: np.ndarray, cfg: MelConfig) -> np.ndarray:
-    """What the feature cache stores for a clip: trim (if ``cfg.trim_top_db``), extend to
-    ``cfg.crop_samples`` (``cfg.min_length``), then :func:`log_mel`. Returns (n_mels, frames) float32 dB."""
+def clip_wave(path_or_y, cfg: MelConfig, *, min_samples: int | None = None) -> np.ndarray:
+    """A clip's waveform as every feature path sees it: loaded at ``cfg.sample_rate`` Hz when given a
+    path (:func:`load_audio`), trimmed (``cfg.trim_top_db``), then extended to ``min_samples`` samples
+    (default ``cfg.crop_samples``) by ``cfg.min_length``. Returns float32 1-D.
+
+    The one implementation of these steps: :func:`clip_features` (the cache), ``fatlib.predict``
+    (features from audio) and ``fatlib.datasets.WaveDataset`` (on-the-fly training) all call it.
+    """
     _check_cfg(cfg)
+    if isinstance(path_or_y, (str, os.PathLike)):
+        y = load_audio(path_or_y, sample_rate=cfg.sample_rate)
+    else:
+        y = path_or_y
     if cfg.trim_top_db is not None:
         y = trim_silence(y, top_db=cfg.trim_top_db)
-    y = fix_length(y, min_samples=cfg.crop_samples, mode=cfg.min_length)
-    return log_mel(y, cfg)
+    return fix_length(y, min_samples=cfg.crop_samples if min_samples is None else min_samples, mode=cfg.min_length)
+
+
+def clip_features(path_or_y, cfg: MelConfig) -> np.ndarray:
+    """What the feature cache stores for a clip (a waveform or an audio path): :func:`clip_wave`
+    (trim, extend to ``cfg.crop_samples``), then :func:`log_mel`. Returns (n_mels, frames) float32 dB."""
+    return log_mel(clip_wave(path_or_y, cfg), cfg)
 
 
 def normalize(spec, cfg: MelConfig):

@@ -13,7 +13,7 @@ TTA schemes (each clip's log-mel is (n_mels, frames); ``width`` = the training c
   clip, never on the batch, so batched and one-by-one scores agree.
 
 Clips shorter than ``width`` frames are extended per the preset (``cfg.min_length``): the waveform
-path extends the audio exactly like :func:`fatlib.features.clip_features`; a shorter cached
+path extends the audio with :func:`fatlib.features.clip_wave`, like the cache; a shorter cached
 spectrogram is tiled ("repeat") or centred between frames at the clip's own floor ("pad": the value
 zero-padded audio takes after the 80 dB clamp).
 """
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .errors import AudioError, DataError, WeightsError
-from .features import MelConfig, fix_length, load_audio, to_model_input, trim_silence
+from .features import MelConfig, clip_wave, to_model_input
 
 TTA_SCHEMES = ("windows", "sequential", "full")
 DEFAULT_STEP_FRAMES = 48  # 12th place: one window every 48 frames
@@ -113,15 +113,6 @@ def _check_tta(tta: str) -> None:
 
 
 # --------------------------------------------------------------------------- feature sources
-def prepare_wave(path: str | os.PathLike, cfg: MelConfig) -> np.ndarray:
-    """A clip's waveform as :func:`fatlib.features.clip_features` sees it: loaded at
-    ``cfg.sample_rate``, trimmed (``cfg.trim_top_db``), extended to ``cfg.crop_samples``."""
-    y = load_audio(path, sample_rate=cfg.sample_rate)
-    if cfg.trim_top_db is not None:
-        y = trim_silence(y, top_db=cfg.trim_top_db)
-    return fix_length(y, min_samples=cfg.crop_samples, mode=cfg.min_length)
-
-
 def _audio_seconds(path: Path) -> float:
     import soundfile as sf
 
@@ -155,11 +146,11 @@ class _WaveSource:
     def chunks(self, order: np.ndarray, chunk_size: int) -> Iterator[tuple[np.ndarray, list[torch.Tensor]]]:
         groups = [order[i : i + chunk_size] for i in range(0, len(order), chunk_size)]
         with ThreadPoolExecutor(max_workers=self.num_workers) as pool:
-            pending = [pool.submit(prepare_wave, self.paths[i], self.cfg) for i in groups[0]] if groups else []
+            pending = [pool.submit(clip_wave, self.paths[i], self.cfg) for i in groups[0]] if groups else []
             for k, idx in enumerate(groups):
                 waves = [f.result() for f in pending]
                 if k + 1 < len(groups):
-                    pending = [pool.submit(prepare_wave, self.paths[i], self.cfg) for i in groups[k + 1]]
+                    pending = [pool.submit(clip_wave, self.paths[i], self.cfg) for i in groups[k + 1]]
                 yield idx, self._log_mels(waves)
 
     def _log_mels(self, waves: list[np.ndarray]) -> list[torch.Tensor]:

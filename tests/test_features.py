@@ -10,6 +10,7 @@ from fatlib.features import (
     LogMel,
     MelConfig,
     clip_features,
+    clip_wave,
     get_preset,
     load_audio,
     log_mel,
@@ -114,6 +115,29 @@ def test_clip_features_trims_and_pads(tiny_mel):
     assert short[:, 0].max() == short.min()  # centred zero padding: the first frame is the floor
     rep = clip_features(y[SR // 4 : SR // 4 + 2000], tiny_mel.replace(min_length="repeat"))
     assert rep[:, 0].max() > rep.min() + 20
+
+
+def test_clip_wave_is_the_one_wave_path(tmp_path, tiny_mel):
+    """clip_features, the on-the-fly WaveDataset and predict's audio source all go through clip_wave."""
+    import soundfile as sf
+
+    from fatlib.datasets import WaveDataset, wave_crop_samples
+    from fatlib.predict import _WaveSource
+
+    y = _clips()[2][SR // 4 : SR // 4 + 3000]  # shorter than the crop: padding decides the result
+    path = tmp_path / "a.wav"
+    sf.write(path, y, SR, subtype="FLOAT")
+    wave = clip_wave(path, tiny_mel)
+    np.testing.assert_array_equal(wave, clip_wave(y, tiny_mel))
+    assert wave.shape == (tiny_mel.crop_samples,) and wave[0] == 0.0  # centred zero padding
+    np.testing.assert_array_equal(clip_features(path, tiny_mel), log_mel(wave, tiny_mel))
+    rep = tiny_mel.replace(min_length="repeat")
+    n = wave_crop_samples(rep)
+    item, _ = WaveDataset([path], [0], np.ones((1, 1), np.float32), cfg=rep, train=False)[0]
+    np.testing.assert_array_equal(item.numpy(), clip_wave(path, rep, min_samples=n)[:n])
+    source = _WaveSource([path], rep, torch.device("cpu"), 1)
+    (_, specs), = list(source.chunks(np.arange(1), 1))
+    np.testing.assert_allclose(specs[0].numpy(), clip_features(path, rep), atol=0.01)
 
 
 def test_normalize_numpy_and_torch():
