@@ -7,12 +7,15 @@
 4. keep noisy clips with lwlrap3 == 1; stage4: curated + kept, from stage3
 5. ensemble of stages 2-4 (mean of out-of-fold probabilities on curated) and its CV lwlrap
 
-``warmup`` runs it for any registered model (``cnn_model_1``; ``vgg16_bn`` for the VGG16 variant)
-and writes ``weights/<run>/summary.json`` and ``stages.csv``. Every stage is resumable, so a rerun
+``warmup_stage`` runs one stage (3 and 4 first write their ``<stage>/selected.csv``), so each stage can
+live in its own notebook; ``stage_ensemble`` is step 5 and writes ``weights/<run>/summary.json``,
+``stages.csv`` and ``oof_ensemble_curated.csv``. ``warmup`` is the loop over both, for any registered
+model (``cnn_model_1``; ``vgg16_bn`` for the VGG16 variant). Every stage is resumable, so a rerun
 continues where it stopped.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +23,155 @@ import pandas as pd
 
 from .errors import DataError
 from .io import write_csv, write_json
-from .train import StageConfig, add_stage_arguments, noisy_folds, train_stage
+from .train import StageConfig, StageResult, add_stage_arguments, fold_done, noisy_folds, train_stage
 
+STAGES = ("stage1", "stage2", "stage3", "stage4")
 ENSEMBLE_STAGES = ("stage2", "stage3", "stage4")
+# what each stage trains on, which stage it starts from, and the selection it runs first
+# (rule of fatlib.select.run_rule, the stages whose outputs it reads, its published parameters)
+PLAN = {
+    "stage1": dict(train_on="noisy", init_from=None, rule=None, sources=(), selection={}),
+    "stage2": dict(train_on="curated", init_from="stage1", rule=None, sources=(), selection={}),
+    "stage3": dict(train_on="curated+selected", init_from="stage2", rule="stage3", sources=("stage1", "stage2"),
+                   selection={"threshold": 0.5, "max_per_fold_label": 5}),
+    "stage4": dict(train_on="curated+selected", init_from="stage3", rule="stage4", sources=("stage3",),
+                   selection={"threshold": 1.0, "max_per_fold_label": None}),
+}
+NOTEBOOKS = {"stage1": "01_stage1_noisy.ipynb", "stage2": "02_stage2_curated.ipynb",
+             "stage3": "03_stage3_selected_noisy.ipynb", "stage4": "04_stage4_selected_noisy.ipynb"}
+PLANNED_FIELDS = ("name", "model", "train_on", "init_from", "selection_csv")  # set by the plan, not by overrides
+
+
+def _stage_plan(stage: str) -> dict:
+    if stage not in PLAN:
+        raise DataError(f"unknown warm-up stage {stage!r}; use one of {STAGES}.")
+    return PLAN[stage]
+
+
+def stage_finished(stage_dir) -> bool:
+    """True when every fold of the stage folder is done and its metrics are written."""
+    stage_dir = Path(stage_dir)
+    if not (stage_dir / "config.json").is_file() or not (stage_dir / "metrics.json").is_file():
+        return False
+    n_folds = StageConfig.load(stage_dir / "config.json").n_folds
+    return all(fold_done(stage_dir, k) for k in range(n_folds))
+
+
+def require_stages(run_dir, stages, *, needed_by: str) -> None:
+    """DataError naming the notebook/command to run when one of ``stages`` of ``run_dir`` is unfinished."""
+    run_dir = Path(run_dir)
+    for prev in stages:
+        if not stage_finished(run_dir / prev):
+            raise DataError(
+                f"{run_dir / prev}: stage {prev!r} of run {run_dir.name!r} is missing or unfinished, and "
+                f"{needed_by} needs it. Run notebooks/{NOTEBOOKS[prev]} (05_vgg16_warmup.ipynb for the VGG16 run) "
+                f"or fatlib.pipeline.warmup_stage({prev!r}, ...) with the same run, weights_root and settings "
+                f"first; `python -m fatlib warmup --run {run_dir.name}` runs every stage."
+            )
+
+
+def warmup_stage(
+    stage: str,
+    data,
+    *,
+    run: str,
+    model: str = "cnn_model_1",
+    weights_root="weights",
+    cache_dir="cache",
+    selection: dict | None = None,
+    progress: bool = True,
+    **overrides,
+) -> StageResult:
+    """Run (or resume) one warm-up stage ("stage1".."stage4") of ``weights_root/run`` on ``data``.
+
+    Stages 3 and 4 first select noisy clips from the earlier stages' outputs and write
+    ``<stage>/selected.csv``; ``selection`` overrides the rule's parameters (``threshold``,
+    ``max_per_fold_label``; defaults: the published 0.5 and 5 for stage3, 1.0 and no cap for stage4).
+    ``overrides`` are StageConfig fields (epochs, lr, batch_size, n_folds, preset, mel, model_kwargs, ...).
+    A DataError names the notebook to run first when a stage this one needs is missing.
+    """
+    from .select import run_rule
+
+    plan = _stage_plan(stage)
+    planned = sorted(set(overrides) & set(PLANNED_FIELDS))
+    if planned:
+        raise DataError(f"warmup_stage({stage!r}): {planned} are set by the warm-up plan; pass the stage and model "
+                        "instead (or use fatlib.train.train_stage for a custom stage).")
+    run_dir = Path(weights_root) / run
+    needs = list(dict.fromkeys([*([plan["init_from"]] if plan["init_from"] else []), *plan["sources"]]))
+    require_stages(run_dir, sorted(needs), needed_by=stage)
+    sel_path = run_dir / stage / "selected.csv" if plan["rule"] else None
+    cfg = StageConfig.from_dict({
+        "name": stage, "model": model, **overrides, "train_on": plan["train_on"],
+        "init_from": plan["init_from"] and str(run_dir / plan["init_from"]),
+        "selection_csv": sel_path and str(sel_path),
+    })
+    if plan["rule"]:
+        folds = noisy_folds(data, run_dir=run_dir, n_folds=cfg.n_folds, seed=cfg.folds_seed)
+        sel = run_rule(plan["rule"], stage_dirs=[run_dir / s for s in plan["sources"]], targets=data.noisy.targets,
+                       folds=folds, fnames=data.noisy.fnames, vocab=data.vocab,
+                       **{**plan["selection"], **(selection or {})})
+        _write_selection(sel.to_frame(data.noisy.fnames, data.vocab), sel_path, n_folds=cfg.n_folds)
+        if progress:
+            print(f"{stage}: {len(sel)} of {len(data.noisy.fnames)} noisy clips selected -> {sel_path}")
+    elif selection:
+        raise DataError(f"warmup_stage({stage!r}): selection={selection} given, but only stage3 and stage4 select.")
+    return train_stage(cfg, data, run_dir=run_dir, cache_dir=cache_dir, progress=progress)
+
+
+def _write_selection(frame: pd.DataFrame, path: Path, *, n_folds: int) -> None:
+    """Write ``selected.csv``; refuse to change it under folds already trained on the old one."""
+    if path.exists() and any(fold_done(path.parent, k) for k in range(n_folds)):
+        old = pd.read_csv(path, keep_default_na=False)
+        keys = ["fname", "labels", "fold"]
+        if not old[keys].astype(str).equals(frame[keys].astype(str)):
+            raise DataError(f"{path}: folds of {path.parent.name} were trained on another selection (other "
+                            "thresholds or earlier stages). Use the same settings, or delete the stage folder to retrain.")
+    write_csv(path, frame)
+
+
+def _n_selected(stage_dir: Path) -> int:
+    path = stage_dir / "selected.csv"
+    return len(pd.read_csv(path, keep_default_na=False)) if path.exists() else 0
+
+
+def stage_ensemble(data, *, run: str, weights_root="weights", stages=ENSEMBLE_STAGES, progress: bool = True) -> dict:
+    """Step 5: mean of the ``stages``' out-of-fold curated probabilities and its CV lwlrap.
+
+    Writes ``oof_ensemble_curated.csv``, ``stages.csv`` (one row per finished stage + the ensemble) and
+    ``summary.json`` into ``weights_root/run``; returns the summary dict.
+    """
+    from .ensemble import combine
+    from .metrics import lwlrap
+
+    run_dir = Path(weights_root) / run
+    stages = list(stages)
+    require_stages(run_dir, stages, needed_by="the stage ensemble")
+    ens = combine([stage_oof(run_dir, s, fnames=data.curated.fnames) for s in stages], method="mean")
+    cv_ens = lwlrap(data.curated.targets, ens)
+    write_csv(run_dir / "oof_ensemble_curated.csv",
+              pd.concat([pd.DataFrame({"fname": data.curated.fnames}), pd.DataFrame(ens, columns=data.vocab)], axis=1))
+    done = [s for s in STAGES if stage_finished(run_dir / s)]
+    configs = {s: StageConfig.load(run_dir / s / "config.json") for s in done}
+    rows = []
+    for s in done:
+        metrics = json.loads((run_dir / s / "metrics.json").read_text())
+        rows.append({"stage": s, "train_on": configs[s].train_on, "n_selected": _n_selected(run_dir / s),
+                     "cv_lwlrap_curated": float(metrics["cv_lwlrap_curated"]),
+                     "cv_lwlrap_noisy": float(metrics["cv_lwlrap_noisy"])})
+    rows.append({"stage": "ensemble(" + "+".join(stages) + ")", "train_on": "",
+                 "n_selected": 0, "cv_lwlrap_curated": cv_ens, "cv_lwlrap_noisy": float("nan")})
+    table = pd.DataFrame(rows)
+    write_csv(run_dir / "stages.csv", table)
+    summary = {
+        "run": run, "model": configs[stages[0]].model, "stages": rows, "ensemble_stages": stages,
+        "cv_lwlrap_ensemble": cv_ens, "n_noisy": len(data.noisy.fnames), "n_curated": len(data.curated.fnames),
+        "stage_configs": {s: c.to_dict() for s, c in configs.items()},
+    }
+    write_json(run_dir / "summary.json", summary)
+    if progress:
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    return summary
 
 
 def warmup(
@@ -44,69 +193,29 @@ def warmup(
     ``overrides`` are StageConfig fields for every stage (epochs, lr, batch_size, n_folds, preset, mel,
     model_kwargs, augment, ...); ``stage_overrides`` maps "stage1".."stage4" to per-stage fields.
     """
-    from .ensemble import combine
-    from .metrics import lwlrap
-    from .select import run_rule
-
     stage_overrides = dict(stage_overrides or {})
-    unknown = sorted(set(stage_overrides) - {"stage1", "stage2", "stage3", "stage4"})
+    unknown = sorted(set(stage_overrides) - set(STAGES))
     if unknown:
         raise DataError(f"stage_overrides: unknown stages {unknown}; use stage1..stage4.")
-    run_dir = Path(weights_root) / run
-    base = StageConfig(name="stage1", model=model, **overrides)
-    nz_folds = None
-    results, selected = {}, {}
-
-    def stage(name, train_on, init, selection=None):
-        cfg = base.replace(name=name, train_on=train_on, selection_csv=selection and str(selection),
-                           init_from=init and str(run_dir / init), **stage_overrides.get(name, {}))
-        results[name] = train_stage(cfg, data, run_dir=run_dir, cache_dir=cache_dir, progress=progress)
-
-    def select(name, rule, sources, **params):
-        sel = run_rule(rule, stage_dirs=[run_dir / s for s in sources], targets=data.noisy.targets,
-                       folds=nz_folds, fnames=data.noisy.fnames, vocab=data.vocab, **params)
-        selected[name] = len(sel)
-        return sel.write(run_dir / name / "selected.csv", fnames=data.noisy.fnames, vocab=data.vocab)
-
-    stage("stage1", "noisy", None)
-    nz_folds = noisy_folds(data, run_dir=run_dir, n_folds=base.n_folds, seed=base.folds_seed)
-    stage("stage2", "curated", "stage1")
-    sel3 = select("stage3", "stage3", ["stage1", "stage2"], threshold=stage3_threshold,
-                  max_per_fold_label=stage3_cap)
-    stage("stage3", "curated+selected", "stage2", sel3)
-    sel4 = select("stage4", "stage4", ["stage3"], threshold=stage4_threshold, max_per_fold_label=None)
-    stage("stage4", "curated+selected", "stage3", sel4)
-
-    ens = combine([results[s].oof_curated for s in ENSEMBLE_STAGES], method="mean")
-    cv_ens = lwlrap(data.curated.targets, ens)
-    write_csv(run_dir / "oof_ensemble_curated.csv",
-              pd.concat([pd.DataFrame({"fname": data.curated.fnames}), pd.DataFrame(ens, columns=data.vocab)], axis=1))
-    rows = [
-        {"stage": name, "train_on": StageConfig.load(r.stage_dir / "config.json").train_on,
-         "n_selected": selected.get(name, 0), "cv_lwlrap_curated": r.cv_curated, "cv_lwlrap_noisy": r.cv_noisy}
-        for name, r in results.items()
-    ]
-    rows.append({"stage": "ensemble(" + "+".join(ENSEMBLE_STAGES) + ")", "train_on": "",
-                 "n_selected": 0, "cv_lwlrap_curated": cv_ens, "cv_lwlrap_noisy": float("nan")})
-    table = pd.DataFrame(rows)
-    write_csv(run_dir / "stages.csv", table)
-    summary = {
-        "run": run, "model": model, "stages": rows, "ensemble_stages": list(ENSEMBLE_STAGES),
-        "cv_lwlrap_ensemble": cv_ens, "n_noisy": len(data.noisy.fnames), "n_curated": len(data.curated.fnames),
-        "base_config": base.to_dict(),
-    }
-    write_json(run_dir / "summary.json", summary)
-    if progress:
-        print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    return summary
+    selection = {"stage3": {"threshold": stage3_threshold, "max_per_fold_label": stage3_cap},
+                 "stage4": {"threshold": stage4_threshold}}
+    for stage in STAGES:
+        warmup_stage(stage, data, run=run, model=model, weights_root=weights_root, cache_dir=cache_dir,
+                     selection=selection.get(stage), progress=progress,
+                     **{**overrides, **stage_overrides.get(stage, {})})
+    return stage_ensemble(data, run=run, weights_root=weights_root, progress=progress)
 
 
-def stage_oof(run_dir, stage: str) -> np.ndarray:
-    """A finished stage's out-of-fold curated probabilities (n_curated, n_classes)."""
+def stage_oof(run_dir, stage: str, *, fnames=None) -> np.ndarray:
+    """A finished stage's out-of-fold curated probabilities (n_curated, n_classes); with ``fnames``,
+    checked to be in that order."""
     path = Path(run_dir) / stage / "oof_curated.csv"
     if not path.exists():
         raise DataError(f"{path}: not found; train stage {stage!r} of this run first.")
-    return pd.read_csv(path).drop(columns=["fname"]).to_numpy(dtype=np.float32)
+    df = pd.read_csv(path)
+    if fnames is not None and df["fname"].astype(str).tolist() != [str(f) for f in fnames]:
+        raise DataError(f"{path}: its clips are not this data set's curated split; train the run on this data set.")
+    return df.drop(columns=["fname"]).to_numpy(dtype=np.float32)
 
 
 def _cli(args) -> int:

@@ -50,3 +50,48 @@ def test_warmup_end_to_end(tiny_dataset, tmp_path):
     assert main(["select", "--data", str(tiny_dataset), "--weights", str(tmp_path), "--run", "w", "--rule", "stage4",
                  "--stages", "stage3", "--out", str(out), "--n-folds", "2"]) == 0
     pd.testing.assert_frame_equal(pd.read_csv(out), sel4)
+
+
+@pytest.mark.slow
+def test_stages_one_by_one(tiny_dataset, tmp_path):
+    """What the notebooks do: each stage on its own, then the stage ensemble; a missing stage names its notebook."""
+    from fatlib.data import FatData
+    from fatlib.errors import DataError
+    from fatlib.pipeline import stage_ensemble, warmup_stage
+
+    data = FatData.from_dir(tiny_dataset)
+    kw = dict(run="s", weights_root=tmp_path, cache_dir=tmp_path / "cache", progress=False, **TINY)
+    with pytest.raises(DataError, match="01_stage1_noisy.ipynb"):
+        warmup_stage("stage2", data, **kw)
+    with pytest.raises(DataError, match="unknown warm-up stage"):
+        warmup_stage("stage5", data, **kw)
+    with pytest.raises(DataError, match="set by the warm-up plan"):
+        warmup_stage("stage1", data, train_on="curated", **kw)
+
+    res1 = warmup_stage("stage1", data, **kw)
+    assert res1.stage_dir == tmp_path / "s" / "stage1" and res1.oof_noisy.shape == (48, len(data.vocab))
+    with pytest.raises(DataError, match="02_stage2_curated.ipynb"):
+        warmup_stage("stage3", data, **kw)
+    warmup_stage("stage2", data, **kw)
+    warmup_stage("stage3", data, selection={"threshold": 0.0, "max_per_fold_label": 2}, **kw)
+    sel3 = pd.read_csv(tmp_path / "s" / "stage3" / "selected.csv")
+    assert len(sel3) > 0 and sel3.assign(label=sel3["labels"].str.split(",")).explode("label") \
+        .groupby(["fold", "label"]).size().max() <= 2
+    # a different selection under trained folds is refused, not silently mixed with the old folds
+    with pytest.raises(DataError, match="another selection"):
+        warmup_stage("stage3", data, selection={"threshold": 0.0, "max_per_fold_label": 1}, **kw)
+    with pytest.raises(DataError, match="04_stage4_selected_noisy.ipynb"):
+        stage_ensemble(data, run="s", weights_root=tmp_path, progress=False)
+    warmup_stage("stage4", data, **kw)
+    nl3 = pd.read_csv(tmp_path / "s" / "stage3" / "noisy_lwlrap.csv")
+    sel4 = pd.read_csv(tmp_path / "s" / "stage4" / "selected.csv")
+    assert set(sel4["fname"]) == set(nl3.loc[nl3["lwlrap"] >= 1.0, "fname"])
+
+    summary = stage_ensemble(data, run="s", weights_root=tmp_path, progress=False)
+    table = pd.read_csv(tmp_path / "s" / "stages.csv")
+    assert table["stage"].tolist() == ["stage1", "stage2", "stage3", "stage4", "ensemble(stage2+stage3+stage4)"]
+    assert table["n_selected"].tolist()[2:4] == [len(sel3), len(sel4)]
+    oof = pd.read_csv(tmp_path / "s" / "oof_ensemble_curated.csv")
+    assert oof["fname"].tolist() == data.curated.fnames
+    assert summary["model"] == "cnn_model_1" and summary["cv_lwlrap_ensemble"] == pytest.approx(
+        table["cv_lwlrap_curated"].iloc[-1])
