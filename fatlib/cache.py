@@ -158,7 +158,7 @@ def _n_jobs(n_jobs: int | None) -> int:
     if n_jobs is None:
         return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs < 1:
-        raise ValueError(f"n_jobs must be a positive integer (processes) or None for all cores, got {n_jobs!r}")
+        raise DataError(f"n_jobs must be a positive integer (processes) or None for all cores, got {n_jobs!r}")
     return n_jobs
 
 
@@ -232,9 +232,10 @@ def _assemble(shard_paths: list[Path], index_path: Path, paths: list[Path], cfg:
 def register_cli(subparsers) -> None:
     """``python -m fatlib cache``: build the feature caches of a data set's splits ahead of training."""
     p = subparsers.add_parser("cache", help="precompute the float16 log-mel cache of the data splits",
-                              description=register_cli.__doc__.splitlines()[0])
+                              description="Build the float16 log-mel caches of a data set's splits ahead of "
+                              "training (a complete cache is reused, an interrupted build resumes).")
     p.add_argument("--data-dir", default=None, help="FSDKaggle2019-format folder (default: input/ or Kaggle's)")
-    p.add_argument("--splits", nargs="+", default=["curated", "noisy", "test"], help="default: all three")
+    p.add_argument("--splits", nargs="+", default=["curated", "noisy", "test"], help="splits to cache: curated, noisy, test (default: all three)")
     p.add_argument("--preset", default="cnn128", help="mel preset (fatlib.features.PRESETS)")
     p.add_argument("--cache-dir", default="cache", help="output folder (default: cache)")
     p.add_argument("--jobs", type=int, default=None, help="processes (default: all cores)")

@@ -13,9 +13,17 @@ import sys
 COMMAND_MODULES = ["synth", "cache", "train", "select", "pipeline", "predict", "kaggle", "demo"]
 
 
+class _DescribedSubParsers(argparse._SubParsersAction):
+    """Sub-parsers whose ``--help`` shows the command's one-line help when it has no description."""
+
+    def add_parser(self, name, **kwargs):
+        kwargs.setdefault("description", kwargs.get("help"))
+        return super().add_parser(name, **kwargs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fatlib", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", action=_DescribedSubParsers)
     for name in COMMAND_MODULES:
         try:
             mod = importlib.import_module(f"fatlib.{name}")

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .audio import MIN_LENGTH_MODES, fix_length, load_audio, trim_silence
+from .errors import DataError
 
 __all__ = [
     "MelConfig", "PRESETS", "get_preset", "log_mel", "LogMel", "clip_wave", "clip_features", "normalize",
@@ -57,31 +58,31 @@ class MelConfig:
         for name in ("sample_rate", "n_mels", "n_fft", "hop_length", "crop_frames", "channels"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise ValueError(f"MelConfig.{name} must be a positive integer, got {v!r}")
+                raise DataError(f"MelConfig.{name} must be a positive integer, got {v!r}")
             object.__setattr__(self, name, int(v))
         for name in ("fmin", "fmax", "global_mean", "global_std"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not np.isfinite(v):
-                raise ValueError(f"MelConfig.{name} must be a finite number, got {v!r}")
+                raise DataError(f"MelConfig.{name} must be a finite number, got {v!r}")
             object.__setattr__(self, name, float(v))
         nyquist = self.sample_rate / 2
         if not 0 <= self.fmin < self.fmax <= nyquist:
-            raise ValueError(
+            raise DataError(
                 f"MelConfig needs 0 <= fmin < fmax <= sample_rate/2 = {nyquist:g} Hz, "
                 f"got fmin={self.fmin:g} Hz, fmax={self.fmax:g} Hz"
             )
         if self.trim_top_db is not None:
             if not isinstance(self.trim_top_db, (int, float, np.number)) or not self.trim_top_db > 0:
-                raise ValueError(f"MelConfig.trim_top_db must be None or > 0 dB, got {self.trim_top_db!r}")
+                raise DataError(f"MelConfig.trim_top_db must be None or > 0 dB, got {self.trim_top_db!r}")
             object.__setattr__(self, "trim_top_db", float(self.trim_top_db))
         if self.min_length not in MIN_LENGTH_MODES:
-            raise ValueError(f"MelConfig.min_length must be one of {MIN_LENGTH_MODES}, got {self.min_length!r}")
+            raise DataError(f"MelConfig.min_length must be one of {MIN_LENGTH_MODES}, got {self.min_length!r}")
         if self.normalize not in NORMALIZE_MODES:
-            raise ValueError(f"MelConfig.normalize must be one of {NORMALIZE_MODES}, got {self.normalize!r}")
+            raise DataError(f"MelConfig.normalize must be one of {NORMALIZE_MODES}, got {self.normalize!r}")
         if not self.global_std > 0:
-            raise ValueError(f"MelConfig.global_std must be > 0 dB, got {self.global_std!r}")
+            raise DataError(f"MelConfig.global_std must be > 0 dB, got {self.global_std!r}")
         if self.n_mels > self.n_fft // 2 + 1:
-            raise ValueError(
+            raise DataError(
                 f"MelConfig.n_mels={self.n_mels} exceeds the {self.n_fft // 2 + 1} STFT bins of "
                 f"n_fft={self.n_fft}; lower n_mels or raise n_fft"
             )
@@ -114,7 +115,7 @@ def _check_fields(d: dict) -> None:
     valid = [f.name for f in dataclasses.fields(MelConfig)]
     unknown = sorted(set(d) - set(valid))
     if unknown:
-        raise ValueError(f"unknown MelConfig field(s) {unknown}; valid fields: {valid}")
+        raise DataError(f"unknown MelConfig field(s) {unknown}; valid fields: {valid}")
 
 
 PRESETS: dict[str, MelConfig] = {
@@ -131,7 +132,7 @@ PRESETS: dict[str, MelConfig] = {
 def get_preset(name: str, **overrides) -> MelConfig:
     """The preset ``name`` ("cnn128" or "dense64"), with ``overrides`` applied (validated)."""
     if name not in PRESETS:
-        raise ValueError(f"unknown mel preset {name!r}; valid presets: {sorted(PRESETS)}")
+        raise DataError(f"unknown mel preset {name!r}; valid presets: {sorted(PRESETS)}")
     return PRESETS[name].replace(**overrides)
 
 
@@ -179,7 +180,7 @@ class LogMel(nn.Module):
         if waves.dim() == 1:
             waves = waves.unsqueeze(0)
         if waves.dim() != 2:
-            raise ValueError(f"LogMel expects (batch, samples) waveforms, got shape {tuple(waves.shape)}")
+            raise DataError(f"LogMel expects (batch, samples) waveforms, got shape {tuple(waves.shape)}")
         spec = torch.stft(
             waves.to(self.window.dtype), n_fft=self.cfg.n_fft, hop_length=self.cfg.hop_length,
             window=self.window, center=True, pad_mode="constant", return_complex=True,
@@ -233,7 +234,7 @@ def normalize(spec, cfg: MelConfig):
     else:
         x = np.asarray(spec, dtype=np.float32)
     if x.ndim < 2:
-        raise ValueError(f"normalize expects (..., n_mels, frames), got shape {tuple(x.shape)}")
+        raise DataError(f"normalize expects (..., n_mels, frames), got shape {tuple(x.shape)}")
     if cfg.normalize == "clip":
         dims = (-2, -1)
         if is_torch:
@@ -251,7 +252,7 @@ def to_model_input(spec_batch, cfg: MelConfig) -> torch.Tensor:
     _check_cfg(cfg)
     x = spec_batch if isinstance(spec_batch, torch.Tensor) else torch.from_numpy(np.asarray(spec_batch))
     if x.dim() != 3 or x.shape[1] != cfg.n_mels:
-        raise ValueError(
+        raise DataError(
             f"to_model_input expects (batch, n_mels={cfg.n_mels}, frames), got shape {tuple(x.shape)}; "
             "check that the features were made with the same MelConfig"
         )

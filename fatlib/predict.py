@@ -192,7 +192,10 @@ class _CacheSource:
 def default_device(device=None) -> torch.device:
     """``device`` if given, else CUDA when available, else CPU."""
     if device is not None:
-        return torch.device(device)
+        try:
+            return torch.device(device)
+        except RuntimeError as e:
+            raise DataError(f"device={device!r} is not a torch device ({e}); use 'cpu', 'cuda' or 'cuda:0'.") from e
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -535,19 +538,23 @@ def register_cli(subparsers) -> None:
     p.add_argument("--data", default=None, help="data folder (default: input/, then the Kaggle path)")
     p.add_argument("--weights", required=True, nargs="+", help="weights/<run> or stage folders")
     p.add_argument("--stages", nargs="+", default=None, help="stage sub-folders of the run (default: all)")
-    p.add_argument("--tta", choices=TTA_SCHEMES, default="windows")
+    p.add_argument("--tta", choices=TTA_SCHEMES, default="windows",
+                   help="test-time augmentation: windows every --step-frames (12th), sequential crops (95th), "
+                   "full clip (3rd); default: windows")
     p.add_argument("--step-frames", type=int, default=DEFAULT_STEP_FRAMES, help="windows: frames between windows")
     p.add_argument("--batch-size", type=int, default=64, help="crops per forward pass")
     p.add_argument("--ensemble", choices=("mean", "geometric"), default="mean", help="across stages/models")
     p.add_argument("--rescale", action="store_true", help="rescale each class to [0, 1] before combining (9th place)")
     p.add_argument("--device", default=None, help="cuda / cpu (default: cuda when available)")
-    p.add_argument("--out", default="submission.csv")
+    p.add_argument("--out", default="submission.csv",
+                   help="submission CSV to write (default: submission.csv; evaluation beside it when labels exist)")
     p.set_defaults(func=_cli)
 
 
 def _cli(args) -> int:
     from .data import FatData
 
+    default_device(args.device)  # a bad --device fails before any work
     data = FatData.from_dir(args.data)
     result = predict_test(
         data, args.weights, stages=args.stages, tta=args.tta, ensemble=args.ensemble, rescale=args.rescale,

@@ -283,17 +283,22 @@ def _cli(args) -> int:
 
 
 def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("select", help="choose noisy clips to train on (12th/9th/3rd-place rules)")
+    p = subparsers.add_parser(
+        "select", help="choose noisy clips to train on (12th/9th/3rd-place rules)",
+        description="Choose noisy clips for curated+selected training from finished stages' out-of-fold "
+        "outputs and write fname,labels,score,fold (stage3/stage4: 12th place, logloss: 9th, pseudo: 3rd).",
+    )
     p.add_argument("--data", default=None, help="data folder (default: input/ or the Kaggle path)")
     p.add_argument("--weights", default="weights", help="weights root (default: weights)")
     p.add_argument("--run", required=True, help="run name: weights/<run>/")
-    p.add_argument("--rule", required=True, choices=RULES)
+    p.add_argument("--rule", required=True, choices=RULES, help="selection rule (see fatlib.select)")
     p.add_argument("--stages", nargs="+", required=True, help="stage names inside the run (stage3 rule: two)")
     p.add_argument("--out", required=True, help="output CSV (fname,labels,score,fold)")
-    p.add_argument("--threshold", type=float, default=None)
+    p.add_argument("--threshold", type=float, default=None,
+                   help="score threshold (stage3 0.5, stage4 1.0) or pseudo-label probability threshold")
     p.add_argument("--cap", type=int, default=None, help="per fold per label (stage3/4) or per class (logloss); 0: none")
     p.add_argument("--n-best", type=int, default=None, help="logloss rule: clips kept")
     p.add_argument("--round", type=int, default=None, help="pseudo rule: round number (1-based)")
-    p.add_argument("--n-folds", type=int, default=5)
-    p.add_argument("--folds-seed", type=int, default=42)
+    p.add_argument("--n-folds", type=int, default=5, help="folds of the run (default: 5)")
+    p.add_argument("--folds-seed", type=int, default=42, help="seed the run's folds were made with (default: 42)")
     p.set_defaults(func=_cli)

@@ -383,7 +383,7 @@ def register_cli(subparsers) -> None:
         p.add_argument(f"--{arg}", type=typ, default=None, help="overrides the --size preset")
     p.add_argument("--noise-rate", type=float, default=0.3, help="share of noisy clips with a wrong/missing label")
     p.add_argument("--sample-rate", type=int, default=44100, help="Hz")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default: 0)")
     p.add_argument("--jobs", type=int, default=None, help="threads (default: automatic)")
     p.set_defaults(func=_cli)
 

@@ -377,6 +377,19 @@ def _prepare(cfg: StageConfig, data, run_dir: Path, cache_dir, progress: bool) -
                    data.curated.targets, data.noisy.targets, cur_folds, nz_folds, sel_rows, sel_y, sel_folds)
 
 
+def _check_components(cfg: StageConfig, *, n_classes: int) -> None:
+    """Fail on a bad preset, model, model option, loss or augmentation name now, not after the cache build."""
+    from .augment import get_augment
+    from .losses import get_loss
+    from .models import create_model
+
+    mel = cfg.mel_config()
+    get_loss(cfg.loss)
+    for name in cfg.augment:
+        get_augment(name)
+    create_model(cfg.model, n_classes=n_classes, in_channels=mel.channels, **cfg.model_kwargs)
+
+
 def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = True) -> StageResult:
     """Train (or finish) stage ``cfg`` on ``data`` (a FatData) in ``run_dir/cfg.name``; see the module doc."""
     cfg.validate()
@@ -384,6 +397,7 @@ def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = 
     stage_dir = run_dir / cfg.name
     if cfg.selection_csv and not Path(cfg.selection_csv).exists():
         raise DataError(f"selection_csv={cfg.selection_csv}: not found; run `python -m fatlib select` first.")
+    _check_components(cfg, n_classes=len(data.vocab))
     _tune_cpu(_device())
     inp = _prepare(cfg, data, run_dir, cache_dir, progress)
     if is_main_process():
@@ -498,22 +512,27 @@ def add_stage_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mel", default=None, help='JSON MelConfig overrides, e.g. \'{"n_mels": 64}\'')
     p.add_argument("--loss", default=None, help="bce | lsep | focal")
     p.add_argument("--augment", nargs="*", default=None, help="augmentation names (none: empty)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--n-folds", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None, help="passes over the training split per fold")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate of the one-cycle schedule")
+    p.add_argument("--batch-size", type=int, default=None, help="clips per batch")
+    p.add_argument("--n-folds", type=int, default=None, help="K of the K-fold split of curated")
+    p.add_argument("--seed", type=int, default=None, help="training seed (augmentations, initialisation)")
     p.add_argument("--workers", type=int, default=None, help="DataLoader worker processes")
     p.add_argument("--wave-augment", action="store_true", help="on-the-fly waveforms with WaveAugment")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("train-stage", help="train one stage over K folds (OOF outputs, weights)")
+    p = subparsers.add_parser(
+        "train-stage", help="train one stage over K folds (OOF outputs, weights)",
+        description="Train one stage over K folds into <weights>/<run>/<stage>/: fold weights, out-of-fold "
+        "predictions, metrics. Options override --config; finished folds are skipped on rerun.",
+    )
     add_stage_arguments(p)
     p.add_argument("--stage", default=None, help="stage name (folder inside the run)")
     p.add_argument("--config", default=None, help="StageConfig JSON (command-line options override it)")
-    p.add_argument("--train-on", default=None, choices=TRAIN_ON)
+    p.add_argument("--train-on", default=None, choices=TRAIN_ON,
+                   help="training split: noisy only, curated only, or curated + a --selection of noisy clips")
     p.add_argument("--selection", default=None, help="selection CSV (train_on curated+selected)")
     p.add_argument("--init-from", default=None, help="stage folder or stage name in the run")
     p.set_defaults(func=_cli)
