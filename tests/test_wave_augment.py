@@ -104,3 +104,18 @@ def test_dataloader_workers_draw_different_effects():
     loader = torch.utils.data.DataLoader(_Clips(aug), batch_size=1, num_workers=2)
     first_of_each_worker = [b[0] for b in loader][:2]
     assert not torch.equal(first_of_each_worker[0], first_of_each_worker[1])
+
+
+def test_dataloader_workers_follow_torch_seed_and_never_repeat():
+    """seed=None: each worker's stream comes from its torch worker seed, so a run is reproduced by
+    torch.manual_seed, another seed changes it, and no two clips (of any worker) get the same draw."""
+    aug = WaveAugment(p=1.0, sample_rate=SR, probs={"overdrive": 1.0})
+
+    def run(seed):
+        torch.manual_seed(seed)
+        return torch.cat(list(torch.utils.data.DataLoader(_Clips(aug), batch_size=1, num_workers=2)))
+
+    a, b, c = run(0), run(0), run(1)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    assert len({round(float(x.abs().max()), 6) for x in a}) == len(a)  # 4 different gains
