@@ -93,7 +93,9 @@ class BlockNet(nn.Module):
     """``[freq encoding] -> stem -> blocks -> pool(blocks in pooled_blocks), concatenated -> head``.
 
     ``block_channels[i]`` is the output channel count of ``blocks[i]``; ``pooled_blocks`` indexes the
-    blocks whose pooled outputs feed the head (``(-1,)``: the last only).
+    blocks whose pooled outputs feed the head (``(-1,)``: the last only). ``deep_supervision=True``
+    (3rd place) replaces the pooling by a global max pool after every block, concatenated, into
+    ``deep_head`` (default: ``head``, a 2-layer MLP).
     """
 
     def __init__(
@@ -107,8 +109,12 @@ class BlockNet(nn.Module):
         pool: str = "concat",
         pooled_blocks: Sequence[int] = (-1,),
         freq_encoding: bool = False,
+        deep_supervision: bool = False,
+        deep_head: HeadFactory | None = None,
     ):
         super().__init__()
+        if deep_supervision:
+            pool, pooled_blocks, head = "max", range(len(blocks)), deep_head or head
         self.in_channels = in_channels
         self.freq = FreqEncoding() if freq_encoding else nn.Identity()
         self.stem = stem
@@ -144,34 +150,8 @@ class BlockNet(nn.Module):
         return self.head(torch.cat(pooled, dim=1) if len(pooled) > 1 else pooled[0])
 
 
-def block_net(
-    *,
-    stem: nn.Module,
-    blocks: Sequence[nn.Module],
-    block_channels: Sequence[int],
-    head: HeadFactory,
-    in_channels: int,
-    pool: str = "concat",
-    pooled_blocks: Sequence[int] = (-1,),
-    freq_encoding: bool = False,
-    deep_supervision: bool = False,
-    deep_head: HeadFactory | None = None,
-) -> BlockNet:
-    """A :class:`BlockNet`; ``deep_supervision=True`` (3rd place) replaces the pooling by a global max
-    pool after every block, concatenated, into ``deep_head`` (default: ``head``, a 2-layer MLP)."""
-    if deep_supervision:
-        pool, pooled_blocks, head = "max", range(len(blocks)), deep_head or head
-    return BlockNet(
-        stem=stem,
-        blocks=blocks,
-        block_channels=block_channels,
-        head=head,
-        in_channels=in_channels,
-        pool=pool,
-        pooled_blocks=pooled_blocks,
-        freq_encoding=freq_encoding,
-    )
 
+block_net = BlockNet  # the name the architecture modules build with
 
 def count_parameters(model: nn.Module, *, trainable_only: bool = False) -> int:
     """Number of parameters (elements) of ``model``."""

@@ -21,6 +21,22 @@ def cnn_head(*, n_classes: int, width_mult: float, dropout: tuple[float, float] 
     )
 
 
+def cnn_head_net(
+    blocks: list[nn.Module], block_channels: list[int], *, n_classes: int, in_channels: int, width_mult: float,
+    freq_encoding: bool, deep_supervision: bool,
+) -> nn.Module:
+    """Plain conv ``blocks`` (no stem) with the CNN-model-1 head: CNN-model-1 and VGG16-BN."""
+    return block_net(
+        stem=nn.Identity(),
+        blocks=blocks,
+        block_channels=block_channels,
+        head=cnn_head(n_classes=n_classes, width_mult=width_mult),
+        in_channels=in_channels,
+        freq_encoding=freq_encoding,
+        deep_supervision=deep_supervision,
+    )
+
+
 @register_model
 def cnn_model_1(
     *, n_classes: int, in_channels: int, width_mult: float, freq_encoding: bool, deep_supervision: bool
@@ -31,12 +47,5 @@ def cnn_model_1(
     blocks = [
         nn.Sequential(conv_bn_relu(ci, co), conv_bn_relu(co, co), nn.AvgPool2d(2)) for ci, co in zip(ins, chans)
     ]
-    return block_net(
-        stem=nn.Identity(),
-        blocks=blocks,
-        block_channels=chans,
-        head=cnn_head(n_classes=n_classes, width_mult=width_mult),
-        in_channels=in_channels,
-        freq_encoding=freq_encoding,
-        deep_supervision=deep_supervision,
-    )
+    return cnn_head_net(blocks, chans, n_classes=n_classes, in_channels=in_channels, width_mult=width_mult,
+                        freq_encoding=freq_encoding, deep_supervision=deep_supervision)

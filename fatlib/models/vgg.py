@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import block_net, conv_bn_relu, scaled
-from .cnn import cnn_head
+from .base import conv_bn_relu, scaled
+from .cnn import cnn_head_net
 from .registry import register_model
 
 VGG16_GROUPS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
@@ -28,12 +28,5 @@ def vgg16_bn(
             ci = co
         blocks.append(nn.Sequential(*layers, nn.MaxPool2d(2)))
         chans.append(ci)
-    return block_net(
-        stem=nn.Identity(),
-        blocks=blocks,
-        block_channels=chans,
-        head=cnn_head(n_classes=n_classes, width_mult=width_mult),
-        in_channels=in_channels,
-        freq_encoding=freq_encoding,
-        deep_supervision=deep_supervision,
-    )
+    return cnn_head_net(blocks, chans, n_classes=n_classes, in_channels=in_channels, width_mult=width_mult,
+                        freq_encoding=freq_encoding, deep_supervision=deep_supervision)
