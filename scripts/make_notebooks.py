@@ -1,0 +1,307 @@
+"""Write notebooks/*.ipynb (no outputs, no execution counts) from the cell texts below.
+
+    .venv/bin/python scripts/make_notebooks.py          # (re)write the notebooks
+    .venv/bin/python scripts/make_notebooks.py --check  # exit 1 when a committed notebook differs
+
+Each notebook: a markdown cell (what the stage does, what it reads and writes, which notebook comes
+before and after), a papermill ``parameters`` cell whose defaults are the real FSDKaggle2019 run on a
+Kaggle GPU, then a few calls into fatlib. Logic lives in fatlib (pipeline, report, plots, predict).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import nbformat
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+STAGE_EPOCHS = {"stage1": 30, "stage2": 20, "stage3": 15, "stage4": 10}
+EPOCHS_NOTE = (
+    "**Epochs.** The 12th-place write-up gives no per-stage epoch counts. Stage 1 trains from scratch, so it "
+    "gets the most (30); stages 2-4 start from the previous stage's fold weights and need fewer "
+    f"({STAGE_EPOCHS['stage2']}, {STAGE_EPOCHS['stage3']}, {STAGE_EPOCHS['stage4']}). "
+    "10 folds x batch 128, one-cycle schedule, SpecMix on every training batch."
+)
+
+DATA_PARAMS = '''data_dir = None  # None: input/, else ../input/freesound-audio-tagging-2019 (fatlib.data.find_data_dir)
+cache_dir = "cache"  # feature caches (float16 log-mels), shared by every notebook
+preset = "cnn128"  # 12th-place features: 128 mels, hop 694 samples, 44.1 kHz
+n_mels = 128
+crop_frames = 128  # training crop width in frames (~2 s at hop 694)
+cache_jobs = None  # processes building a cache (None: every core)'''
+
+TRAIN_PARAMS = DATA_PARAMS + '''
+weights_root = "weights"  # outputs in <weights_root>/<run>/<stage>/
+run = "{run}"
+model = "{model}"
+width_mult = 1.0  # channel width multiplier of the model (1.0: the published widths)
+n_folds = 10
+batch_size = 128  # clips per training batch
+lr = 1e-3  # peak learning rate of the one-cycle schedule
+n_workers = 2  # DataLoader worker processes'''
+
+SETTINGS = '''settings = dict(preset=preset, mel={"n_mels": n_mels, "crop_frames": crop_frames},
+                model_kwargs={"width_mult": width_mult}, n_folds=n_folds, batch_size=batch_size, lr=lr,
+                n_workers=n_workers, cache_jobs=cache_jobs)
+data = FatData.from_dir(data_dir)
+print(f"{data.root}: {len(data.curated.fnames)} curated, {len(data.noisy.fnames)} noisy clips, {len(data.vocab)} classes")'''
+
+STAGES = {
+    "stage1": dict(
+        file="01_stage1_noisy.ipynb", title="Stage 1: from scratch on the noisy set",
+        what="trains `model` from scratch on the noisy clips only, one model per fold; its out-of-fold "
+             "per-clip lwlrap on noisy (lwlrap1) is half of stage 3's selection score.",
+        reads="the data set and the feature caches (built here when 00 has not).",
+        before="00_data_and_features.ipynb (optional: it builds the caches)", after="02_stage2_curated.ipynb"),
+    "stage2": dict(
+        file="02_stage2_curated.ipynb", title="Stage 2: curated, from stage 1",
+        what="trains on the curated clips, fold k starting from stage 1's fold k; its out-of-fold lwlrap on "
+             "noisy (lwlrap2) is the other half of stage 3's selection score. Curated CV (12th place, "
+             "CNN-model-1): 0.862.",
+        reads="`<weights_root>/<run>/stage1/` (fold weights, noisy lwlrap), the caches.",
+        before="01_stage1_noisy.ipynb", after="03_stage3_selected_noisy.ipynb"),
+    "stage3": dict(
+        file="03_stage3_selected_noisy.ipynb", title="Stage 3: curated + selected noisy, from stage 2",
+        what="first keeps the noisy clips with sqrt(lwlrap1 * lwlrap2) >= `threshold` (0.5), at most "
+             "`max_per_fold_label` (5) per fold and label, then trains on curated + kept, from stage 2. "
+             "Curated CV (12th place): 0.879.",
+        reads="`stage1/` and `stage2/` of the run (noisy lwlrap, fold weights), the caches.",
+        before="02_stage2_curated.ipynb", after="04_stage4_selected_noisy.ipynb"),
+    "stage4": dict(
+        file="04_stage4_selected_noisy.ipynb", title="Stage 4: curated + noisy clips stage 3 gets right, from stage 3",
+        what="first keeps the noisy clips with lwlrap3 >= `threshold` (1.0: every label ranked on top), no "
+             "cap, then trains on curated + kept, from stage 3; then the stage ensemble (mean of stages 2-4, "
+             "12th place: CV 0.877 for stage 4 alone, public LB 0.733 for the ensemble).",
+        reads="`stage3/` of the run, the caches.",
+        before="03_stage3_selected_noisy.ipynb", after="05_vgg16_warmup.ipynb (VGG16 variant) or "
+        "06_inference_kernel.ipynb"),
+}
+SELECTION_PARAMS = {
+    "stage3": 'threshold = 0.5  # sqrt(lwlrap1 * lwlrap2) to keep a noisy clip\n'
+              'max_per_fold_label = 5  # clips kept per fold and label (None: no cap)',
+    "stage4": 'threshold = 1.0  # lwlrap3 to keep a noisy clip (1.0: all its labels ranked first)\n'
+              'max_per_fold_label = None',
+}
+
+
+def md(text: str):
+    return nbformat.v4.new_markdown_cell(text.strip())
+
+
+def code(text: str, *, tags=()):
+    cell = nbformat.v4.new_code_cell(text.strip())
+    if tags:
+        cell.metadata["tags"] = list(tags)
+    return cell
+
+
+def params(text: str):
+    return code("# Parameters (papermill -p NAME VALUE): the defaults are the real FSDKaggle2019 run on a Kaggle GPU\n"
+                + text, tags=("parameters",))
+
+
+def notebook(cells) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook(cells=cells)
+    for i, cell in enumerate(nb.cells):  # stable ids: regenerating gives the same file
+        cell.id = f"cell-{i:02d}"
+    nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+                   "language_info": {"name": "python"}}
+    return nb
+
+
+def header(title: str, what: str, reads: str, writes: str, before: str, after: str) -> str:
+    return (f"# {title}\n\n**What it does:** {what}\n\n**Reads:** {reads}\n\n**Writes:** {writes}\n\n"
+            f"**Before:** {before}. **After:** {after}.")
+
+
+STAGE_WRITES = ("`<weights_root>/<run>/{stage}/`: `fold{{k}}.safetensors`, `config.json`, `metrics.json`, "
+                "`oof_curated.csv`, `oof_noisy.csv`, `noisy_lwlrap.csv`, `curve.png`{extra}; a rerun resumes "
+                "at the first unfinished fold.")
+
+
+def stage_notebook(stage: str) -> nbformat.NotebookNode:
+    s = STAGES[stage]
+    selects = stage in SELECTION_PARAMS
+    extra = ", `selected.csv` (written first)" if selects else ""
+    if stage == "stage4":
+        extra += "; the stage ensemble: `<run>/summary.json`, `stages.csv`, `oof_ensemble_curated.csv`"
+    writes = STAGE_WRITES.format(stage=stage, extra=extra)
+    p = TRAIN_PARAMS.format(run="cnn_model_1", model="cnn_model_1") + f"\nepochs = {STAGE_EPOCHS[stage]}"
+    if selects:
+        p += "\n" + SELECTION_PARAMS[stage]
+    call = (f'result = warmup_stage("{stage}", data, run=run, model=model, weights_root=weights_root, '
+            f'cache_dir=cache_dir,\n                      epochs=epochs, '
+            + ('selection={"threshold": threshold, "max_per_fold_label": max_per_fold_label}, ' if selects else "")
+            + '**settings)\nstage_dir = result.stage_dir\nprint(f"CV lwlrap curated {result.cv_curated:.4f}, '
+              'noisy {result.cv_noisy:.4f} -> {stage_dir}")')
+    cells = [
+        md(header(s["title"], s["what"], s["reads"], writes, s["before"], s["after"]) + "\n\n" + EPOCHS_NOTE),
+        params(p),
+        code("%matplotlib inline\nfrom fatlib import report\nfrom fatlib.data import FatData\n"
+             "from fatlib.pipeline import " + ("stage_ensemble, " if stage == "stage4" else "") + "warmup_stage\n\n"
+             + SETTINGS),
+        md(f"## Train {stage} (K folds; finished folds are skipped)"),
+        code(call),
+        md("## Cross-validated lwlrap per fold (out-of-fold)"),
+        code("report.stage_table(stage_dir)"),
+        md("## Training curves (every fold)"),
+        code("report.plot_stage(stage_dir)"),
+        md("## Per-class lwlrap on curated (out-of-fold)"),
+        code("report.plot_stage_per_class(stage_dir)"),
+    ]
+    if selects:
+        cells += [md("## The noisy clips this stage added: per class and fold, and their scores"),
+                  code("report.selection_counts(stage_dir, data.vocab)"),
+                  code("report.plot_selection(stage_dir, data.vocab)")]
+    if stage == "stage4":
+        cells += [md("## Stage ensemble: mean of stages 2-4 (out-of-fold, curated)"),
+                  code("summary = stage_ensemble(data, run=run, weights_root=weights_root)")]
+    return notebook(cells)
+
+
+def data_notebook() -> nbformat.NotebookNode:
+    return notebook([
+        md(header("Data and features", "loads FSDKaggle2019 (class counts, multi-label share), shows a few "
+                  "log-mel spectrograms with their labels, builds the feature caches that every training "
+                  "notebook reads, previews one real training batch under every augmentation, and checks the "
+                  "torch log-mel (used at inference) against librosa's (used for the caches).",
+                  "the data set: `train_curated.csv`, `train_noisy.csv`, `sample_submission.csv` and the wav folders.",
+                  "`<cache_dir>/`: the curated and noisy caches (memory-mapped float16 log-mels, named by a hash "
+                  "of the feature settings and the file list, so a training notebook with the same settings reuses them).",
+                  "nothing", "01_stage1_noisy.ipynb")),
+        params(DATA_PARAMS + "\nn_examples = 3  # spectrograms shown\npreview_batch = 16  # clips in the augmentation preview"),
+        code("%matplotlib inline\nfrom fatlib import plots, report\nfrom fatlib.augment import AUGMENTS\n"
+             "from fatlib.cache import FeatureCache\nfrom fatlib.data import FatData\nfrom fatlib.features import get_preset\n\n"
+             "data = FatData.from_dir(data_dir)\ncfg = get_preset(preset, n_mels=n_mels, crop_frames=crop_frames)\n"
+             'print(f"{data.root}: {len(data.vocab)} classes; features {cfg}")\nreport.dataset_overview(data)'),
+        md("## Clips per class"),
+        code("report.plot_class_counts(data)"),
+        md("## Feature caches (curated and noisy; a rerun with the same settings does nothing)"),
+        code('caches = {name: FeatureCache.build(data.split(name).paths(), cfg, cache_dir=cache_dir, name=name,\n'
+             '                                  n_jobs=cache_jobs)\n          for name in ("curated", "noisy")}\ncaches'),
+        md("## A few curated clips"),
+        code('report.plot_examples(data, caches["curated"], cfg, n=n_examples)'),
+        md("## One training batch from the cache under every augmentation (training only, never at inference)"),
+        code('x, y = report.training_batch(caches["curated"], data.curated.targets, cfg, batch_size=preview_batch)\n'
+             "plots.plot_augmentations(x, y, list(AUGMENTS), data.vocab, n=4)"),
+        md("## LogMel (torch, inference on the GPU) vs librosa (the caches) on one clip"),
+        code('comparison = report.compare_log_mel(data.curated.paths()[0], cfg)\n'
+             'print(f"max |LogMel - librosa| = {comparison[\'max_abs_diff_db\']:.4f} dB")\n'
+             "report.plot_log_mel_comparison(comparison, cfg)"),
+    ])
+
+
+def vgg_notebook() -> nbformat.NotebookNode:
+    epochs = ", ".join(f'"{s}": {e}' for s, e in STAGE_EPOCHS.items())
+    return notebook([
+        md(header("VGG16-BN warm-up: stages 1-4 and the stage ensemble",
+                  "the same four stages as notebooks 01-04 for `vgg16_bn` (the 13 conv layers of VGG16 with batch "
+                  "norm, randomly initialised, CNN-model-1's head) in its own run, then the stage ensemble, and the "
+                  "ensemble with the CNN run when that run is there (12th place: public LB 0.738 with VGG16).",
+                  "the data set and the caches; `<weights_root>/<cnn_run>/oof_ensemble_curated.csv` when present.",
+                  "`<weights_root>/<run>/stage1..stage4/` (as 01-04), `summary.json`, `stages.csv`, "
+                  "`oof_ensemble_curated.csv`.",
+                  "04_stage4_selected_noisy.ipynb (or 00 only: the runs are independent)", "06_inference_kernel.ipynb")
+           + "\n\n" + EPOCHS_NOTE),
+        params(TRAIN_PARAMS.format(run="vgg16_bn", model="vgg16_bn") + "\nepochs = {" + epochs + "}  # per stage"
+               + "\nstage3_threshold = 0.5\nstage3_cap = 5\nstage4_threshold = 1.0"
+               + '\ncnn_run = "cnn_model_1"  # ensemble with this run when it exists (None: skip)'),
+        code("%matplotlib inline\nfrom pathlib import Path\n\nfrom fatlib import report\nfrom fatlib.data import FatData\n"
+             "from fatlib.pipeline import STAGES, warmup\n\n" + SETTINGS),
+        md("## Stages 1-4 and the stage ensemble (resumable)"),
+        code("summary = warmup(data, run=run, model=model, weights_root=weights_root, cache_dir=cache_dir,\n"
+             "                 stage3_threshold=stage3_threshold, stage3_cap=stage3_cap, stage4_threshold=stage4_threshold,\n"
+             "                 stage_overrides={s: {\"epochs\": e} for s, e in epochs.items()}, **settings)"),
+        md("## Each stage: CV table, training curves, per-class lwlrap, selection"),
+        code("run_dir = Path(weights_root) / run\nfor stage in STAGES:\n    display(report.stage_table(run_dir / stage))\n"
+             "    display(report.plot_stage(run_dir / stage))\n    display(report.plot_stage_per_class(run_dir / stage))\n"
+             '    if stage in ("stage3", "stage4"):\n        display(report.plot_selection(run_dir / stage, data.vocab))'),
+        md("## Ensemble with the CNN run (both runs' stage ensembles, same folds)"),
+        code("cnn_dir = Path(weights_root) / cnn_run if cnn_run else None\n"
+             'if cnn_dir is not None and (cnn_dir / "oof_ensemble_curated.csv").exists():\n'
+             '    cv = report.runs_ensemble_cv(data, [cnn_dir, run_dir])\n'
+             '    print(f"CV lwlrap, {cnn_run} + {run} stage ensembles: {cv:.4f}")\nelse:\n'
+             '    print(f"no finished {cnn_run!r} run under {weights_root}: run notebooks 01-04 first for the CNN + VGG16 ensemble")'),
+    ])
+
+
+def kernel_notebook() -> nbformat.NotebookNode:
+    return notebook([
+        md(header("Inference kernel (offline Kaggle GPU kernel)",
+                  "installs fatlib from the offline dataset's wheel when it is not importable (no internet in the "
+                  "kernel), predicts the test clips with every fold model of the chosen runs and stages, windowed "
+                  "TTA (a training-width window every 48 frames, averaged), folds averaged per stage and model, "
+                  "then the mean over stages and models; writes `submission.csv`. When test labels exist it "
+                  "also scores the submission.",
+                  "`<fatlib_dataset>/wheels/fatlib-*.whl`, `<fatlib_dataset>/weights/<run>/<stage>/fold*.safetensors` "
+                  "(made by `python -m fatlib kaggle-dataset`), the test wav files.",
+                  "`submission.csv` (and `submission_eval/` when test labels exist).",
+                  "04_stage4_selected_noisy.ipynb / 05_vgg16_warmup.ipynb, then `python -m fatlib kaggle-dataset "
+                  "--weights weights/cnn_model_1 weights/vgg16_bn --out kaggle_dataset/` uploaded as the Kaggle "
+                  "dataset `fatlib-weights`", "nothing: submit `submission.csv`")),
+        params('fatlib_dataset = "../input/fatlib-weights"  # the Kaggle dataset built by fatlib.kaggle\n'
+               "data_dir = None  # None: input/, else ../input/freesound-audio-tagging-2019\n"
+               'runs = ["cnn_model_1", "vgg16_bn"]  # run folders under <fatlib_dataset>/weights/\n'
+               'stages = ["stage2", "stage3", "stage4"]  # the stage ensemble\n'
+               'tta = "windows"\nstep_frames = 48  # frames between TTA windows\n'
+               "batch_size = 64  # crops per forward pass\n"
+               'ensemble = "mean"  # across stages and models\nout = "submission.csv"'),
+        code("import importlib.util\nimport subprocess\nimport sys\nfrom pathlib import Path\n\n"
+             'if importlib.util.find_spec("fatlib") is None:  # offline kernel: install the wheel from the dataset\n'
+             '    subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--find-links",\n'
+             '                    str(Path(fatlib_dataset) / "wheels"), "fatlib"], check=True)\n'
+             "import fatlib\n\nprint(f\"fatlib {fatlib.__version__} from {Path(fatlib.__file__).parent}\")"),
+        code("%matplotlib inline\nimport time\n\nimport pandas as pd\n\nfrom fatlib.data import FatData\n"
+             "from fatlib.plots import plot_per_class\nfrom fatlib.predict import predict_test\n\n"
+             "data = FatData.from_dir(data_dir)\n"
+             'weights = [Path(fatlib_dataset) / "weights" / r for r in runs]\n'
+             'print(f"{len(data.test.fnames)} test clips; weights {[str(w) for w in weights]}")'),
+        md("## Predict the test set and write the submission"),
+        code("start = time.time()\nresult = predict_test(data, weights, stages=stages, tta=tta, step_frames=step_frames,\n"
+             "                      batch_size=batch_size, ensemble=ensemble, out=out)\n"
+             'print(f"{result[\'n_models\']} fold models in groups {result[\'groups\']}: {time.time() - start:.0f} s -> {out}")\n'
+             "pd.read_csv(out).head()"),
+        md("## Evaluation (only when the test labels are known)"),
+        code('ev = result["evaluation"]\nif ev is None:\n    print("no test labels: submission written, not scored")\nelse:\n'
+             '    print(f"test lwlrap {ev[\'lwlrap\']:.4f} on {ev[\'n_clips\']} clips; by usage: {ev.get(\'by_usage\')}")\n'
+             '    per_class = ev["per_class"]\n'
+             '    display(plot_per_class([v["lwlrap"] if v["lwlrap"] is not None else float("nan") for v in per_class.values()],\n'
+             '                           list(per_class), weights=[v["weight"] for v in per_class.values()]))'),
+    ])
+
+
+def all_notebooks() -> dict[str, nbformat.NotebookNode]:
+    nbs = {"00_data_and_features.ipynb": data_notebook()}
+    nbs.update({STAGES[s]["file"]: stage_notebook(s) for s in STAGES})
+    nbs["05_vgg16_warmup.ipynb"] = vgg_notebook()
+    nbs["06_inference_kernel.ipynb"] = kernel_notebook()
+    return nbs
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true", help="compare with notebooks/ instead of writing")
+    p.add_argument("--out", type=Path, default=NOTEBOOK_DIR)
+    args = p.parse_args(argv)
+    stale = []
+    for name, nb in all_notebooks().items():
+        text = nbformat.writes(nb) + "\n"
+        path = args.out / name
+        if args.check:
+            if not path.is_file() or path.read_text() != text:
+                stale.append(name)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".ipynb.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+        print(f"wrote {path}")
+    if stale:
+        print(f"out of date (run scripts/make_notebooks.py): {stale}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
