@@ -66,7 +66,7 @@ def require_stages(run_dir, stages, *, needed_by: str) -> None:
                 f"{run_dir / prev}: stage {prev!r} of run {run_dir.name!r} is missing or unfinished, and "
                 f"{needed_by} needs it. Run notebooks/{NOTEBOOKS[prev]} (05_vgg16_warmup.ipynb for the VGG16 run) "
                 f"or fatlib.pipeline.warmup_stage({prev!r}, ...) with the same run, weights_root and settings "
-                f"first; `python -m fatlib warmup --run {run_dir.name}` runs every stage."
+                f"first (`python -m fatlib warmup --run {run_dir.name} --stage {prev}`; without --stage it runs every stage)."
             )
 
 
@@ -231,9 +231,21 @@ def _cli(args) -> int:
     if args.wave_augment:
         over["wave_augment"] = True
     data = FatData.from_dir(args.data)
-    summary = warmup(data, run=args.run, model=args.model or "cnn_model_1", weights_root=args.weights,
-                     cache_dir=args.cache_dir, stage3_threshold=args.stage3_threshold,
-                     stage3_cap=None if args.stage3_cap <= 0 else args.stage3_cap, progress=not args.quiet, **over)
+    cap = None if args.stage3_cap <= 0 else args.stage3_cap
+    if args.stage in STAGES:
+        selection = {"stage3": {"threshold": args.stage3_threshold, "max_per_fold_label": cap},
+                     "stage4": {"threshold": args.stage4_threshold}}.get(args.stage)
+        res = warmup_stage(args.stage, data, run=args.run, model=args.model or "cnn_model_1", weights_root=args.weights,
+                           cache_dir=args.cache_dir, selection=selection, progress=not args.quiet, **over)
+        if res is not None:
+            print(f"{args.stage}: CV lwlrap curated {res.cv_curated:.4f}, noisy {res.cv_noisy:.4f} -> {res.stage_dir}")
+        return 0
+    if args.stage == "ensemble":
+        summary = stage_ensemble(data, run=args.run, weights_root=args.weights, progress=not args.quiet)
+    else:
+        summary = warmup(data, run=args.run, model=args.model or "cnn_model_1", weights_root=args.weights,
+                         cache_dir=args.cache_dir, stage3_threshold=args.stage3_threshold, stage3_cap=cap,
+                         stage4_threshold=args.stage4_threshold, progress=not args.quiet, **over)
     print(f"ensemble CV lwlrap {summary['cv_lwlrap_ensemble']:.4f} -> {Path(args.weights) / args.run / 'summary.json'}")
     return 0
 
@@ -243,4 +255,7 @@ def register_cli(subparsers) -> None:
     add_stage_arguments(p)
     p.add_argument("--stage3-threshold", type=float, default=0.5, help="sqrt(lwlrap1*lwlrap2) threshold")
     p.add_argument("--stage3-cap", type=int, default=5, help="clips per fold per label (0: no cap)")
+    p.add_argument("--stage4-threshold", type=float, default=1.0, help="lwlrap3 threshold")
+    p.add_argument("--stage", default=None, choices=[*STAGES, "ensemble"],
+                   help="run only this step (its earlier stages must be finished); default: every step")
     p.set_defaults(func=_cli)

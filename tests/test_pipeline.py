@@ -53,7 +53,7 @@ def test_warmup_end_to_end(tiny_dataset, tmp_path):
 
 
 @pytest.mark.slow
-def test_stages_one_by_one(tiny_dataset, tmp_path):
+def test_stages_one_by_one(tiny_dataset, tmp_path, capsys):
     """What the notebooks do: each stage on its own, then the stage ensemble; a missing stage names its notebook."""
     from fatlib.data import FatData
     from fatlib.errors import DataError
@@ -67,6 +67,12 @@ def test_stages_one_by_one(tiny_dataset, tmp_path):
         warmup_stage("stage5", data, **kw)
     with pytest.raises(DataError, match="set by the warm-up plan"):
         warmup_stage("stage1", data, train_on="curated", **kw)
+
+    from fatlib.cli import main
+
+    cli = ["warmup", "--data", str(tiny_dataset), "--weights", str(tmp_path), "--run", "s", "--quiet", "--stage"]
+    assert main([*cli, "stage2"]) == 1
+    assert "01_stage1_noisy.ipynb" in capsys.readouterr().err and not (tmp_path / "s" / "stage2").exists()
 
     res1 = warmup_stage("stage1", data, **kw)
     assert res1.stage_dir == tmp_path / "s" / "stage1" and res1.oof_noisy.shape == (48, len(data.vocab))
@@ -87,6 +93,7 @@ def test_stages_one_by_one(tiny_dataset, tmp_path):
     sel4 = pd.read_csv(tmp_path / "s" / "stage4" / "selected.csv")
     assert set(sel4["fname"]) == set(nl3.loc[nl3["lwlrap"] >= 1.0, "fname"])
 
+    assert main([*cli, "ensemble"]) == 0  # the command line's ensemble step = stage_ensemble
     summary = stage_ensemble(data, run="s", weights_root=tmp_path, progress=False)
     table = pd.read_csv(tmp_path / "s" / "stages.csv")
     assert table["stage"].tolist() == ["stage1", "stage2", "stage3", "stage4", "ensemble(stage2+stage3+stage4)"]
