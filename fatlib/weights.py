@@ -47,7 +47,7 @@ def save_weights(
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The metadata of a weights file, decoded: model_name, model_kwargs, mel_config, vocab, extra."""
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     if not path.exists():
@@ -55,7 +55,7 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-    except Exception as e:  # safetensors raises several types for a damaged header
+    except (SafetensorError, OSError, UnicodeDecodeError) as e:  # a damaged header, an unreadable file
         raise WeightsError(
             f"{path}: not a readable safetensors file ({e}). Re-save it with fatlib.weights.save_weights."
         ) from e
@@ -64,13 +64,18 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
             f"{path}: no fatlib metadata (format {meta.get('fatlib_format')!r}). "
             "Save weights with fatlib.weights.save_weights so the model name, preset and vocabulary travel with them."
         )
-    return {
-        "model_name": meta["model_name"],
-        "model_kwargs": json.loads(meta["model_kwargs"]),
-        "mel_config": json.loads(meta["mel_config"]),
-        "vocab": json.loads(meta["vocab"]),
-        "extra": json.loads(meta.get("extra", "{}")),
-    }
+    try:
+        return {
+            "model_name": meta["model_name"],
+            "model_kwargs": json.loads(meta["model_kwargs"]),
+            "mel_config": json.loads(meta["mel_config"]),
+            "vocab": json.loads(meta["vocab"]),
+            "extra": json.loads(meta.get("extra", "{}")),
+        }
+    except (KeyError, json.JSONDecodeError) as e:
+        raise WeightsError(
+            f"{path}: damaged fatlib metadata ({type(e).__name__}: {e}). Re-save it with fatlib.weights.save_weights."
+        ) from e
 
 
 def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:

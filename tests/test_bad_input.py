@@ -202,3 +202,27 @@ def test_weights_that_do_not_fit_their_model_are_refused(root, mel, tmp_path):
 def test_log_mel_refuses_empty_wave():
     with pytest.raises(AudioError, match="empty"):
         log_mel(np.zeros(0, np.float32), get_preset("cnn128", **MEL))
+
+
+def test_truncated_weights_file_is_named(root, mel, tmp_path):
+    data = FatData.from_dir(root)
+    path = _save_stage(tmp_path / "w", mel, data.vocab)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(WeightsError) as err:
+        predict_test(data, tmp_path / "w" / "run", out=tmp_path / "submission.csv", device="cpu")
+    _assert_names(err, str(path), "Re-save it")
+
+
+def test_init_from_weights_of_another_vocabulary_is_refused(root, mel, tmp_path):
+    from fatlib.train import StageConfig, train_stage
+
+    data = FatData.from_dir(root)
+    stage = tmp_path / "w" / "run" / "s1"
+    path = _save_stage(tmp_path / "w", mel, [*data.vocab[:-1], "Other"])  # an earlier stage on other classes
+    shutil.copy(path, stage / "fold1.safetensors")
+    cfg = StageConfig(name="s2", n_folds=2, epochs=1, batch_size=4, mel=MEL, model_kwargs={"width_mult": 0.125},
+                      init_from=str(stage), cache_jobs=1)
+    with pytest.raises(WeightsError) as err:
+        train_stage(cfg, data, run_dir=tmp_path / "w" / "run", cache_dir=tmp_path / "cache", progress=False)
+    _assert_names(err, str(stage / "fold0.safetensors"), "vocabulary mismatch", "Other")
+    assert not list((tmp_path / "w" / "run" / "s2").glob("fold*.safetensors"))
