@@ -251,6 +251,7 @@ def kernel_notebook() -> nbformat.NotebookNode:
              'if importlib.util.find_spec("fatlib") is None:  # offline kernel: install the wheel from the dataset\n'
              '    subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--find-links",\n'
              '                    str(Path(fatlib_dataset) / "wheels"), "fatlib"], check=True)\n'
+             "    importlib.invalidate_caches()  # let this running kernel see the new package\n"
              "import fatlib\n\nprint(f\"fatlib {fatlib.__version__} from {Path(fatlib.__file__).parent}\")"),
         code("%matplotlib inline\nimport time\n\nimport pandas as pd\n\nfrom fatlib.data import FatData\n"
              "from fatlib.plots import plot_per_class\nfrom fatlib.predict import predict_test\n\n"
