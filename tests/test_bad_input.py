@@ -33,6 +33,11 @@ def _empty(path):
     sf.write(path, np.zeros(0, np.float32), SR)
 
 
+def _header_only(path):
+    """Truncated after the 44-byte header: the header promises samples the file no longer holds."""
+    path.write_bytes(path.read_bytes()[:44])
+
+
 def _nan(path):
     y, _ = sf.read(path, dtype="float32")
     y[len(y) // 2] = np.nan
@@ -43,6 +48,7 @@ def _nan(path):
 CORRUPTIONS = {
     "garbage": (_garbage, "re-encode it"),
     "empty": (_empty, "0 samples; replace it"),
+    "header_only": (_header_only, "0 samples; replace it"),
     "nan": (_nan, "NaN or infinite; re-export"),
 }
 
