@@ -234,7 +234,7 @@ def register_cli(subparsers) -> None:
     p = subparsers.add_parser("cache", help="precompute the float16 log-mel cache of the data splits",
                               description="Build the float16 log-mel caches of a data set's splits ahead of "
                               "training (a complete cache is reused, an interrupted build resumes).")
-    p.add_argument("--data-dir", default=None, help="FSDKaggle2019-format folder (default: input/ or Kaggle's)")
+    p.add_argument("--data", "--data-dir", dest="data_dir", default=None, help="FSDKaggle2019-format folder (default: input/ or Kaggle's)")
     p.add_argument("--splits", nargs="+", default=["curated", "noisy", "test"], help="splits to cache: curated, noisy, test (default: all three)")
     p.add_argument("--preset", default="cnn128", help="mel preset (fatlib.features.PRESETS)")
     p.add_argument("--cache-dir", default="cache", help="output folder (default: cache)")

@@ -108,8 +108,8 @@ def register_cli(subparsers) -> None:
     p.add_argument("--size", default="demo", choices=["tiny", "demo", "small"],
                    help=f"synthetic data set size (demo: {DEMO_DATA})")
     p.add_argument("--epochs", type=int, default=DEMO_SETTINGS["epochs"], help="epochs per stage")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and of training")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cli)
 
 
