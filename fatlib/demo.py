@@ -7,11 +7,8 @@ per-class pictures). Every step is resumable: a rerun reuses what is already the
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
-
-from .io import write_text
 
 # Small enough for 2 CPU cores in a few minutes; the real settings are StageConfig's defaults.
 DEMO_DATA = dict(n_classes=10, n_curated=240, n_noisy=480, n_test=120, max_seconds=4.0)
@@ -58,42 +55,11 @@ def run_demo(out="demo", *, size: str = "demo", seed: int = 0, progress: bool = 
     _say("[4/4] report", progress)
     result = {"summary": summary, "evaluation": pred["evaluation"], "submission": str(pred["submission"]),
               "seconds": round(time.time() - t0, 1)}
-    report = write_report(out, result)
+    from .report import write_run_report
+
+    report = write_run_report(out, result)
     _say(f"done in {result['seconds']:.0f} s: {report}", progress)
     return result
-
-
-def write_report(out: Path, result: dict) -> Path:
-    """``report.md`` beside the demo outputs: stage table, test lwlrap, pictures."""
-    summary, ev = result["summary"], result["evaluation"]
-    lines = ["# fatlib demo report", "",
-             f"Run `{summary['run']}`, model `{summary['model']}`, {summary['n_curated']} curated and "
-             f"{summary['n_noisy']} noisy clips, {result['seconds']:.0f} s in all.", "",
-             "## Cross-validated lwlrap per stage (out-of-fold, curated)", "",
-             "| stage | trained on | noisy clips selected | CV lwlrap curated | CV lwlrap noisy |",
-             "| --- | --- | --- | --- | --- |"]
-    for row in summary["stages"]:
-        lines.append(f"| {row['stage']} | {row['train_on']} | {row['n_selected']} | "
-                     f"{row['cv_lwlrap_curated']:.4f} | {_fmt(row['cv_lwlrap_noisy'])} |")
-    lines += ["", "## Test set", ""]
-    if ev:
-        lines.append(f"lwlrap on the {ev['n_clips']} test clips: **{ev['lwlrap']:.4f}**")
-        for split, value in sorted((ev.get("by_usage") or {}).items()):
-            lines.append(f"- {split}: {_fmt(value)}")
-        lines += ["", "![per-class lwlrap](submission_eval/per_class_lwlrap.png)"]
-    else:
-        lines.append("No test labels: submission written, not scored.")
-    lines += ["", f"Submission: `{Path(result['submission']).name}`", "", "## Training curves", ""]
-    for row in summary["stages"]:
-        if row["stage"].startswith("stage"):
-            lines.append(f"![{row['stage']}](weights/{summary['run']}/{row['stage']}/curve.png)")
-    path = write_text(out / "report.md", "\n".join(lines) + "\n")
-    (out / "report.json").write_text(json.dumps(result, indent=2, default=str))
-    return path
-
-
-def _fmt(v) -> str:
-    return "-" if v is None or v != v else f"{v:.4f}"
 
 
 def _say(msg: str, progress: bool) -> None:
