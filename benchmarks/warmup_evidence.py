@@ -1,5 +1,6 @@
 """Does the warm-up pipeline help? Curated CV lwlrap of each stage and of the stage ensemble versus
-curated-only training with the same total epoch budget (4 stages x E epochs = 4E curated epochs),
+curated-only training with the same total epoch budget (4 stages x E epochs = 4E curated epochs)
+and curated + every noisy clip with its noisy labels (no selection, same 4E epochs),
 on a synthetic data set with label noise in the noisy split, over several seeds (data and training).
 
 Prints one row per seed and the mean, plus the difference ensemble - curated-only (the baseline
@@ -21,8 +22,9 @@ import numpy as np
 def main(argv=None) -> None:
     from fatlib.data import FatData
     from fatlib.pipeline import warmup
+    from fatlib.select import Selection
     from fatlib.synth import make_dataset
-    from fatlib.train import StageConfig, train_stage
+    from fatlib.train import StageConfig, noisy_folds, train_stage
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="1 seed, tiny set and model (< 60 s on 2 CPU cores)")
@@ -58,19 +60,27 @@ def main(argv=None) -> None:
                                seed=seed, **common)
             res = train_stage(base, data, run_dir=out / "weights" / f"warmup{seed}", cache_dir=kw["cache_dir"],
                               progress=False)
+            # second baseline: curated + every noisy clip with its noisy labels (no selection), same budget
+            run_dir = out / "weights" / f"warmup{seed}"
+            nz = noisy_folds(data, run_dir=run_dir, n_folds=n_folds, seed=base.folds_seed)
+            every = Selection(np.arange(len(nz)), data.noisy.targets, np.ones(len(nz)), nz)
+            sel_csv = every.write(run_dir / "all_noisy.csv", fnames=data.noisy.fnames, vocab=data.vocab)
+            res_all = train_stage(base.replace(name="curated_all_noisy", train_on="curated+selected",
+                                               selection_csv=str(sel_csv)),
+                                  data, run_dir=run_dir, cache_dir=kw["cache_dir"], progress=False)
             stage_cv = {r["stage"]: r["cv_lwlrap_curated"] for r in summary["stages"]}
             rows.append([stage_cv["stage1"], stage_cv["stage2"], stage_cv["stage3"], stage_cv["stage4"],
-                         summary["cv_lwlrap_ensemble"], res.cv_curated])
+                         summary["cv_lwlrap_ensemble"], res.cv_curated, res_all.cv_curated])
             print(f"seed {seed} done", flush=True)
-    names = ["stage1", "stage2", "stage3", "stage4", "ens2-4", "cur-only"]
+    names = ["stage1", "stage2", "stage3", "stage4", "ens2-4", "cur-only", "cur+noisy"]
     print(f"\n{n_cur} curated + {n_noisy} noisy clips ({args.noise_rate:.0%} wrong labels), {args.n_classes} classes, "
           f"{args.model} width {width}, {epochs} epochs/stage, {n_folds} folds; curated CV lwlrap")
-    print(f"{'seed':<6}" + "".join(f"{n:>10}" for n in names) + f"{'ens-cur':>10}")
+    print(f"{'seed':<6}" + "".join(f"{n:>10}" for n in names) + f"{'ens-cur':>10}{'ens-all':>10}")
     table = np.array(rows)
     for seed, r in enumerate(table):
-        print(f"{seed:<6}" + "".join(f"{v:>10.4f}" for v in r) + f"{r[4] - r[5]:>+10.4f}")
+        print(f"{seed:<6}" + "".join(f"{v:>10.4f}" for v in r) + f"{r[4] - r[5]:>+10.4f}{r[4] - r[6]:>+10.4f}")
     m = table.mean(axis=0)
-    print(f"{'mean':<6}" + "".join(f"{v:>10.4f}" for v in m) + f"{m[4] - m[5]:>+10.4f}")
+    print(f"{'mean':<6}" + "".join(f"{v:>10.4f}" for v in m) + f"{m[4] - m[5]:>+10.4f}{m[4] - m[6]:>+10.4f}")
 
 
 if __name__ == "__main__":
