@@ -231,7 +231,8 @@ def _read_test(root: Path, vocab: list[str], *, check_files: bool):
     labelled = None
     if label_csv is not None:
         labelled = read_split(label_csv, vocab, audio_dir=audio_dir, check_files=False, allow_empty_labels=True)
-        usage = _read_csv(label_csv, columns=("fname", "labels", "usage"))["usage"].to_numpy(dtype=object)
+        frame = _read_csv(label_csv, columns=("fname", "labels"))
+        usage = frame["usage"].to_numpy(dtype=object) if "usage" in frame.columns else None  # optional
     if sub.is_file():
         fnames = _read_csv(sub, columns=("fname",))["fname"].str.strip().tolist()
     elif labelled is not None:
@@ -249,7 +250,7 @@ def _read_test(root: Path, vocab: list[str], *, check_files: bool):
         raise DataError(_problem(f"of {sub} have no row in {label_csv}", absent, [fnames[i] for i in absent],
                                  f"use the {label_csv.name} that belongs to this test set or delete it"))
     take = np.array([row[f] for f in fnames], dtype=np.int64)
-    return test, labelled.targets[take], usage[take]
+    return test, labelled.targets[take], None if usage is None else usage[take]
 
 
 @dataclass
