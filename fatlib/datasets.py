@@ -23,7 +23,7 @@ from fastai.data.load import DataLoader
 from torch.utils.data import ConcatDataset, Dataset
 
 from .errors import DataError
-from .features import LogMel, MelConfig, clip_wave, to_model_input
+from .features import LogMel, MelConfig, clip_stats, clip_wave, to_model_input
 
 MODES = ("cache", "wave")
 
@@ -50,10 +50,14 @@ def crop_offset(length: int, crop: int, *, train: bool) -> int:
 
 class CropDataset(Dataset):
     """Crops of ``cfg.crop_frames`` frames from ``cache`` rows ``rows``: random offset when ``train``,
-    the centre otherwise. Item: (x float32 (channels, n_mels, crop_frames) normalised, y float32)."""
+    the centre otherwise. Item: (x float32 (channels, n_mels, crop_frames) normalised, y float32).
+    With ``cfg.normalize == "clip"`` each crop is standardised with its whole clip's statistics
+    (computed once here)."""
 
-    def __init__(self, cache, rows, targets, *, cfg: MelConfig, train: bool = True):
+    def __init__(self, cache, rows, targets, *, cfg: MelConfig, train: bool = True, mix_p: float = 0.0,
+                 mix_gain_db: float = 6.0):
         self.cache, self.cfg, self.train = cache, cfg, train
+        self.mix_p, self.mix_gain_db = float(mix_p), float(mix_gain_db)
         self.rows, self.targets = _check_rows(rows, targets, len(cache), f"CropDataset({cache_name(cache)})")
         lengths = np.asarray(cache.lengths)[self.rows]
         short = np.flatnonzero(lengths < cfg.crop_frames)
@@ -63,16 +67,29 @@ class CropDataset(Dataset):
                 f"{cfg.crop_frames} frames (e.g. {cache.fnames[self.rows[short[0]]]}: {lengths[short[0]]}). "
                 "Build the cache with the same MelConfig as training (it pads clips to the crop)."
             )
+        self.stats = (np.array([clip_stats(cache[int(r)]) for r in self.rows], np.float32).reshape(-1, 2)
+                      if cfg.normalize == "clip" else None)
 
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i):
+    def _crop(self, i) -> np.ndarray:
         spec = self.cache[int(self.rows[i])]
         t = self.cfg.crop_frames
         off = crop_offset(spec.shape[1], t, train=self.train)
-        x = to_model_input(np.asarray(spec[None, :, off : off + t], dtype=np.float32), self.cfg)[0]
-        return x, torch.from_numpy(self.targets[i])
+        return np.asarray(spec[:, off : off + t], dtype=np.float32)
+
+    def __getitem__(self, i):
+        x, y = self._crop(i), self.targets[i]
+        stats = None if self.stats is None else self.stats[i : i + 1]
+        if self.train and self.mix_p > 0 and len(self) > 1 and np.random.random() < self.mix_p:
+            j = (i + np.random.randint(1, len(self))) % len(self)  # another clip, mixed as sounds (power sum)
+            gain = np.random.uniform(-self.mix_gain_db, self.mix_gain_db)
+            x = 10 * np.log10(10 ** (x / 10) + 10 ** ((self._crop(j) + gain) / 10))
+            y = np.maximum(y, self.targets[j])
+            stats = None if stats is None else np.array([clip_stats(x)], np.float32)
+        x = to_model_input(x[None], self.cfg, stats=stats)[0]
+        return x, torch.from_numpy(np.ascontiguousarray(y))
 
 
 class CacheSubset:

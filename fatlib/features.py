@@ -20,13 +20,14 @@ from .audio import MIN_LENGTH_MODES, fix_length, load_audio, trim_silence
 from .errors import DataError
 
 __all__ = [
-    "MelConfig", "PRESETS", "get_preset", "log_mel", "LogMel", "clip_wave", "clip_features", "normalize",
+    "MelConfig", "PRESETS", "get_preset", "log_mel", "LogMel", "clip_wave", "clip_features", "normalize", "clip_stats",
     "to_model_input", "load_audio", "trim_silence", "fix_length",
 ]
 
 AMIN = 1e-10  # power floor before log10 (librosa's amin)
 TOP_DB = 80.0  # dynamic range kept below each clip's peak, dB
-NORMALIZE_MODES = ("clip", "global", "none")
+NORMALIZE_MODES = ("clip", "crop", "global", "none")
+CONFIG_SCHEMA = 2  # MelConfig.schema: 1 (no field) = before "crop" existed, when "clip" meant per crop
 EPS_STD = 1e-6  # added to the per-clip standard deviation (dB) so a constant clip does not divide by 0
 
 
@@ -38,6 +39,10 @@ class MelConfig:
     dB below the peak (None: no trimming), ``crop_frames`` STFT frames (shorter clips are extended to
     ``crop_frames * hop_length`` samples by ``min_length`` = "pad" or "repeat"), ``global_mean`` and
     ``global_std`` dB (used when ``normalize == "global"``), ``channels`` copies for the model input.
+
+    ``normalize``: "clip" standardises with the mean and standard deviation of the whole clip, then
+    crops (the 12th-place kernel: a quiet crop of a loud clip stays quiet); "crop" standardises each
+    crop on its own; "global" uses ``global_mean`` / ``global_std``; "none" feeds dB.
     """
 
     sample_rate: int = 44100
@@ -53,6 +58,7 @@ class MelConfig:
     global_mean: float = -35.7
     global_std: float = 21.6
     channels: int = 3
+    schema: int = CONFIG_SCHEMA
 
     def __post_init__(self):
         for name in ("sample_rate", "n_mels", "n_fft", "hop_length", "crop_frames", "channels"):
@@ -79,6 +85,8 @@ class MelConfig:
             raise DataError(f"MelConfig.min_length must be one of {MIN_LENGTH_MODES}, got {self.min_length!r}")
         if self.normalize not in NORMALIZE_MODES:
             raise DataError(f"MelConfig.normalize must be one of {NORMALIZE_MODES}, got {self.normalize!r}")
+        if self.schema != CONFIG_SCHEMA:
+            raise DataError(f"MelConfig.schema must be {CONFIG_SCHEMA} (older dicts: use MelConfig.from_dict), got {self.schema!r}")
         if not self.global_std > 0:
             raise DataError(f"MelConfig.global_std must be > 0 dB, got {self.global_std!r}")
         if self.n_mels > self.n_fft // 2 + 1:
@@ -97,7 +105,14 @@ class MelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> MelConfig:
+        """A MelConfig from :meth:`to_dict` output, also one saved before ``schema`` existed (schema 1,
+        whose "clip" normalisation standardised each crop: it becomes "crop")."""
         _check_fields(d)
+        d = dict(d)
+        if "schema" not in d:
+            d["schema"] = CONFIG_SCHEMA
+            if d.get("normalize") == "clip":
+                d["normalize"] = "crop"
         return cls(**d)
 
     def key(self) -> str:
@@ -235,12 +250,20 @@ def clip_features(path_or_y, cfg: MelConfig) -> np.ndarray:
     return log_mel(clip_wave(path_or_y, cfg), cfg)
 
 
-def normalize(spec, cfg: MelConfig):
+def clip_stats(spec) -> tuple[float, float]:
+    """Mean and standard deviation (dB) of one whole clip's log-mel ``(n_mels, frames)``: what
+    ``normalize="clip"`` standardises its crops with."""
+    x = spec.float() if isinstance(spec, torch.Tensor) else np.asarray(spec, dtype=np.float32)
+    return float(x.mean()), float(x.std())
+
+
+def normalize(spec, cfg: MelConfig, *, stats=None):
     """Normalise dB spectrograms (numpy or torch, any leading dims, last two = (n_mels, frames)).
 
-    ``cfg.normalize``: "clip" standardises each spectrogram over its last two dims, "global" uses
-    ``(x - global_mean) / global_std``, "none" returns it unchanged. numpy in -> float32 numpy out,
-    torch in -> torch out (float32 for float16 input).
+    ``cfg.normalize``: "clip" standardises with ``stats`` (one (mean, std) per item: the whole clip's,
+    from :func:`clip_stats`; without them each item is taken to be a whole clip), "crop" standardises
+    each item over its last two dims, "global" uses ``(x - global_mean) / global_std``, "none" returns
+    it unchanged. numpy in -> float32 numpy out, torch in -> torch out (float32 for float16 input).
     """
     _check_cfg(cfg)
     is_torch = isinstance(spec, torch.Tensor)
@@ -250,7 +273,17 @@ def normalize(spec, cfg: MelConfig):
         x = np.asarray(spec, dtype=np.float32)
     if x.ndim < 2:
         raise DataError(f"normalize expects (..., n_mels, frames), got shape {tuple(x.shape)}")
-    if cfg.normalize == "clip":
+    if cfg.normalize == "clip" and stats is not None:
+        st = torch.as_tensor(np.asarray(stats, dtype=np.float32).reshape(-1, 2)) if is_torch else \
+            np.asarray(stats, dtype=np.float32).reshape(-1, 2)
+        shape = (-1,) + (1,) * (x.ndim - 1)
+        if x.ndim == 2:
+            st, shape = st[:1], (1, 1)
+        mean, std = st[:, 0].reshape(shape), st[:, 1].reshape(shape)
+        if is_torch:
+            mean, std = mean.to(x.device), std.to(x.device)
+        return (x - mean) / (std + EPS_STD)
+    if cfg.normalize in ("clip", "crop"):
         dims = (-2, -1)
         if is_torch:
             mean, std = x.mean(dim=dims, keepdim=True), x.std(dim=dims, keepdim=True, unbiased=False)
@@ -262,8 +295,9 @@ def normalize(spec, cfg: MelConfig):
     return x
 
 
-def to_model_input(spec_batch, cfg: MelConfig) -> torch.Tensor:
-    """(B, n_mels, frames) dB (numpy or torch) -> normalised float32 torch (B, cfg.channels, n_mels, frames)."""
+def to_model_input(spec_batch, cfg: MelConfig, *, stats=None) -> torch.Tensor:
+    """(B, n_mels, frames) dB (numpy or torch) -> normalised float32 torch (B, cfg.channels, n_mels, frames).
+    ``stats``: (B, 2) whole-clip (mean, std) for ``normalize="clip"`` (see :func:`normalize`)."""
     _check_cfg(cfg)
     x = spec_batch if isinstance(spec_batch, torch.Tensor) else torch.from_numpy(np.asarray(spec_batch))
     if x.dim() != 3 or x.shape[1] != cfg.n_mels:
@@ -271,5 +305,5 @@ def to_model_input(spec_batch, cfg: MelConfig) -> torch.Tensor:
             f"to_model_input expects (batch, n_mels={cfg.n_mels}, frames), got shape {tuple(x.shape)}; "
             "check that the features were made with the same MelConfig"
         )
-    x = normalize(x.float(), cfg).unsqueeze(1)
+    x = normalize(x.float(), cfg, stats=stats).unsqueeze(1)
     return x.expand(-1, cfg.channels, -1, -1).contiguous() if cfg.channels > 1 else x.contiguous()

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from .errors import AudioError, DataError, WeightsError
-from .features import MelConfig, clip_wave, to_model_input
+from .features import MelConfig, clip_wave, normalize, to_model_input
 
 TTA_SCHEMES = ("windows", "sequential", "full")
 DEFAULT_STEP_FRAMES = 48  # 12th place: one window every 48 frames
@@ -247,11 +247,12 @@ def predict_clips(
     chunks = source.chunks(order, batch_size)
     if progress:
         chunks = progress_bar(chunks, total=-(-n // batch_size))
+    in_cfg = cfg.replace(normalize="none") if cfg.normalize == "clip" else cfg  # clips normalised in _crops
     with torch.inference_mode():
         for idx, specs in chunks:
             crops = _crops(specs, idx, cfg, tta=tta, step_frames=step_frames, quantum_frames=length_quantum_frames)
             for clip_ids, batch in _batches_by_length(crops, batch_size, width_frames=cfg.crop_frames):
-                probs = _forward(models, to_model_input(batch, cfg), device)  # (n_models, B, C)
+                probs = _forward(models, to_model_input(batch, in_cfg), device)  # (n_models, B, C)
                 if sums.shape[-1] == 0:
                     sums = torch.zeros(len(models), n, probs.shape[-1])
                 sums.index_add_(1, clip_ids, probs)
@@ -274,6 +275,8 @@ def _make_source(paths_or_cache, cfg: MelConfig, device: torch.device, num_worke
 def _crops(specs, idx, cfg: MelConfig, *, tta, step_frames, quantum_frames) -> list[tuple[int, torch.Tensor]]:
     out = []
     for clip, spec in zip(idx, specs):
+        if cfg.normalize == "clip":  # whole-clip statistics, then crops (model input then uses "none")
+            spec = normalize(spec, cfg)
         spec = extend_frames(spec, width_frames=cfg.crop_frames, mode=cfg.min_length)
         plan = crop_plan(
             spec.shape[-1], tta=tta, width_frames=cfg.crop_frames, step_frames=step_frames,

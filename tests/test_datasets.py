@@ -42,9 +42,33 @@ def test_crop_dataset_items(cache, split, tiny_mel):
     np.testing.assert_array_equal(y.numpy(), split.targets[2])
     spec = np.asarray(cache[2], dtype=np.float32)
     off = (spec.shape[1] - tiny_mel.crop_frames) // 2
-    want = to_model_input(spec[None, :, off : off + tiny_mel.crop_frames], tiny_mel)[0]
-    torch.testing.assert_close(x, want)
+    crop = spec[:, off : off + tiny_mel.crop_frames]
+    # normalize="clip" (the 12th-place kernel): the whole clip's mean and std, then the crop
+    want = (crop - spec.mean()) / (spec.std() + 1e-6)
+    np.testing.assert_allclose(x[0].numpy(), want, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(ds[2][0], x)  # validation crops are deterministic
+    # normalize="crop": the crop's own statistics
+    crop_cfg = tiny_mel.replace(normalize="crop")
+    xc = CropDataset(cache, rows, split.targets[rows], cfg=crop_cfg, train=False)[2][0]
+    np.testing.assert_allclose(xc[0].numpy(), (crop - crop.mean()) / (crop.std() + 1e-6), rtol=1e-4, atol=1e-4)
+    assert not np.allclose(xc.numpy(), x.numpy())
+
+
+def test_sound_mix_sums_powers_and_joins_labels(cache, split, tiny_mel):
+    rows = np.arange(2)
+    cfg = tiny_mel.replace(normalize="none")
+    ds = CropDataset(cache, rows, np.eye(2, dtype=np.float32), cfg=cfg, train=True, mix_p=1.0, mix_gain_db=0.0)
+    short = [r for r in rows if cache.lengths[r] == tiny_mel.crop_frames]
+    np.random.seed(1)
+    x, y = ds[0]
+    np.testing.assert_array_equal(y.numpy(), [1, 1])  # both sounds are in the mix
+    assert x.shape == (tiny_mel.channels, tiny_mel.n_mels, tiny_mel.crop_frames)
+    if len(short) == 2:  # whole clips: the mix is exactly the power sum of the two
+        a, b = (np.asarray(cache[r], dtype=np.float32) for r in rows)
+        np.testing.assert_allclose(x[0].numpy(), 10 * np.log10(10 ** (a / 10) + 10 ** (b / 10)), rtol=1e-4)
+    assert (x[0].numpy() >= np.asarray(cache[0], dtype=np.float32)[:, : x.shape[-1]].min() - 1e-3).all()
+    valid = CropDataset(cache, rows, np.eye(2, dtype=np.float32), cfg=cfg, train=False, mix_p=1.0)
+    np.testing.assert_array_equal(valid[0][1].numpy(), [1, 0])  # never mixed at validation
 
 
 def test_train_crops_are_random(cache, split, tiny_mel):
