@@ -45,7 +45,8 @@ def main(argv=None) -> None:
     epochs, n_folds = args.epochs or (1 if q else 3), args.n_folds or (2 if q else 3)
     width = args.width_mult or (0.125 if q else 0.25)
     mel = dict(n_mels=32, n_fft=2048, hop_length=1024, crop_frames=32) if q else dict(n_mels=64, crop_frames=64)
-    common = dict(model_kwargs={"width_mult": width}, mel=mel, n_folds=n_folds, batch_size=32, cache_jobs=1 if q else None)
+    common = dict(model_kwargs={"width_mult": width}, mel=mel, n_folds=n_folds, batch_size=32, cache_jobs=1 if q else None,
+                  augment=["specmix"], auto_scale=False)  # the settings these figures were measured with
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.out or tmp)

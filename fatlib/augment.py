@@ -336,11 +336,16 @@ AUGMENTS: dict[str, type[BatchAugment]] = {
 
 
 def get_augment(name: str, **kwargs) -> BatchAugment:
-    """A new callback by name ("specmix", "mixup", ...; case and '-' ignored); kwargs go to the class."""
-    key = str(name).lower().replace("-", "_")
-    if key not in AUGMENTS:
+    """A new callback by name ("specmix", "mixup", ...; case, '-' and '_' ignored); kwargs go to the class."""
+    key = _augment_key(name)
+    found = {_augment_key(k): k for k in AUGMENTS}
+    if key not in found:
         raise DataError(f"unknown augmentation {name!r}; choose one of {sorted(AUGMENTS)}")
-    return AUGMENTS[key](**kwargs)
+    return AUGMENTS[found[key]](**kwargs)
+
+
+def _augment_key(name) -> str:
+    return str(name).lower().replace("-", "").replace("_", "")
 
 
 def apply_augment(cb: Callback, x: torch.Tensor, y: torch.Tensor, *, training: bool = True

@@ -23,7 +23,17 @@ import pandas as pd
 
 from .errors import DataError
 from .io import write_csv, write_json
-from .train import StageConfig, StageResult, add_stage_arguments, fold_done, noisy_folds, train_stage
+from .recipes import DEFAULT_RECIPE
+from .train import (
+    StageConfig,
+    StageResult,
+    add_stage_arguments,
+    fold_done,
+    noisy_folds,
+    result_line,
+    stage_overrides,
+    train_stage,
+)
 
 STAGES = ("stage1", "stage2", "stage3", "stage4")
 ENSEMBLE_STAGES = ("stage2", "stage3", "stage4")
@@ -36,7 +46,7 @@ PLAN = {
                    selection={"threshold": 0.5, "max_per_fold_label": 5}),
     "stage4": dict(train_on="curated+selected", init_from="stage3", rule="stage4", sources=("stage3",),
                    selection={"threshold": 1.0, "max_per_fold_label": None}),
-}
+}  # the selection values are the rules' defaults; a recipe's [selection.<stage>] and the caller override them
 NOTEBOOKS = {"stage1": "01_stage1_noisy.ipynb", "stage2": "02_stage2_curated.ipynb",
              "stage3": "03_stage3_selected_noisy.ipynb", "stage4": "04_stage4_selected_noisy.ipynb"}
 PLANNED_FIELDS = ("name", "model", "train_on", "init_from", "selection_csv")  # set by the plan, not by overrides
@@ -75,21 +85,27 @@ def warmup_stage(
     data,
     *,
     run: str,
-    model: str = "cnn_model_1",
+    recipe=DEFAULT_RECIPE,
+    model: str | None = None,
     weights_root="weights",
     cache_dir="cache",
     selection: dict | None = None,
     progress: bool = True,
+    folds=None,
+    cbs=(),
     **overrides,
-) -> StageResult:
+) -> StageResult | None:
     """Run (or resume) one warm-up stage ("stage1".."stage4") of ``weights_root/run`` on ``data``.
 
-    Stages 3 and 4 first select noisy clips from the earlier stages' outputs and write
-    ``<stage>/selected.csv``; ``selection`` overrides the rule's parameters (``threshold``,
-    ``max_per_fold_label``; defaults: the published 0.5 and 5 for stage3, 1.0 and no cap for stage4).
-    ``overrides`` are StageConfig fields (epochs, lr, batch_size, n_folds, preset, mel, model_kwargs, ...).
+    Settings: the ``recipe`` (a name or path, :mod:`fatlib.recipes`; its ``[stage]`` and
+    ``[stages.<stage>]``), then ``model`` and ``overrides`` (StageConfig fields: epochs, lr, batch_size,
+    n_folds, preset, mel, model_kwargs, ...). Stages 3 and 4 first select noisy clips from the earlier
+    stages' outputs and write ``<stage>/selected.csv``; the recipe's ``[selection.<stage>]``, then
+    ``selection``, set the rule's parameters (``threshold``, ``max_per_fold_label``; published: 0.5
+    and 5 for stage3, 1.0 and no cap for stage4). ``folds`` and ``cbs``: as in ``train_stage``.
     A DataError names the notebook to run first when a stage this one needs is missing.
     """
+    from .recipes import load_recipe
     from .select import run_rule
 
     plan = _stage_plan(stage)
@@ -101,8 +117,10 @@ def warmup_stage(
     needs = list(dict.fromkeys([*([plan["init_from"]] if plan["init_from"] else []), *plan["sources"]]))
     require_stages(run_dir, sorted(needs), needed_by=stage)
     sel_path = run_dir / stage / "selected.csv" if plan["rule"] else None
+    rec = load_recipe(recipe)
     cfg = StageConfig.from_dict({
-        "name": stage, "model": model, **overrides, "train_on": plan["train_on"],
+        **rec.stage_fields(stage), **({"model": model} if model else {}), **overrides,
+        "name": stage, "train_on": plan["train_on"],
         "init_from": plan["init_from"] and str(run_dir / plan["init_from"]),
         "selection_csv": sel_path and str(sel_path),
     })
@@ -110,13 +128,13 @@ def warmup_stage(
         folds = noisy_folds(data, run_dir=run_dir, n_folds=cfg.n_folds, seed=cfg.folds_seed)
         sel = run_rule(plan["rule"], stage_dirs=[run_dir / s for s in plan["sources"]], targets=data.noisy.targets,
                        folds=folds, fnames=data.noisy.fnames, vocab=data.vocab,
-                       **{**plan["selection"], **(selection or {})})
+                       **{**plan["selection"], **rec.selection.get(stage, {}), **(selection or {})})
         _write_selection(sel.to_frame(data.noisy.fnames, data.vocab), sel_path, n_folds=cfg.n_folds)
         if progress:
             print(f"{stage}: {len(sel)} of {len(data.noisy.fnames)} noisy clips selected -> {sel_path}")
     elif selection:
         raise DataError(f"warmup_stage({stage!r}): selection={selection} given, but only stage3 and stage4 select.")
-    return train_stage(cfg, data, run_dir=run_dir, cache_dir=cache_dir, progress=progress)
+    return train_stage(cfg, data, run_dir=run_dir, cache_dir=cache_dir, progress=progress, folds=folds, cbs=cbs)
 
 
 def _write_selection(frame: pd.DataFrame, path: Path, *, n_folds: int) -> None:
@@ -158,9 +176,9 @@ def stage_ensemble(data, *, run: str, weights_root="weights", stages=ENSEMBLE_ST
         metrics = json.loads((run_dir / s / "metrics.json").read_text())
         rows.append({"stage": s, "train_on": configs[s].train_on, "n_selected": _n_selected(run_dir / s),
                      "cv_lwlrap_curated": float(metrics["cv_lwlrap_curated"]),
-                     "cv_lwlrap_noisy": float(metrics["cv_lwlrap_noisy"])})
+                     "cv_lwlrap_noisy": metrics["cv_lwlrap_noisy"]})
     rows.append({"stage": "ensemble(" + "+".join(stages) + ")", "train_on": "",
-                 "n_selected": 0, "cv_lwlrap_curated": cv_ens, "cv_lwlrap_noisy": float("nan")})
+                 "n_selected": 0, "cv_lwlrap_curated": cv_ens, "cv_lwlrap_noisy": None})
     table = pd.DataFrame(rows)
     write_csv(run_dir / "stages.csv", table)
     summary = {
@@ -178,30 +196,31 @@ def warmup(
     data,
     *,
     run: str,
-    model: str = "cnn_model_1",
+    recipe=DEFAULT_RECIPE,
+    model: str | None = None,
     weights_root="weights",
     cache_dir="cache",
-    stage3_threshold: float = 0.5,
-    stage3_cap: int | None = 5,
-    stage4_threshold: float = 1.0,
+    selection: dict | None = None,
     stage_overrides: dict | None = None,
     progress: bool = True,
+    cbs=(),
     **overrides,
 ) -> dict:
     """Run (or resume) stages 1-4 and the stage ensemble; returns the summary dict.
 
-    ``overrides`` are StageConfig fields for every stage (epochs, lr, batch_size, n_folds, preset, mel,
-    model_kwargs, augment, ...); ``stage_overrides`` maps "stage1".."stage4" to per-stage fields.
+    Settings come from the ``recipe`` (per stage), then ``model`` and ``overrides`` (StageConfig
+    fields for every stage: epochs, lr, batch_size, n_folds, preset, mel, model_kwargs, augment, ...),
+    then ``stage_overrides`` ("stage1".."stage4" -> fields of that stage). ``selection`` maps "stage3" /
+    "stage4" to the selection parameters on top of the recipe's.
     """
     stage_overrides = dict(stage_overrides or {})
-    unknown = sorted(set(stage_overrides) - set(STAGES))
+    selection = dict(selection or {})
+    unknown = sorted((set(stage_overrides) | set(selection)) - set(STAGES))
     if unknown:
-        raise DataError(f"stage_overrides: unknown stages {unknown}; use stage1..stage4.")
-    selection = {"stage3": {"threshold": stage3_threshold, "max_per_fold_label": stage3_cap},
-                 "stage4": {"threshold": stage4_threshold}}
+        raise DataError(f"stage_overrides / selection: unknown stages {unknown}; use stage1..stage4.")
     for stage in STAGES:
-        warmup_stage(stage, data, run=run, model=model, weights_root=weights_root, cache_dir=cache_dir,
-                     selection=selection.get(stage), progress=progress,
+        warmup_stage(stage, data, run=run, recipe=recipe, model=model, weights_root=weights_root,
+                     cache_dir=cache_dir, selection=selection.get(stage), progress=progress, cbs=cbs,
                      **{**overrides, **stage_overrides.get(stage, {})})
     return stage_ensemble(data, run=run, weights_root=weights_root, progress=progress)
 
@@ -220,42 +239,62 @@ def stage_oof(run_dir, stage: str, *, fnames=None) -> np.ndarray:
 
 def _cli(args) -> int:
     from .data import FatData
-    from .train import json_arg
 
-    over = {k: v for k, v in {
-        "epochs": args.epochs, "lr": args.lr, "batch_size": args.batch_size, "n_folds": args.n_folds,
-        "preset": args.preset, "loss": args.loss, "augment": args.augment, "seed": args.seed,
-        "n_workers": args.workers, "model_kwargs": json_arg(args.model_kwargs, flag="--model-kwargs"),
-        "mel": json_arg(args.mel, flag="--mel"),
-    }.items() if v is not None}
-    if args.wave_augment:
-        over["wave_augment"] = True
+    over = stage_overrides(args)
+    model = over.pop("model", None)
+    per_stage = {}
+    if args.stage_epochs:
+        if len(args.stage_epochs) != len(STAGES):
+            raise DataError(f"--stage-epochs takes {len(STAGES)} numbers (stage1..stage4), got {args.stage_epochs}")
+        per_stage = {s: {"epochs": e} for s, e in zip(STAGES, args.stage_epochs)}
+    selection = {}
+    if args.stage3_threshold is not None or args.stage3_cap is not None:
+        selection["stage3"] = {k: v for k, v in {
+            "threshold": args.stage3_threshold,
+            "max_per_fold_label": None if args.stage3_cap is not None and args.stage3_cap <= 0 else args.stage3_cap,
+        }.items() if v is not None or k == "max_per_fold_label" and args.stage3_cap is not None}
+    if args.stage4_threshold is not None:
+        selection["stage4"] = {"threshold": args.stage4_threshold}
     data = FatData.from_dir(args.data)
-    cap = None if args.stage3_cap <= 0 else args.stage3_cap
+    common = dict(run=args.run, recipe=args.recipe, model=model, weights_root=args.weights, cache_dir=args.cache_dir,
+                  progress=not args.quiet)
     if args.stage in STAGES:
-        selection = {"stage3": {"threshold": args.stage3_threshold, "max_per_fold_label": cap},
-                     "stage4": {"threshold": args.stage4_threshold}}.get(args.stage)
-        res = warmup_stage(args.stage, data, run=args.run, model=args.model or "cnn_model_1", weights_root=args.weights,
-                           cache_dir=args.cache_dir, selection=selection, progress=not args.quiet, **over)
+        res = warmup_stage(args.stage, data, selection=selection.get(args.stage), folds=args.folds, **common,
+                           **{**over, **per_stage.get(args.stage, {})})
         if res is not None:
-            print(f"{args.stage}: CV lwlrap curated {res.cv_curated:.4f}, noisy {res.cv_noisy:.4f} -> {res.stage_dir}")
+            print(result_line(args.stage, res))
         return 0
+    if args.folds is not None:
+        raise DataError("--folds needs --stage stage1..stage4 (one stage at a time)")
     if args.stage == "ensemble":
         summary = stage_ensemble(data, run=args.run, weights_root=args.weights, progress=not args.quiet)
     else:
-        summary = warmup(data, run=args.run, model=args.model or "cnn_model_1", weights_root=args.weights,
-                         cache_dir=args.cache_dir, stage3_threshold=args.stage3_threshold, stage3_cap=cap,
-                         stage4_threshold=args.stage4_threshold, progress=not args.quiet, **over)
+        summary = warmup(data, selection=selection, stage_overrides=per_stage, **common, **over)
     print(f"ensemble CV lwlrap {summary['cv_lwlrap_ensemble']:.4f} -> {Path(args.weights) / args.run / 'summary.json'}")
     return 0
 
 
 def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("warmup", help="12th-place warm-up pipeline: stages 1-4 + stage ensemble")
+    from .recipes import load_recipe
+
+    rec = load_recipe(DEFAULT_RECIPE)
+    sel = {s: {**PLAN[s]["selection"], **rec.selection.get(s, {})} for s in ("stage3", "stage4")}
+    epochs = [rec.stage_fields(s).get("epochs") for s in STAGES]
+    p = subparsers.add_parser(
+        "warmup", help="12th-place warm-up pipeline: stages 1-4 + stage ensemble",
+        description="The warm-up pipeline: stage1 on noisy, stage2 on curated from stage1, stages 3 and 4 on "
+        "curated + selected noisy clips, then the stage 2-4 ensemble. Settings come from the recipe, then the "
+        "options; every stage resumes where it stopped.")
     add_stage_arguments(p)
-    p.add_argument("--stage3-threshold", type=float, default=0.5, help="sqrt(lwlrap1*lwlrap2) threshold")
-    p.add_argument("--stage3-cap", type=int, default=5, help="clips per fold per label (0: no cap)")
-    p.add_argument("--stage4-threshold", type=float, default=1.0, help="lwlrap3 threshold")
+    p.add_argument("--stage-epochs", type=int, nargs=len(STAGES), default=None, metavar="E",
+                   help=f"epochs of stage1..stage4 (default: {' '.join(map(str, epochs))}, recipe {DEFAULT_RECIPE})")
+    p.add_argument("--stage3-threshold", type=float, default=None,
+                   help=f"keep noisy clips with sqrt(lwlrap1*lwlrap2) >= this (default: {sel['stage3']['threshold']})")
+    p.add_argument("--stage3-cap", type=int, default=None,
+                   help=f"at most this many kept clips per fold per label, 0: no cap "
+                   f"(default: {sel['stage3']['max_per_fold_label']})")
+    p.add_argument("--stage4-threshold", type=float, default=None,
+                   help=f"keep noisy clips with lwlrap3 >= this (default: {sel['stage4']['threshold']})")
     p.add_argument("--stage", default=None, choices=[*STAGES, "ensemble"],
-                   help="run only this step (its earlier stages must be finished); default: every step")
+                   help="run only this step (its earlier stages must be finished) (default: every step)")
     p.set_defaults(func=_cli)

@@ -377,10 +377,12 @@ def register_cli(subparsers) -> None:
                               description=__doc__.splitlines()[0])
     p.add_argument("out", help="output folder (e.g. input/)")
     p.add_argument("--size", choices=sorted(SIZES), default="tiny",
-                   help="preset: " + "; ".join(f"{k}: {v}" for k, v in SIZES.items()))
+                   help="preset (default: tiny): " + "; ".join(
+                       f"{k}: " + ", ".join(f"{n}={'real lengths' if v is None else v}" for n, v in d.items())
+                       for k, d in SIZES.items()))
     for arg, typ in (("n-classes", int), ("n-curated", int), ("n-noisy", int), ("n-test", int),
                      ("max-seconds", float)):
-        p.add_argument(f"--{arg}", type=typ, default=None, help="overrides the --size preset")
+        p.add_argument(f"--{arg}", type=typ, default=None, help="overrides the --size preset (default: the preset's)")
     p.add_argument("--noise-rate", type=float, default=0.3, help="share of noisy clips with a wrong/missing label")
     p.add_argument("--sample-rate", type=int, default=44100, help="Hz")
     p.add_argument("--seed", type=int, default=0, help="same seed, same bytes (default: 0)")

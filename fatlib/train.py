@@ -26,6 +26,7 @@ from .errors import DataError
 from .io import save_npy, write_csv, write_json, write_text
 
 TRAIN_ON = ("noisy", "curated", "curated+selected")
+KEEP = ("last", "best")
 # fields that may change between runs of a stage without making its finished folds stale
 RUNTIME_FIELDS = ("n_workers", "cache_jobs", "mixed_precision")
 
@@ -34,7 +35,17 @@ RUNTIME_FIELDS = ("n_workers", "cache_jobs", "mixed_precision")
 class StageConfig:
     """Everything that defines a stage. Units: ``lr`` peak learning rate of the one-cycle schedule,
     ``wd`` decoupled weight decay, ``epochs`` passes over the training split, ``batch_size`` clips,
-    ``tta_step_frames`` frames between TTA windows (None: 3/8 of the crop, 48 for 128)."""
+    ``tta_step_frames`` frames between TTA windows (None: 3/8 of the crop, 48 for 128),
+    ``pct_start`` share of the steps spent warming the learning rate up, ``grad_clip`` maximum
+    gradient norm (None: no clipping).
+
+    ``auto_scale`` (default): ``batch_size``, ``lr`` and ``epochs`` are the recipe's values for a data
+    set the size of FSDKaggle2019, and are scaled to the data at hand (fewer clips: smaller batches,
+    at least ``min_steps`` optimizer steps per fold, a narrower model when ``model_kwargs`` does not
+    set ``width_mult``; see :mod:`fatlib.autoscale`); what was chosen is printed and logged.
+    ``init_bias``: the output layer's bias starts at the log-odds of each class's share of the
+    training clips (a model that starts out knowing which classes are rare; not with ``init_from``).
+    ``keep``: the weights of the "last" epoch, or of the "best" by validation lwlrap."""
 
     name: str
     model: str = "cnn_model_1"
@@ -58,6 +69,12 @@ class StageConfig:
     n_workers: int = 0  # DataLoader worker processes (0: in this process)
     cache_jobs: int | None = None  # processes building the feature cache (None: every core)
     tta_step_frames: int | None = None
+    auto_scale: bool = True
+    min_steps: int = 600
+    init_bias: bool = True
+    keep: str = "last"
+    pct_start: float = 0.25
+    grad_clip: float | None = None
 
     def __post_init__(self):
         self.validate()
@@ -79,6 +96,12 @@ class StageConfig:
                 bad(f"{name}={v!r}", f"use an integer >= {2 if name == 'n_folds' else 1}")
         if not (self.lr > 0 and self.wd >= 0 and self.n_workers >= 0):
             bad(f"lr={self.lr}, wd={self.wd}, n_workers={self.n_workers}", "need lr > 0, wd >= 0, n_workers >= 0")
+        if self.keep not in KEEP:
+            bad(f"keep={self.keep!r}", f"use one of {KEEP}")
+        if not 0 <= self.pct_start < 1 or (self.grad_clip is not None and not self.grad_clip > 0):
+            bad(f"pct_start={self.pct_start}, grad_clip={self.grad_clip}", "need 0 <= pct_start < 1 and grad_clip > 0 or None")
+        if not isinstance(self.min_steps, int) or self.min_steps < 1:
+            bad(f"min_steps={self.min_steps!r}", "use an integer >= 1")
         if isinstance(self.augment, str):
             self.augment = [self.augment]
         return self
@@ -248,18 +271,56 @@ def _train_parts(inp: _Inputs, k: int):
     return parts, cur_rows, noisy_rows
 
 
-def _make_learner(inp: _Inputs, k: int, parts, stage_dir: Path, device):
+def _n_train(inp: _Inputs) -> int:
+    """Training clips of an average fold (the pool minus one fold's share)."""
+    k = inp.cfg.n_folds
+    pool = len(inp.noisy_y) if inp.cfg.train_on == "noisy" else len(inp.cur_y) + len(inp.sel_rows)
+    return max(1, round(pool * (k - 1) / k))
+
+
+def effective_config(cfg: StageConfig, *, n_train: int, n_dataset: int) -> tuple[StageConfig, str]:
+    """The settings a stage trains with: with ``cfg.auto_scale``, batch size, learning rate, epochs
+    and (when unset) width scaled to ``n_train`` clips per fold in a data set of ``n_dataset`` clips
+    (:mod:`fatlib.autoscale`). Returns (config, one line saying what was chosen)."""
+    if not cfg.auto_scale:
+        return cfg, f"batch {cfg.batch_size}, lr {cfg.lr:g}, {cfg.epochs} epochs (as given: auto_scale off)"
+    from .autoscale import scale_settings
+
+    sc = scale_settings(n_train=n_train, n_dataset=n_dataset, batch_size=cfg.batch_size, lr=cfg.lr,
+                        epochs=cfg.epochs, min_steps=cfg.min_steps, width_mult=cfg.model_kwargs.get("width_mult"))
+    kwargs = cfg.model_kwargs if sc.width_mult is None else {**cfg.model_kwargs, "width_mult": sc.width_mult}
+    eff = cfg.replace(batch_size=sc.batch_size, lr=sc.lr, epochs=sc.epochs, model_kwargs=kwargs)
+    return eff, f"{sc.describe()} for {n_train} training clips per fold (auto_scale; recipe: batch " \
+                f"{cfg.batch_size}, lr {cfg.lr:g}, {cfg.epochs} epochs)"
+
+
+def init_output_bias(model, targets: np.ndarray, *, eps: float = 1e-3) -> None:
+    """Set the bias of ``model``'s output layer (its last ``nn.Linear``) to the log-odds of each
+    class's share of ``targets`` (N, C): the untrained model then predicts the class priors."""
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    if not last or last[-1].out_features != targets.shape[1] or last[-1].bias is None:
+        raise DataError(f"init_bias: {type(model).__name__} has no output layer with bias of {targets.shape[1]} "
+                        "classes; pass init_bias=False")
+    prior = np.clip(np.asarray(targets, np.float64).mean(axis=0), eps, 1 - eps)
+    with torch.no_grad():
+        last[-1].bias.copy_(torch.from_numpy(np.log(prior / (1 - prior))).to(last[-1].bias))
+
+
+def _make_learner(inp: _Inputs, cfg: StageConfig, k: int, parts, stage_dir: Path, device, *, log, cbs=()):
     import fastai.callback.progress  # noqa: F401  (adds Learner.no_bar, the progress callback)
+    from fastai.callback.progress import CSVLogger
+    from fastai.callback.training import GradientClip
     from fastai.learner import Learner
 
     from .augment import get_augment
+    from .callbacks import EpochLog, KeepBest
     from .datasets import WaveToMel, build_dataloaders
     from .losses import get_loss
     from .metrics import LwlrapMetric
     from .models import create_model
     from .weights import check_compatible, load_into, read_metadata
 
-    cfg, mel = inp.cfg, inp.mel
+    mel = inp.mel
     valid_rows = np.flatnonzero(inp.cur_folds == k)
     mode = "wave" if cfg.wave_augment else "cache"
     wave_aug = None
@@ -275,11 +336,17 @@ def _make_learner(inp: _Inputs, k: int, parts, stage_dir: Path, device):
         path = Path(cfg.init_from) / f"fold{k}.safetensors"
         check_compatible(path, read_metadata(path), model_name=cfg.model, vocab=inp.vocab)
         load_into(model, path)
-    cbs = ([WaveToMel(mel)] if cfg.wave_augment else []) + [
+    elif cfg.init_bias:
+        init_output_bias(model, np.concatenate([y for _, _, y in parts]))
+    fold_cbs = ([WaveToMel(mel)] if cfg.wave_augment else []) + [
         get_augment(name, seed=cfg.seed * 1000 + k) for name in cfg.augment
     ]
-    learn = Learner(dls, model, loss_func=get_loss(cfg.loss), metrics=[LwlrapMetric()], cbs=cbs, wd=cfg.wd,
-                    path=stage_dir, model_dir=".")
+    fold_cbs += [EpochLog(log, prefix=f"{cfg.name} fold {k + 1}/{cfg.n_folds} "),
+                 CSVLogger(fname=f"fold{k}_history.csv")]
+    fold_cbs += [KeepBest("lwlrap")] if cfg.keep == "best" else []
+    fold_cbs += [GradientClip(cfg.grad_clip)] if cfg.grad_clip else []
+    learn = Learner(dls, model, loss_func=get_loss(cfg.loss), metrics=[LwlrapMetric()], cbs=fold_cbs + list(cbs),
+                    wd=cfg.wd, path=stage_dir, model_dir=".")
     if cfg.mixed_precision and device.type == "cuda":
         learn = learn.to_fp16()
     return learn
@@ -292,31 +359,38 @@ def _fit(learn, cfg: StageConfig) -> None:
         import fastai.distributed  # noqa: F401  (adds distrib_ctx)
 
         with learn.distrib_ctx():
-            learn.fit_one_cycle(cfg.epochs, lr_max=cfg.lr)
+            learn.fit_one_cycle(cfg.epochs, lr_max=cfg.lr, pct_start=cfg.pct_start)
     else:
-        learn.fit_one_cycle(cfg.epochs, lr_max=cfg.lr)
+        learn.fit_one_cycle(cfg.epochs, lr_max=cfg.lr, pct_start=cfg.pct_start)
 
 
 def _history(learn) -> dict:
+    from .callbacks import EpochLog, KeepBest
+
     rec = learn.recorder
     names = [n for n in rec.metric_names[1:] if n != "time"]
-    epochs = [dict(zip(names, [float(v) if v is not None else None for v in vals])) for vals in rec.values]
-    return {"batch_loss": [float(v) for v in rec.losses], "epochs": epochs}
+    seconds = next((cb.seconds for cb in learn.cbs if isinstance(cb, EpochLog)), [])
+    epochs = [{**dict(zip(names, [float(v) if v is not None else None for v in vals])),
+               **({"seconds": seconds[i]} if i < len(seconds) else {})} for i, vals in enumerate(rec.values)]
+    best = next((cb.best_epoch for cb in learn.cbs if isinstance(cb, KeepBest)), None)
+    return {"batch_loss": [float(v) for v in rec.losses], "epochs": epochs,
+            "kept_epoch": (len(epochs) - 1 if best is None else best) + 1}
 
 
-def _train_fold(inp: _Inputs, k: int, stage_dir: Path, *, progress: bool) -> None:
+def _train_fold(inp: _Inputs, cfg: StageConfig, k: int, stage_dir: Path, *, bars: bool, log, cbs=()) -> None:
     from fastai.torch_core import set_seed
 
+    from .metrics import lwlrap
     from .weights import save_weights
 
-    cfg, mel = inp.cfg, inp.mel
+    mel = inp.mel
     device = _device()
     set_seed(cfg.seed * 1000 + k, reproducible=False)
     parts, cur_rows, noisy_rows = _train_parts(inp, k)
-    learn = _make_learner(inp, k, parts, stage_dir, device)
-    if progress:
+    learn = _make_learner(inp, cfg, k, parts, stage_dir, device, log=log, cbs=cbs)
+    if bars:
         _fit(learn, cfg)
-    else:
+    else:  # plain lines from EpochLog; no bar redraws, no fastai table printed a second time
         with learn.no_bar(), learn.no_logging():
             _fit(learn, cfg)
     if not is_main_process():
@@ -326,23 +400,28 @@ def _train_fold(inp: _Inputs, k: int, stage_dir: Path, *, progress: bool) -> Non
     noisy_valid = np.flatnonzero(inp.noisy_folds == k)
     step = cfg.step_frames
     oof_c = predict_rows(model, inp.cur_cache, cur_valid, cfg=mel, step_frames=step, batch_size=cfg.batch_size)
-    oof_n = (predict_rows(model, inp.noisy_cache, noisy_valid, cfg=mel, step_frames=step,
-                             batch_size=cfg.batch_size) if len(noisy_valid) else np.zeros((0, len(inp.vocab))))
     save_npy(stage_dir / f"fold{k}_oof_curated.npy", oof_c)
-    save_npy(stage_dir / f"fold{k}_oof_noisy.npy", oof_n)
+    if len(noisy_valid):
+        oof_n = predict_rows(model, inp.noisy_cache, noisy_valid, cfg=mel, step_frames=step, batch_size=cfg.batch_size)
+        save_npy(stage_dir / f"fold{k}_oof_noisy.npy", oof_n)
+    history = _history(learn)
     record = {
         "fold": k,
         "train_curated": [inp.cur_paths[i].name for i in cur_rows],
         "train_noisy": [inp.noisy_paths[i].name for i in noisy_rows],
         "valid_curated": [inp.cur_paths[i].name for i in cur_valid],
         "oof_noisy": [inp.noisy_paths[i].name for i in noisy_valid],
-        "history": _history(learn),
+        "settings": {"batch_size": cfg.batch_size, "lr": cfg.lr, "epochs": cfg.epochs, "model_kwargs": cfg.model_kwargs},
+        "history": history,
     }
     write_json(stage_dir / f"fold{k}.json", record)
     save_weights(stage_dir / f"fold{k}.safetensors", model, model_name=cfg.model,
                  model_kwargs={"n_classes": len(inp.vocab), "in_channels": mel.channels, **cfg.model_kwargs},
                  mel_config=mel.to_dict(), vocab=inp.vocab, extra={"stage": cfg.name, "fold": k})
     write_text(stage_dir / f"fold{k}.done", "done\n")
+    seconds = sum(e.get("seconds", 0.0) for e in history["epochs"])
+    log(f"{cfg.name} fold {k + 1}/{cfg.n_folds} done: out-of-fold lwlrap {lwlrap(inp.cur_y[cur_valid], oof_c):.4f} "
+        f"on {len(cur_valid)} curated clips (epoch {history['kept_epoch']} kept, {seconds / 60:.1f} min)")
 
 
 def fold_done(stage_dir, k: int) -> bool:
@@ -390,33 +469,64 @@ def _check_components(cfg: StageConfig, *, n_classes: int) -> None:
     create_model(cfg.model, n_classes=n_classes, in_channels=mel.channels, **cfg.model_kwargs)
 
 
-def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = True) -> StageResult:
-    """Train (or finish) stage ``cfg`` on ``data`` (a FatData) in ``run_dir/cfg.name``; see the module doc."""
+def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = True, folds=None,
+                cbs=()) -> StageResult | None:
+    """Train (or finish) stage ``cfg`` on ``data`` (a FatData) in ``run_dir/cfg.name``; see the module doc.
+
+    ``progress``: bars in a terminal or notebook, plain lines elsewhere (:mod:`fatlib.progress`);
+    False drops the bars but never the per-epoch and per-fold lines. Every line also goes to
+    ``<stage>/log.txt``. ``folds``: train only these fold indices (the rest stay as they are; the
+    stage's outputs are written once every fold is done). ``cbs``: extra fastai callbacks for every
+    fold's Learner (a CSVLogger, W&B, TensorBoard, ...). Returns None until every fold is done, and
+    on processes other than the main one.
+    """
+    from .progress import LineLog, bars_enabled
+
     cfg.validate()
     run_dir = Path(run_dir)
     stage_dir = run_dir / cfg.name
+    todo = _check_folds(folds, cfg.n_folds)
     if cfg.selection_csv and not Path(cfg.selection_csv).exists():
         raise DataError(f"selection_csv={cfg.selection_csv}: not found; run `python -m fatlib select` first.")
     _check_components(cfg, n_classes=len(data.vocab))
     _tune_cpu(_device())
     inp = _prepare(cfg, data, run_dir, cache_dir, progress)
-    if is_main_process():
+    main = is_main_process()
+    if main:
         _check_config(stage_dir, cfg)
-    for k in range(cfg.n_folds):  # each fold's epochs and batches show fastai's progress bars
+    log = LineLog(stage_dir / "log.txt" if main else None, echo=main)
+    eff, chosen = effective_config(cfg, n_train=_n_train(inp), n_dataset=len(inp.cur_y) + len(inp.noisy_y))
+    log(f"{cfg.name}: {cfg.model}, {chosen}")
+    bars = progress and bars_enabled()
+    for k in todo:
         if fold_done(stage_dir, k):
             continue
-        if progress:
-            print(f"{cfg.name}: fold {k + 1}/{cfg.n_folds}")
-        _train_fold(inp, k, stage_dir, progress=progress)
-    if not is_main_process():
+        log(f"{cfg.name} fold {k + 1}/{cfg.n_folds}: training on {sum(len(r) for _, r, _ in _train_parts(inp, k)[0])} clips")
+        _train_fold(inp, eff, k, stage_dir, bars=bars, log=log, cbs=cbs)
+    if not main or not all(fold_done(stage_dir, k) for k in range(cfg.n_folds)):
         return None
-    return _finish(inp, stage_dir)
+    res = _finish(inp, stage_dir)
+    noisy = f", noisy {res.cv_noisy:.4f}" if res.cv_noisy is not None else ""
+    log(f"{cfg.name}: CV lwlrap curated {res.cv_curated:.4f}{noisy} -> {stage_dir}", echo=False)
+    return res
+
+
+def _check_folds(folds, n_folds: int) -> list[int]:
+    if folds is None:
+        return list(range(n_folds))
+    todo = sorted({int(k) for k in folds})
+    if not todo or todo[0] < 0 or todo[-1] >= n_folds:
+        raise DataError(f"folds={list(folds)}: give fold indices in 0..{n_folds - 1}")
+    return todo
 
 
 def _finish(inp: _Inputs, stage_dir: Path) -> StageResult:
+    """Gather every fold's outputs into the stage's CSVs, metrics.json and curve.png. Without a noisy
+    split the noisy outputs are not written and their metrics are null (strict JSON, no NaN)."""
     from .metrics import lwlrap, per_class_lwlrap, per_sample_lwlrap
 
     n_cls = len(inp.vocab)
+    has_noisy = len(inp.noisy_y) > 0
     oof_c = np.full((len(inp.cur_y), n_cls), np.nan, np.float32)
     oof_n = np.full((len(inp.noisy_y), n_cls), np.nan, np.float32)
     fold_c, fold_n, histories = [], [], []
@@ -426,20 +536,22 @@ def _finish(inp: _Inputs, stage_dir: Path) -> StageResult:
         if nv.any():
             oof_n[nv] = np.load(stage_dir / f"fold{k}_oof_noisy.npy")
         fold_c.append(lwlrap(inp.cur_y[cv], oof_c[cv]))
-        fold_n.append(lwlrap(inp.noisy_y[nv], oof_n[nv]) if nv.any() else float("nan"))
+        fold_n.append(lwlrap(inp.noisy_y[nv], oof_n[nv]) if nv.any() else None)
         histories.append(json.loads((stage_dir / f"fold{k}.json").read_text())["history"])
     cols = list(inp.vocab)
     cur_names = [p.name for p in inp.cur_paths]
     noisy_names = [p.name for p in inp.noisy_paths]
     write_csv(stage_dir / "oof_curated.csv", pd.concat([pd.DataFrame({"fname": cur_names}),
                                                         pd.DataFrame(oof_c, columns=cols)], axis=1))
-    write_csv(stage_dir / "oof_noisy.csv", pd.concat([pd.DataFrame({"fname": noisy_names}),
-                                                      pd.DataFrame(oof_n, columns=cols)], axis=1))
-    noisy_lw = per_sample_lwlrap(inp.noisy_y, oof_n) if len(noisy_names) else np.zeros(0)
-    write_csv(stage_dir / "noisy_lwlrap.csv", pd.DataFrame({"fname": noisy_names, "lwlrap": noisy_lw}))
+    cv_n = None
+    if has_noisy:
+        write_csv(stage_dir / "oof_noisy.csv", pd.concat([pd.DataFrame({"fname": noisy_names}),
+                                                          pd.DataFrame(oof_n, columns=cols)], axis=1))
+        noisy_lw = per_sample_lwlrap(inp.noisy_y, oof_n)
+        write_csv(stage_dir / "noisy_lwlrap.csv", pd.DataFrame({"fname": noisy_names, "lwlrap": noisy_lw}))
+        cv_n = lwlrap(inp.noisy_y, oof_n)
     per_class, weights = per_class_lwlrap(inp.cur_y, oof_c)
     cv_c = lwlrap(inp.cur_y, oof_c)
-    cv_n = lwlrap(inp.noisy_y, oof_n) if len(noisy_names) else float("nan")
     write_json(stage_dir / "metrics.json", {
         "stage": inp.cfg.name,
         "cv_lwlrap_curated": cv_c,
@@ -471,20 +583,42 @@ def json_arg(text: str | None, *, flag: str):
         raise DataError(f"{flag} {text!r} is not valid JSON ({e}); e.g. {flag} '{{\"width_mult\": 0.5}}'.") from e
 
 
+# fields a command-line option sets: (option dest, StageConfig field)
+STAGE_OPTIONS = (
+    ("model", "model"), ("preset", "preset"), ("loss", "loss"), ("augment", "augment"), ("epochs", "epochs"),
+    ("lr", "lr"), ("batch_size", "batch_size"), ("n_folds", "n_folds"), ("seed", "seed"), ("workers", "n_workers"),
+    ("keep", "keep"), ("auto_scale", "auto_scale"),
+)
+
+
+def stage_overrides(args) -> dict:
+    """StageConfig fields the command line sets explicitly (options left at None are not set)."""
+    over = {name: getattr(args, dest) for dest, name in STAGE_OPTIONS if getattr(args, dest, None) is not None}
+    for flag, name in (("--model-kwargs", "model_kwargs"), ("--mel", "mel")):
+        value = json_arg(getattr(args, name), flag=flag)
+        if value is not None:
+            over[name] = value
+    if args.wave_augment:
+        over["wave_augment"] = True
+    return over
+
+
 def config_from_args(args) -> StageConfig:
-    """A StageConfig from ``--config`` (JSON) with command-line values on top."""
-    base = StageConfig.load(args.config).to_dict() if args.config else {"name": args.stage or "stage"}
-    over = {
-        "name": args.stage, "model": args.model, "train_on": args.train_on, "epochs": args.epochs, "lr": args.lr,
-        "batch_size": args.batch_size, "n_folds": args.n_folds, "preset": args.preset, "loss": args.loss,
-        "augment": args.augment, "seed": args.seed, "n_workers": args.workers, "selection_csv": args.selection,
-        "model_kwargs": json_arg(args.model_kwargs, flag="--model-kwargs"), "mel": json_arg(args.mel, flag="--mel"),
-    }
+    """A StageConfig from the recipe (``--recipe``; its ``[stages.<stage>]`` when the stage is one of
+    its stages), then ``--config`` (JSON), then the options given on the command line."""
+    from .recipes import load_recipe
+
+    recipe = load_recipe(args.recipe)
+    name = args.stage or "stage"
+    base = {"name": name, **recipe.stage_fields(name)}
+    if args.config:
+        base.update(StageConfig.load(args.config).to_dict())
+    over = {**stage_overrides(args), "train_on": args.train_on, "selection_csv": args.selection}
+    if args.stage:
+        over["name"] = args.stage
     if args.init_from:
         p = Path(args.init_from)
         over["init_from"] = str(p if p.is_dir() else Path(args.weights) / args.run / args.init_from)
-    if args.wave_augment:
-        over["wave_augment"] = True
     return StageConfig.from_dict({**base, **{k: v for k, v in over.items() if v is not None}})
 
 
@@ -494,45 +628,87 @@ def _cli(args) -> int:
     cfg = config_from_args(args)
     data = FatData.from_dir(args.data)
     res = train_stage(cfg, data, run_dir=Path(args.weights) / args.run, cache_dir=args.cache_dir,
-                      progress=not args.quiet)
+                      progress=not args.quiet, folds=args.folds)
     if res is not None:
-        print(f"{cfg.name}: CV lwlrap curated {res.cv_curated:.4f}, noisy {res.cv_noisy:.4f} -> {res.stage_dir}")
+        print(result_line(cfg.name, res))
     return 0
 
 
-def add_stage_arguments(p: argparse.ArgumentParser) -> None:
-    """Options shared by ``train-stage`` and ``warmup``."""
-    p.add_argument("--data", default=None, help="data folder (default: input/ or the Kaggle path)")
+def result_line(name: str, res: StageResult) -> str:
+    noisy = f", noisy {res.cv_noisy:.4f}" if res.cv_noisy is not None else ""
+    return f"{name}: CV lwlrap curated {res.cv_curated:.4f}{noisy} -> {res.stage_dir}"
+
+
+def _recipe_default(field: str, stage: str | None = None) -> str:
+    """The default a stage option takes: the default recipe's value, else StageConfig's."""
+    from .recipes import DEFAULT_RECIPE, load_recipe
+
+    fields = load_recipe(DEFAULT_RECIPE).stage_fields(stage)
+    if field in fields:
+        value = fields[field]
+        return f"{' '.join(map(str, value)) if isinstance(value, list) else value} (recipe {DEFAULT_RECIPE})"
+    return str(StageConfig.__dataclass_fields__[field].default)
+
+
+def add_stage_arguments(p: argparse.ArgumentParser, *, stage: str | None = None) -> None:
+    """Options shared by ``train-stage`` and ``warmup``; each help says the real default."""
+    from .recipes import DEFAULT_RECIPE, list_recipes
+
+    d = lambda field: f"default: {_recipe_default(field, stage)}"  # noqa: E731
+    p.add_argument("--recipe", default=DEFAULT_RECIPE,
+                   help=f"a shipped recipe ({', '.join(list_recipes())}) or a .toml path; options below override it "
+                   f"(default: {DEFAULT_RECIPE})")
+    p.add_argument("--data", default=None, help="data folder (default: input/, then the Kaggle path)")
     p.add_argument("--run", required=True, help="run name: outputs in <weights>/<run>/")
     p.add_argument("--weights", default="weights", help="weights root (default: weights)")
     p.add_argument("--cache-dir", default="cache", help="feature cache folder (default: cache)")
-    p.add_argument("--model", default=None, help="registered model name (cnn_model_1, vgg16_bn, ...)")
-    p.add_argument("--model-kwargs", default=None, help='JSON, e.g. \'{"width_mult": 0.5}\'')
-    p.add_argument("--preset", default=None, help="feature preset (cnn128, dense64)")
-    p.add_argument("--mel", default=None, help='JSON MelConfig overrides, e.g. \'{"n_mels": 64}\'')
-    p.add_argument("--loss", default=None, help="bce | lsep | focal")
-    p.add_argument("--augment", nargs="*", default=None, help="augmentation names (none: empty)")
-    p.add_argument("--epochs", type=int, default=None, help="passes over the training split per fold")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate of the one-cycle schedule")
-    p.add_argument("--batch-size", type=int, default=None, help="clips per batch")
-    p.add_argument("--n-folds", type=int, default=None, help="K of the K-fold split of curated")
-    p.add_argument("--seed", type=int, default=None, help="training seed (augmentations, initialisation)")
-    p.add_argument("--workers", type=int, default=None, help="DataLoader worker processes")
-    p.add_argument("--wave-augment", action="store_true", help="on-the-fly waveforms with WaveAugment")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--model", default=None, help=f"registered model name (cnn_model_1, vgg16_bn, ...; {d('model')})")
+    p.add_argument("--model-kwargs", default=None,
+                   help='JSON, e.g. \'{"width_mult": 0.5}\' (default: {}; width_mult chosen from the data set size '
+                   "with auto scaling)")
+    p.add_argument("--preset", default=None, help=f"feature preset (cnn128, dense64; {d('preset')})")
+    p.add_argument("--mel", default=None, help='JSON MelConfig overrides, e.g. \'{"n_mels": 64}\' (default: {})')
+    p.add_argument("--loss", default=None, help=f"bce | lsep | focal ({d('loss')})")
+    p.add_argument("--augment", nargs="*", default=None, help=f"augmentation names, none for no augmentation ({d('augment')})")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"passes over the training split per fold; with auto scaling at least this many ({d('epochs')})")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"peak learning rate of the one-cycle schedule at the recipe's batch size ({d('lr')})")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help=f"clips per batch; with auto scaling at most this many ({d('batch_size')})")
+    p.add_argument("--no-auto-scale", dest="auto_scale", action="store_const", const=False, default=None,
+                   help="train with exactly the batch size, lr, epochs and width given (default: scale them to the "
+                   "data set size and print what was chosen)")
+    p.add_argument("--n-folds", type=int, default=None, help=f"K of the K-fold split of curated ({d('n_folds')})")
+    p.add_argument("--folds", type=int, nargs="+", default=None,
+                   help="train only these fold indices, e.g. --folds 0 to run or time one fold (default: every fold)")
+    p.add_argument("--keep", choices=KEEP, default=None,
+                   help=f"weights of the last epoch or of the best by validation lwlrap ({d('keep')})")
+    p.add_argument("--seed", type=int, default=None, help=f"training seed (augmentations, initialisation; {d('seed')})")
+    p.add_argument("--workers", type=int, default=None, help=f"DataLoader worker processes ({d('n_workers')})")
+    p.add_argument("--wave-augment", action="store_true",
+                   help="on-the-fly waveforms with WaveAugment (default: random crops of the feature cache)")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars; the per-epoch and per-fold lines stay (default: bars in a terminal or "
+                   "notebook, plain lines elsewhere)")
 
 
 def register_cli(subparsers) -> None:
     p = subparsers.add_parser(
         "train-stage", help="train one stage over K folds (OOF outputs, weights)",
         description="Train one stage over K folds into <weights>/<run>/<stage>/: fold weights, out-of-fold "
-        "predictions, metrics. Options override --config; finished folds are skipped on rerun.",
+        "predictions, metrics, log.txt. Settings come from the recipe, then --config, then the options; "
+        "finished folds are skipped on rerun.",
     )
     add_stage_arguments(p)
-    p.add_argument("--stage", default=None, help="stage name (folder inside the run)")
-    p.add_argument("--config", default=None, help="StageConfig JSON (command-line options override it)")
+    p.add_argument("--stage", default=None,
+                   help="stage name (folder inside the run); a stage of the recipe takes that stage's settings "
+                   "(default: stage)")
+    p.add_argument("--config", default=None, help="StageConfig JSON on top of the recipe (default: none)")
     p.add_argument("--train-on", default=None, choices=TRAIN_ON,
-                   help="training split: noisy only, curated only, or curated + a --selection of noisy clips")
-    p.add_argument("--selection", default=None, help="selection CSV (train_on curated+selected)")
-    p.add_argument("--init-from", default=None, help="stage folder or stage name in the run")
+                   help="training split: noisy only, curated only, or curated + a --selection of noisy clips "
+                   "(default: curated)")
+    p.add_argument("--selection", default=None, help="selection CSV for --train-on curated+selected (default: none)")
+    p.add_argument("--init-from", default=None,
+                   help="stage folder, or stage name in the run, whose fold k starts fold k (default: none)")
     p.set_defaults(func=_cli)

@@ -142,7 +142,7 @@ def test_train_stage_command_stops_at_bad_clip(root, tmp_path, capsys):
     _garbage(bad)
     code = cli.main([
         "train-stage", "--data", str(root), "--run", "r", "--weights", str(tmp_path / "w"),
-        "--cache-dir", str(tmp_path / "cache"), "--stage", "s1", "--n-folds", "2", "--epochs", "1",
+        "--cache-dir", str(tmp_path / "cache"), "--stage", "s1", "--n-folds", "2", "--epochs", "1", "--no-auto-scale",
         "--mel", json.dumps(MEL), "--model-kwargs", '{"width_mult": 0.125}', "--quiet",
     ])
     err = capsys.readouterr().err
@@ -227,7 +227,7 @@ def test_init_from_weights_of_another_vocabulary_is_refused(root, mel, tmp_path)
     path = _save_stage(tmp_path / "w", mel, [*data.vocab[:-1], "Other"])  # an earlier stage on other classes
     shutil.copy(path, stage / "fold1.safetensors")
     cfg = StageConfig(name="s2", n_folds=2, epochs=1, batch_size=4, mel=MEL, model_kwargs={"width_mult": 0.125},
-                      init_from=str(stage), cache_jobs=1)
+                      init_from=str(stage), cache_jobs=1, auto_scale=False)
     with pytest.raises(WeightsError) as err:
         train_stage(cfg, data, run_dir=tmp_path / "w" / "run", cache_dir=tmp_path / "cache", progress=False)
     _assert_names(err, str(stage / "fold0.safetensors"), "vocabulary mismatch", "Other")

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 TINY = dict(model_kwargs={"width_mult": 0.125}, mel=dict(n_mels=32, n_fft=2048, hop_length=1024, crop_frames=32),
-            epochs=1, n_folds=2, batch_size=24, tta_step_frames=32, cache_jobs=1)
+            epochs=1, n_folds=2, batch_size=24, tta_step_frames=32, cache_jobs=1, auto_scale=False)
 
 
 @pytest.mark.slow

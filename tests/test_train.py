@@ -12,7 +12,7 @@ from fatlib.train import StageConfig, train_stage
 
 TINY = dict(model="cnn_model_1", model_kwargs={"width_mult": 0.125}, preset="cnn128",
             mel=dict(n_mels=32, n_fft=2048, hop_length=1024, crop_frames=32), epochs=1, n_folds=2,
-            batch_size=24, augment=["specmix"], tta_step_frames=32, cache_jobs=1)
+            batch_size=24, augment=["specmix"], tta_step_frames=32, cache_jobs=1, auto_scale=False)
 
 
 @pytest.fixture(scope="module")

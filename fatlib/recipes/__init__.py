@@ -1,0 +1,109 @@
+"""Recipes: the published settings of each solution as a small TOML file (data, not code).
+
+A recipe names the features, model, crop, augmentations, loss, schedule, folds, selection or
+pseudo-labelling, TTA and ensemble of one write-up. Its tables:
+
+- top level: ``name``, ``title``, ``pipeline`` ("warmup": stages 1-4 and their ensemble; "single":
+  one stage on curated; "pseudo_label": a curated stage, then rounds of pseudo-labelled noisy clips);
+- ``[stage]``: :class:`fatlib.train.StageConfig` fields for every stage;
+- ``[stages.<name>]``: fields for one stage on top of ``[stage]`` (e.g. its epochs);
+- ``[selection.<name>]``: the selection rule's parameters before that stage;
+- ``[predict]``: ``tta``, ``stages``, ``ensemble``, ``rescale``.
+
+``load_recipe(name_or_path)`` reads one of the files shipped here (``list_recipes()``) or any path;
+command-line options and ``--config`` override its values. The command line's defaults are the
+:data:`DEFAULT_RECIPE`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError
+
+DEFAULT_RECIPE = "12th_place"
+HERE = Path(__file__).resolve().parent
+PIPELINES = ("warmup", "single", "pseudo_label")
+TOP_KEYS = {"name", "title", "pipeline", "stage", "stages", "selection", "predict", "notes"}
+PREDICT_KEYS = {"tta", "stages", "ensemble", "rescale", "step_frames"}
+
+
+def _toml():
+    try:
+        import tomllib  # Python >= 3.11
+    except ModuleNotFoundError:  # Python 3.9/3.10 (e.g. an older Kaggle image): tomli, or pip's copy of it
+        try:
+            import tomli as tomllib
+        except ModuleNotFoundError:
+            from pip._vendor import tomli as tomllib
+    return tomllib
+
+
+def list_recipes() -> list[str]:
+    """Names of the recipes shipped with fatlib."""
+    return sorted(p.stem for p in HERE.glob("*.toml"))
+
+
+@dataclass
+class Recipe:
+    name: str
+    path: Path
+    title: str = ""
+    pipeline: str = "warmup"
+    stage: dict = field(default_factory=dict)
+    stages: dict = field(default_factory=dict)
+    selection: dict = field(default_factory=dict)
+    predict: dict = field(default_factory=dict)
+
+    def stage_fields(self, stage: str | None = None) -> dict[str, Any]:
+        """StageConfig fields of ``stage``: ``[stage]`` with ``[stages.<stage>]`` on top."""
+        return {**self.stage, **(self.stages.get(stage, {}) if stage else {})}
+
+    def stage_names(self) -> list[str]:
+        return list(self.stages)
+
+
+def resolve_recipe_path(name_or_path: str | os.PathLike) -> Path:
+    text = str(name_or_path)
+    if text in list_recipes():
+        return HERE / f"{text}.toml"
+    path = Path(text)
+    if path.is_file():
+        return path
+    raise DataError(f"recipe {text!r}: neither a shipped recipe ({', '.join(list_recipes())}) nor a file; "
+                    "pass one of those names or the path of a .toml recipe")
+
+
+def load_recipe(name_or_path: str | os.PathLike = DEFAULT_RECIPE) -> Recipe:
+    """Read and check a recipe (a shipped name or a path); problems are one DataError naming the file."""
+    from ..train import StageConfig
+
+    path = resolve_recipe_path(name_or_path)
+    try:
+        raw = _toml().loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"{path}: not a readable TOML recipe ({e}); fix the file or pick a shipped recipe") from e
+    problems = []
+    unknown = sorted(set(raw) - TOP_KEYS)
+    if unknown:
+        problems.append(f"unknown keys {unknown} (valid: {sorted(TOP_KEYS)})")
+    fields = {f for f in StageConfig.__dataclass_fields__}
+    tables = [("stage", raw.get("stage", {}))] + [(f"stages.{k}", v) for k, v in raw.get("stages", {}).items()]
+    for where, table in tables:
+        bad = sorted(set(table) - fields)
+        if bad:
+            problems.append(f"[{where}] has unknown StageConfig fields {bad}")
+    bad = sorted(set(raw.get("predict", {})) - PREDICT_KEYS)
+    if bad:
+        problems.append(f"[predict] has unknown keys {bad} (valid: {sorted(PREDICT_KEYS)})")
+    pipeline = raw.get("pipeline", "warmup")
+    if pipeline not in PIPELINES:
+        problems.append(f"pipeline={pipeline!r} is not one of {PIPELINES}")
+    if problems:
+        raise DataError(f"{path}: " + "; ".join(problems))
+    return Recipe(name=raw.get("name", path.stem), path=path, title=raw.get("title", ""), pipeline=pipeline,
+                  stage=dict(raw.get("stage", {})), stages={k: dict(v) for k, v in raw.get("stages", {}).items()},
+                  selection={k: dict(v) for k, v in raw.get("selection", {}).items()},
+                  predict=dict(raw.get("predict", {})))

@@ -1,0 +1,67 @@
+"""Settings that scale with the data (fatlib.autoscale) and the output-bias initialisation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fatlib.autoscale import MIN_STEPS_PER_EPOCH, dataset_width, scale_settings
+from fatlib.train import StageConfig, effective_config, init_output_bias
+
+RECIPE = dict(batch_size=128, lr=1e-3, epochs=20, min_steps=600)
+
+
+def test_full_data_set_keeps_the_recipe():
+    # FSDKaggle2019 curated, 10 folds: 4,473 clips per fold in a data set of 24,785
+    sc = scale_settings(n_train=4473, n_dataset=24785, width_mult=None, **RECIPE)
+    assert (sc.batch_size, sc.lr, sc.epochs, sc.width_mult) == (128, 1e-3, 20, 1.0)
+    sc = scale_settings(n_train=17833, n_dataset=24785, width_mult=None, **{**RECIPE, "epochs": 30})  # stage 1, noisy
+    assert (sc.batch_size, sc.epochs) == (128, 30)
+
+
+@pytest.mark.parametrize("n_train", [40, 150, 375, 900, 2000])
+def test_small_data_gets_enough_steps(n_train):
+    sc = scale_settings(n_train=n_train, n_dataset=n_train, width_mult=None, **RECIPE)
+    assert sc.batch_size <= 128 and sc.epochs >= 20
+    assert sc.steps_per_epoch * sc.epochs >= RECIPE["min_steps"]
+    assert sc.steps_per_epoch >= MIN_STEPS_PER_EPOCH or sc.batch_size == 8
+    assert sc.lr == pytest.approx(1e-3 * np.sqrt(sc.batch_size / 128), rel=1e-2)
+    assert sc.width_mult == dataset_width(n_train) < 1.0
+
+
+def test_width_follows_the_data_set_not_the_fold():
+    # stage 1 (noisy) and stage 2 (curated) of one run: one width, so stage 2 can start from stage 1
+    a = scale_settings(n_train=1800, n_dataset=2400, width_mult=None, **RECIPE)
+    b = scale_settings(n_train=540, n_dataset=2400, width_mult=None, **RECIPE)
+    assert a.width_mult == b.width_mult
+    assert scale_settings(n_train=540, n_dataset=2400, width_mult=0.75, **RECIPE).width_mult is None
+
+
+def test_effective_config_and_auto_scale_off():
+    cfg = StageConfig(name="s", **RECIPE)
+    eff, line = effective_config(cfg, n_train=300, n_dataset=400)
+    assert eff.batch_size < 128 and eff.epochs > 20 and eff.model_kwargs["width_mult"] == dataset_width(400)
+    assert f"batch {eff.batch_size}" in line and f"{eff.epochs} epochs" in line and "300 training clips" in line
+    off = cfg.replace(auto_scale=False)
+    same, line = effective_config(off, n_train=300, n_dataset=400)
+    assert same == off and "auto_scale off" in line
+    kept = cfg.replace(model_kwargs={"width_mult": 1.0})
+    assert effective_config(kept, n_train=300, n_dataset=400)[0].model_kwargs == {"width_mult": 1.0}
+
+
+def test_output_bias_starts_at_the_class_priors():
+    from fatlib.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("cnn_model_1", n_classes=4, in_channels=1, width_mult=0.125).eval()
+    y = np.zeros((100, 4), np.float32)
+    y[:50, 0] = 1
+    y[50:90, 1] = 1
+    y[90:, 2] = 1  # class 3 never occurs
+    init_output_bias(model, y)
+    # the head ends in BN -> Dropout -> Linear; zeroing the last weights leaves the bias alone
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        p = torch.sigmoid(model(torch.randn(2, 1, 32, 32)))[0].numpy()
+    np.testing.assert_allclose(p, [0.5, 0.4, 0.1, 1e-3], rtol=1e-3)

@@ -1,0 +1,80 @@
+"""Recipes are files: every shipped recipe loads into valid stage settings; bad files are one clear
+error; the command line reads them and its help shows the real defaults."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from fatlib.errors import DataError
+from fatlib.recipes import DEFAULT_RECIPE, list_recipes, load_recipe
+from fatlib.train import StageConfig
+
+
+def test_default_recipe_is_shipped():
+    assert DEFAULT_RECIPE in list_recipes()
+
+
+@pytest.mark.parametrize("name", list_recipes())
+def test_every_recipe_gives_valid_stage_configs(name):
+    from fatlib.augment import get_augment
+    from fatlib.losses import get_loss
+    from fatlib.models import list_models
+
+    rec = load_recipe(name)
+    assert rec.title and rec.pipeline in ("warmup", "single", "pseudo_label")
+    for stage in [None, *rec.stage_names()]:
+        cfg = StageConfig.from_dict({"name": stage or "stage", **rec.stage_fields(stage)})
+        assert cfg.model in list_models()
+        cfg.mel_config()
+        get_loss(cfg.loss)
+        for a in cfg.augment:
+            get_augment(a)
+    text = rec.path.read_text()
+    # every value is explained: each assignment line carries a comment (citing the write-up or saying
+    # what fatlib chose where it is not published), apart from the per-stage tables' repeated keys
+    for line in text.splitlines():
+        if re.match(r"^\s*\w+\s*=", line) and not line.startswith(("name", "title", "pipeline")):
+            assert "#" in line or re.match(r"^\s*epochs\s*=", line), f"{name}: uncommented value: {line}"
+
+
+def test_bad_recipe_files_are_one_clear_error(tmp_path):
+    bad = tmp_path / "mine.toml"
+    bad.write_text('[stage]\nmodel = "cnn_model_1"\nbatchsize = 64\n[predict]\ntta = "windows"\nspeed = 2\n')
+    with pytest.raises(DataError) as e:
+        load_recipe(bad)
+    msg = str(e.value)
+    assert str(bad) in msg and "batchsize" in msg and "speed" in msg
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[stage\nmodel = 1\n")
+    with pytest.raises(DataError, match="not a readable TOML"):
+        load_recipe(broken)
+    with pytest.raises(DataError, match="neither a shipped recipe"):
+        load_recipe("no_such_recipe")
+
+
+def test_recipe_file_feeds_the_command_line(tmp_path):
+    from fatlib.cli import build_parser
+    from fatlib.train import config_from_args
+
+    mine = tmp_path / "mine.toml"
+    mine.write_text('name = "mine"\n[stage]\nmodel = "xresnet18"\nbatch_size = 32\nlr = 0.01\nepochs = 7\n'
+                    '[stages.s2]\nepochs = 3\n')
+    args = build_parser().parse_args(["train-stage", "--run", "r", "--recipe", str(mine)])
+    cfg = config_from_args(args)
+    assert (cfg.model, cfg.batch_size, cfg.lr, cfg.epochs) == ("xresnet18", 32, 0.01, 7)
+    args = build_parser().parse_args(["train-stage", "--run", "r", "--recipe", str(mine), "--stage", "s2", "--lr", "0.5"])
+    cfg = config_from_args(args)
+    assert (cfg.epochs, cfg.lr, cfg.name) == (3, 0.5, "s2")  # the stage's table, then the option
+
+
+@pytest.mark.parametrize("command", ["train-stage", "warmup", "predict", "cache", "select", "kaggle-dataset",
+                                     "synth", "demo"])
+def test_help_shows_real_defaults(command):
+    out = subprocess.run([sys.executable, "-m", "fatlib", command, "--help"], capture_output=True, text=True,
+                         env={"COLUMNS": "200", "PATH": ""}, check=True).stdout
+    assert "None" not in out, out
+    if command in ("train-stage", "warmup"):
+        assert "default: 128 (recipe 12th_place)" in out and "default: 10 (recipe 12th_place)" in out
