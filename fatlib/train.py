@@ -350,7 +350,7 @@ def fold_done(stage_dir, k: int) -> bool:
     return (stage_dir / f"fold{k}.done").exists() and (stage_dir / f"fold{k}.safetensors").exists()
 
 
-def _prepare(cfg: StageConfig, data, run_dir: Path, cache_dir, progress: bool) -> _Inputs:
+def _prepare(cfg: StageConfig, data, run_dir: Path, cache_dir, progress: bool, roots) -> _Inputs:
     from .cache import FeatureCache
     from .select import read_selection
 
@@ -359,11 +359,14 @@ def _prepare(cfg: StageConfig, data, run_dir: Path, cache_dir, progress: bool) -
         raise DataError(f"{data.root}: the curated split needs labels and at least n_folds={cfg.n_folds} clips.")
     if cfg.train_on == "noisy" and len(data.noisy.fnames) < cfg.n_folds:
         raise DataError(f"{data.root}: train_on='noisy' needs a noisy split with at least {cfg.n_folds} clips.")
-    if cfg.init_from and not Path(cfg.init_from).is_dir():
-        raise DataError(f"init_from={cfg.init_from!r}: no such stage folder; train that stage first or fix the path.")
+    if cfg.init_from:  # read where it is: the working folder or an earlier session's output (fatlib.runs)
+        init_dir = roots.find_stage(cfg.init_from)
+        if init_dir is None:
+            raise DataError(f"init_from={cfg.init_from!r}: no such stage folder; train that stage first or fix the path.")
+        cfg = cfg.replace(init_from=str(init_dir))
     cur_folds = curated_folds(data, run_dir=run_dir, n_folds=cfg.n_folds, seed=cfg.folds_seed)
     nz_folds = noisy_folds(data, run_dir=run_dir, n_folds=cfg.n_folds, seed=cfg.folds_seed)
-    jobs = dict(cache_dir=cache_dir, n_jobs=cfg.cache_jobs, progress=progress)
+    jobs = dict(cache_dir=cache_dir, n_jobs=cfg.cache_jobs, progress=progress, input_roots=roots.inputs)
     cur_cache = FeatureCache.build(data.curated.paths(), mel, name="curated", **jobs)
     noisy_cache = FeatureCache.build(data.noisy.paths(), mel, name="noisy", **jobs) if len(data.noisy.fnames) else None
     sel_rows, sel_y, sel_folds = np.zeros(0, int), np.zeros((0, len(data.vocab)), np.float32), np.zeros(0, int)
@@ -390,16 +393,22 @@ def _check_components(cfg: StageConfig, *, n_classes: int) -> None:
     create_model(cfg.model, n_classes=n_classes, in_channels=mel.channels, **cfg.model_kwargs)
 
 
-def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = True) -> StageResult:
-    """Train (or finish) stage ``cfg`` on ``data`` (a FatData) in ``run_dir/cfg.name``; see the module doc."""
+def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = True, input_roots=()) -> StageResult:
+    """Train (or finish) stage ``cfg`` on ``data`` (a FatData) in ``run_dir/cfg.name``; see the module doc.
+    ``input_roots``: earlier sessions' outputs (fatlib.runs.Roots), read-only: init_from and caches are
+    read there, and this stage's finished folds are copied from there first."""
+    from .runs import Roots
+
     cfg.validate()
     run_dir = Path(run_dir)
     stage_dir = run_dir / cfg.name
+    roots = Roots(input_roots)
+    roots.adopt_stage(stage_dir)
     if cfg.selection_csv and not Path(cfg.selection_csv).exists():
         raise DataError(f"selection_csv={cfg.selection_csv}: not found; run `python -m fatlib select` first.")
     _check_components(cfg, n_classes=len(data.vocab))
     _tune_cpu(_device())
-    inp = _prepare(cfg, data, run_dir, cache_dir, progress)
+    inp = _prepare(cfg, data, run_dir, cache_dir, progress, roots)
     if is_main_process():
         _check_config(stage_dir, cfg)
     for k in range(cfg.n_folds):  # each fold's epochs and batches show fastai's progress bars
@@ -494,7 +503,7 @@ def _cli(args) -> int:
     cfg = config_from_args(args)
     data = FatData.from_dir(args.data)
     res = train_stage(cfg, data, run_dir=Path(args.weights) / args.run, cache_dir=args.cache_dir,
-                      progress=not args.quiet)
+                      progress=not args.quiet, input_roots=args.input_roots)
     if res is not None:
         print(f"{cfg.name}: CV lwlrap curated {res.cv_curated:.4f}, noisy {res.cv_noisy:.4f} -> {res.stage_dir}")
     return 0
