@@ -17,6 +17,9 @@ from pathlib import Path
 
 import nbformat
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's fatlib, not an installed one
+from fatlib.kaggle import DEPENDENCIES  # noqa: E402  (the packages the setup cell installs when missing)
+
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 STAGE_EPOCHS = {"stage1": 30, "stage2": 20, "stage3": 15, "stage4": 10}
 EPOCHS_NOTE = (
@@ -30,29 +33,34 @@ KAGGLE_PARAMS = '''fatlib_dataset = "../input/fatlib"  # the fatlib Kaggle datas
 input_roots = None  # earlier sessions' outputs, read-only (None: every folder under ../input/ holding weights/ or cache/)'''
 
 # The same in every notebook, after the parameters: fatlib and the packages Kaggle's image lacks, offline.
-SETUP = '''# Setup (the same in every notebook): install fatlib from the fatlib dataset's wheels/ when it is not
-# importable, then the dependencies that are not (pip --no-index: no internet needed); find the inputs
+SETUP = '''# Setup (the same in every notebook): fatlib and the packages Kaggle's image may lack, installed from
+# the fatlib dataset's wheels/ with pip --no-index (no internet needed), each only when it is not importable;
+# then the earlier sessions' outputs attached under ../input/
 import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 wheels = Path(fatlib_dataset) / "wheels"
-if importlib.util.find_spec("fatlib") is None:
-    if not any(wheels.glob("fatlib-*.whl")):
-        raise ModuleNotFoundError(f"fatlib is not installed and {wheels} holds no fatlib wheel: attach the fatlib "
-                                  "dataset (python -m fatlib kaggle-dataset) or set fatlib_dataset to where it is")
+packages = {modules}  # import name: package
+missing = [package for module, package in packages.items() if importlib.util.find_spec(module) is None]
+if missing:
+    if not wheels.is_dir():
+        raise ModuleNotFoundError(f"{{missing}} not installed and {{wheels}} does not exist: attach the fatlib dataset "
+                                  "(python -m fatlib kaggle-dataset) or set fatlib_dataset to where it is")
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--find-links",
-                    str(wheels), "fatlib"], check=True)
-    importlib.invalidate_caches()  # let this running kernel see the new package
+                    str(wheels), *missing], check=True)
+    importlib.invalidate_caches()  # let this running kernel see the new packages
+    print(f"installed from {{wheels}}: {{', '.join(missing)}}")
 import fatlib
 from fatlib.kaggle import install_missing
 from fatlib.runs import Roots, discover_input_roots
 
-install_missing(wheels)
+install_missing(wheels)  # a dependency still missing: one line naming it and the fix
 roots = Roots(discover_input_roots() if input_roots is None else input_roots)
-print(f"fatlib {fatlib.__version__} from {Path(fatlib.__file__).parent}; earlier sessions read from "
-      f"{[str(r) for r in roots.inputs] or 'nowhere'}")'''
+print(f"fatlib {{fatlib.__version__}} from {{Path(fatlib.__file__).parent}}; earlier sessions read from "
+      f"{{[str(r) for r in roots.inputs] or 'nowhere'}}")'''.format(
+    modules={"fatlib": "fatlib", **DEPENDENCIES})
 
 SESSIONS = ("**Kaggle sessions.** One session per notebook: its working folder is the only place written; earlier "
             "sessions' outputs are read where they are mounted (`../input/<name>/`, found by `input_roots=None`), "
