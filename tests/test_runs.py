@@ -126,3 +126,39 @@ def test_find_weights_takes_each_stage_from_where_it_is(tmp_path, monkeypatch):
     assert roots.find_weights(["weights/q"]) == [Path("weights/q")]  # nowhere: predict names it
     with pytest.raises(WeightsError, match=r"weights/r: no fold\*.safetensors for stage\(s\) \['stage4'\]"):
         roots.find_weights(["weights/r"], stages=["stage2", "stage4"])
+
+
+def test_cli_cache_and_predict_read_earlier_sessions(tiny_dataset, tiny_mel, tmp_path, monkeypatch, capsys):
+    """`--input-roots` on the commands: a cache found in an earlier output is not rebuilt; predict takes
+    each stage of a run from the output that holds it; nothing is written into those outputs."""
+    import pandas as pd
+
+    from fatlib.cache import FeatureCache
+    from fatlib.cli import main
+    from fatlib.data import FatData
+    from fatlib.models import create_model
+    from fatlib.weights import save_weights
+
+    data = FatData.from_dir(tiny_dataset)
+    s0, s2, s3, work = (tmp_path / n for n in ("s0", "s2", "s3", "working"))
+    cache = FeatureCache.build(data.test.paths(), tiny_mel.replace(n_mels=128, n_fft=2560, hop_length=694,
+                                                                  crop_frames=128), cache_dir=s0 / "cache", name="test",
+                               n_jobs=1, progress=False)  # the cnn128 preset: what `cache` builds by default
+    for session, stage in ((s2, "stage2"), (s3, "stage3")):
+        model = create_model("cnn_model_1", n_classes=len(data.vocab), width_mult=0.125)
+        save_weights(session / "weights/r" / stage / "fold0.safetensors", model, model_name="cnn_model_1",
+                     model_kwargs={"n_classes": len(data.vocab), "width_mult": 0.125}, mel_config=tiny_mel.to_dict(),
+                     vocab=data.vocab)
+    before = {d: _snapshot(d) for d in (s0, s2, s3)}
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert main(["cache", "--data", str(tiny_dataset), "--splits", "test", "--input-roots", str(s0)]) == 0
+    assert str(cache.data_path) in capsys.readouterr().out and not (work / "cache").exists()
+    assert main(["predict", "--data", str(tiny_dataset), "--weights", "weights/r", "--input-roots", str(s2), str(s3),
+                 "--out", "submission.csv"]) == 0
+    assert "'stage2/cnn_model_1', 'stage3/cnn_model_1'" in capsys.readouterr().out
+    assert len(pd.read_csv(work / "submission.csv")) == len(data.test.fnames)
+    assert main(["predict", "--data", str(tiny_dataset), "--weights", "weights/r", "--stages", "stage4",
+                 "--input-roots", str(s2), str(s3)]) == 1
+    assert "no fold*.safetensors for stage(s) ['stage4']" in capsys.readouterr().err
+    assert {d: _snapshot(d) for d in (s0, s2, s3)} == before
