@@ -102,13 +102,13 @@ def warmup_stage(
     roots = Roots(input_roots)
     needs = list(dict.fromkeys([*([plan["init_from"]] if plan["init_from"] else []), *plan["sources"]]))
     found = require_stages(run_dir, sorted(needs), needed_by=stage, roots=roots)
-    roots.adopt_stage(run_dir / stage)  # an earlier session's finished folds of this stage: resume after them
     sel_path = run_dir / stage / "selected.csv" if plan["rule"] else None
     cfg = StageConfig.from_dict({
         "name": stage, "model": model, **overrides, "train_on": plan["train_on"],
         "init_from": plan["init_from"] and str(run_dir / plan["init_from"]),
         "selection_csv": sel_path and str(sel_path),
     })
+    roots.adopt_stage(run_dir / stage)  # an earlier session's finished folds of this stage: resume after them
     if plan["rule"]:
         folds = noisy_folds(data, run_dir=run_dir, n_folds=cfg.n_folds, seed=cfg.folds_seed)
         sel = run_rule(plan["rule"], stage_dirs=[found[s] for s in plan["sources"]], targets=data.noisy.targets,

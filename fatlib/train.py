@@ -403,11 +403,11 @@ def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = 
     run_dir = Path(run_dir)
     stage_dir = run_dir / cfg.name
     roots = Roots(input_roots)
-    roots.adopt_stage(stage_dir)
     if cfg.selection_csv and not Path(cfg.selection_csv).exists():
         raise DataError(f"selection_csv={cfg.selection_csv}: not found; run `python -m fatlib select` first.")
     _check_components(cfg, n_classes=len(data.vocab))
     _tune_cpu(_device())
+    roots.adopt_stage(stage_dir)  # an earlier session's finished folds of this stage, copied here first
     inp = _prepare(cfg, data, run_dir, cache_dir, progress, roots)
     if is_main_process():
         _check_config(stage_dir, cfg)
