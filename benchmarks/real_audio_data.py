@@ -354,7 +354,7 @@ def build_dataset(out: Path, *, packages_dir: Path, min_clips: int = 10, max_per
         by_label: dict[str, list[Clip]] = {}
         for c in found:
             by_label.setdefault(c.label, []).append(c)
-        for label, cs in by_label.items():  # cap each (label, package): no source dominates a label
+        for cs in by_label.values():  # cap each (label, package): no source dominates a label
             if len(cs) > max_per_label_source:
                 cs = [cs[i] for i in sorted(rng.choice(len(cs), max_per_label_source, replace=False))]
             clips += cs

@@ -29,6 +29,7 @@ import numpy as np
 from .errors import AudioError, DataError
 from .features import MelConfig, clip_features
 from .io import atomic_path, write_json
+from .runs import Roots
 
 SHARD_SIZE = 32  # clips per shard: the unit of parallel work and of resuming
 DTYPE = np.float16
@@ -102,12 +103,15 @@ class FeatureCache:
         name: str = "split",
         n_jobs: int | None = None,
         progress: bool = True,
+        input_roots: Sequence = (),
     ) -> FeatureCache:
         """Compute :func:`fatlib.features.clip_features` of every file of ``paths`` into one cache.
 
         ``n_jobs`` worker processes (default: every core this process may use; 1 = in this process).
         Returns the existing cache at once when one with the same hash is complete; resumes from
         finished shards after an interruption. A file that cannot be decoded raises its AudioError.
+        ``input_roots``: earlier sessions' outputs (fatlib.runs.Roots) where a complete cache is also
+        looked for (and read there, read-only); a missing one is built in ``cache_dir``.
         """
         if not isinstance(cfg, MelConfig):
             raise TypeError(f"cfg must be a MelConfig, got {type(cfg).__name__}")
@@ -117,8 +121,9 @@ class FeatureCache:
         cache_dir = Path(cache_dir)
         stem = f"{name}-{_split_hash(paths, cfg)}"
         index_path = cache_dir / f"{stem}.json"
-        if index_path.is_file():
-            return cls(index_path)
+        found = Roots(input_roots).find(index_path)
+        if found is not None:
+            return cls(found)
         n_jobs = _n_jobs(n_jobs)
         parts = cache_dir / f"{stem}.parts"
         parts.mkdir(parents=True, exist_ok=True)
@@ -253,7 +258,8 @@ def _cli(args) -> int:
         if not split.fnames:
             print(f"{name}: no clips, skipped")
             continue
-        cache = FeatureCache.build(split.paths(), cfg, cache_dir=args.cache_dir, name=name, n_jobs=args.jobs)
+        cache = FeatureCache.build(split.paths(), cfg, cache_dir=args.cache_dir, name=name, n_jobs=args.jobs,
+                                   input_roots=args.input_roots)
         size_mb = cache.data_path.stat().st_size / 2**20
         print(f"{name}: {len(cache)} clips, {int(cache.lengths.sum())} frames, {size_mb:.1f} MiB -> {cache.data_path}")
     return 0

@@ -11,6 +11,8 @@ import sys
 
 # modules that contribute commands, in the order of the pipeline
 COMMAND_MODULES = ["synth", "cache", "train", "select", "pipeline", "predict", "kaggle", "demo"]
+# commands that read earlier sessions' outputs: they get --input-roots (fatlib.runs)
+INPUT_ROOT_COMMANDS = ["cache", "train-stage", "warmup", "predict", "kaggle-dataset"]
 
 
 class _DescribedSubParsers(argparse._SubParsersAction):
@@ -34,21 +36,33 @@ def build_parser() -> argparse.ArgumentParser:
         register = getattr(mod, "register_cli", None)
         if register is not None:
             register(sub)
+    from .runs import add_input_roots_argument
+
+    for name in INPUT_ROOT_COMMANDS:
+        if name in sub.choices:
+            add_input_roots_argument(sub.choices[name])
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
-    from .errors import FatlibError
+    from .errors import FatlibError, missing_dependency
 
+    command = "python -m fatlib"
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        command += f" {args.command}"
         return int(args.func(args) or 0)
     except FatlibError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as e:  # a package missing anywhere: one line naming it and the fix
+        if not e.name or e.name.split(".")[0] == "fatlib":
+            raise
+        print(f"error: {missing_dependency(e.name, needed_by=command)}", file=sys.stderr)
         return 1
 
 

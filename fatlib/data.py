@@ -301,7 +301,9 @@ class FatData:
 
 def make_folds(targets, *, n_folds=5, seed=42) -> np.ndarray:
     """Fold id (0..n_folds-1) per row: iterstrat MultilabelStratifiedKFold, shuffled with ``seed``."""
-    from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
+    from .errors import require
+
+    stratifiers = require("iterstrat.ml_stratifiers", needed_by="make_folds (multi-label stratified folds)")
 
     targets = np.asarray(targets)
     if targets.ndim != 2:
@@ -309,7 +311,7 @@ def make_folds(targets, *, n_folds=5, seed=42) -> np.ndarray:
     if not 2 <= n_folds <= len(targets):
         raise DataError(f"make_folds: n_folds={n_folds} must be between 2 and the number of clips ({len(targets)})")
     folds = np.full(len(targets), -1, dtype=np.int64)
-    splitter = MultilabelStratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    splitter = stratifiers.MultilabelStratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     for k, (_, valid) in enumerate(splitter.split(np.zeros((len(targets), 1)), (targets > 0).astype(int))):
         folds[valid] = k
     return folds

@@ -1,16 +1,20 @@
-"""An offline Kaggle dataset folder: the fatlib wheel plus trained weights, for a kernel without internet.
+"""The fatlib Kaggle dataset: wheels to install fatlib offline, trained weights, a manifest of checksums.
 
-``python -m fatlib kaggle-dataset --weights weights/RUN --out kaggle_dataset/`` writes::
+``python -m fatlib kaggle-dataset --out fatlib/`` (wheels only: what notebooks 00-05 install from) or
+``... --weights weights/RUN ... --out fatlib/`` (wheels + weights: what the offline kernel 06 reads) writes::
 
-    kaggle_dataset/
+    fatlib/
       wheels/fatlib-<version>-py3-none-any.whl
+      wheels/<dependency>-<version>-*.whl   (DEPENDENCIES: the packages Kaggle's image may lack)
       weights/<run>/<stage>/fold{k}.safetensors  (+ config.json, metrics.json when present)
-      manifest.json   (version, wheel, every file with its size and sha256, the stages and models)
-      README.md       (how the inference notebook installs fatlib and finds the weights)
+      manifest.json   (version, wheels, every file with its size and sha256, the stages and models)
+      README.md       (how the notebooks install fatlib and find the weights)
 
-Upload the folder as a Kaggle dataset; in the kernel (the Kaggle image has torch, fastai, librosa)::
-
-    pip install --no-index --no-deps --find-links /kaggle/input/<dataset>/wheels fatlib
+Every weights file is loaded (model built, tensors finite) before it is shipped. Upload the folder as a
+Kaggle dataset named ``fatlib``; each notebook's setup cell installs fatlib from its ``wheels/`` when
+fatlib is not importable, then :func:`install_missing` the dependencies that are not, all with
+``pip install --no-index`` (no internet needed). :func:`verify_dataset` checks the files against the
+manifest (notebook 06 does before predicting).
 
 The folder is assembled beside ``out`` and moved into place at the end, so an interrupted run never
 leaves a half-built dataset behind.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -27,8 +32,13 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import PackagingError  # noqa: F401  (defined in fatlib.errors, importable from here too)
+from .errors import DependencyError, ModelError, PackagingError, WeightsError
 
+# import name -> package name of the pure-Python (or abi3) dependencies shipped as wheels: Kaggle's image
+# has torch, fastai, librosa, soundfile, but not iterative-stratification (safetensors and fastprogress
+# come with transformers and fastai there; shipped anyway, installed only when missing)
+DEPENDENCIES = {"iterstrat": "iterative-stratification", "safetensors": "safetensors", "fastprogress": "fastprogress"}
+KAGGLE_PLATFORM = "manylinux2014_x86_64"  # the platform of a Kaggle kernel, for wheels that are not pure Python
 STAGE_SIDE_FILES = ("config.json", "metrics.json")  # copied with the fold weights when present
 SOURCE_ITEMS = ("pyproject.toml", "setup.cfg", "setup.py", "README.md", "LICENSE", "MANIFEST.in", "fatlib")
 
@@ -79,31 +89,87 @@ def build_wheel(out_dir: str | os.PathLike, *, source: str | os.PathLike | None 
         return Path(shutil.copy2(wheels[0], out_dir / wheels[0].name))
 
 
-def stage_dirs(weights: str | os.PathLike | Sequence, *, stages: Sequence[str] | None = None) -> list[Path]:
-    """The stage folders holding the chosen ``fold*.safetensors`` (see :func:`fatlib.predict.weight_files`),
-    each file checked to carry fatlib metadata."""
-    from .predict import weight_files
-    from .weights import read_metadata
+def download_dependency_wheels(dest: str | os.PathLike, *, find_links: str | os.PathLike | None = None) -> list[Path]:
+    """The wheels of :data:`DEPENDENCIES` at the versions installed here, for Kaggle's platform, into ``dest``
+    (``pip download --no-deps``): from PyPI, or with ``find_links`` only from that folder (offline, e.g.
+    an earlier dataset's ``wheels/``). A PackagingError says which could not be had and the fix."""
+    from importlib import metadata
 
-    files = weight_files(weights, stages=stages)
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    reqs = []
+    for package in DEPENDENCIES.values():
+        try:
+            reqs.append(f"{package}=={metadata.version(package)}")
+        except metadata.PackageNotFoundError:
+            raise PackagingError(f"{package} is not installed here, so the version to ship is unknown: "
+                                 f"`pip install {package}` (fatlib needs it) and build the dataset again.") from None
+    source = ["--no-index", "--find-links", str(find_links)] if find_links is not None else ["--timeout", "20", "--retries", "1"]
+    cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check", "--no-deps", "--only-binary", ":all:",
+           "--platform", KAGGLE_PLATFORM, "--dest", str(dest), *source, *reqs]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        said = [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()][-1:] or ["no output"]
+        where = f"in {find_links}" if find_links is not None else "from PyPI (offline?)"
+        raise PackagingError(
+            f"could not get the wheels of {' '.join(reqs)} {where}: pip said {said[0].strip()!r}. Run this where PyPI "
+            f"is reachable, or download them elsewhere (`pip download --no-deps --only-binary :all: --platform "
+            f"{KAGGLE_PLATFORM} -d DIR {' '.join(reqs)}`) and pass --dep-wheels DIR."
+        )
+    names = {p.lower().replace("-", "_") for p in DEPENDENCIES.values()}
+    return sorted(p for p in dest.glob("*.whl") if p.name.split("-")[0].lower() in names)
+
+
+def check_weights_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a weights file as the kernel will (:func:`fatlib.weights.build_model`: metadata, the model it
+    names, every tensor; checksums where the file carries them) and check its tensors are finite.
+    Returns its metadata; a WeightsError names the file."""
+    import torch
+
+    from .weights import build_model
+
+    try:
+        model, meta = build_model(path)
+    except ModelError as e:  # the metadata names a model or arguments this fatlib cannot build
+        raise WeightsError(f"{path}: {e}") from e
+    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise WeightsError(f"{path}: NaN or infinite values in {bad[:3]}; the file is damaged or the training "
+                           "diverged. Retrain that fold, or leave its stage out (--stages).")
+    return meta
+
+
+def stage_dirs(weights, *, stages: Sequence[str] | None = None, input_roots: Sequence = ()) -> list[Path]:
+    """The stage folders holding the chosen ``fold*.safetensors`` (see :func:`fatlib.predict.weight_files`;
+    each stage looked up in the working folder, then ``input_roots``), each file loaded by
+    :func:`check_weights_file` so a damaged one fails here, not in the Kaggle kernel."""
+    from .predict import weight_files
+    from .runs import Roots
+
+    files = weight_files(Roots(input_roots).find_weights(weights, stages=stages))
     for f in files:
-        read_metadata(f)  # a damaged or foreign file fails here, not in the Kaggle kernel
+        check_weights_file(f)
     return list(dict.fromkeys(f.parent for f in files))
 
 
 def build_dataset(
-    weights: str | os.PathLike | Sequence,
-    out: str | os.PathLike,
+    weights=None,
+    out: str | os.PathLike = "fatlib",
     *,
     stages: Sequence[str] | None = None,
     wheel: str | os.PathLike | None = None,
+    dep_wheels: str | os.PathLike | None = None,
+    input_roots: Sequence = (),
     overwrite: bool = False,
     progress: bool = True,
 ) -> Path:
-    """Write the Kaggle dataset folder ``out`` (module doc) from the runs/stages in ``weights``.
+    """Write the Kaggle dataset folder ``out`` (module doc) with the runs/stages in ``weights`` (None:
+    wheels only, what notebooks 00-05 install from).
 
     ``stages``: stage sub-folders of the run(s) to ship (default all); ``wheel``: a prebuilt fatlib
-    wheel instead of building one; ``overwrite``: replace an existing non-empty ``out``.
+    wheel instead of building one; ``dep_wheels``: a folder holding the dependency wheels (offline;
+    default: downloaded from PyPI); ``input_roots``: earlier sessions' outputs where the runs' stages are
+    looked up too (:class:`fatlib.runs.Roots`); ``overwrite``: replace an existing non-empty ``out``.
     """
     from fastprogress.fastprogress import progress_bar
 
@@ -113,15 +179,16 @@ def build_dataset(
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise PackagingError(f"{out}: already exists and is not empty. Pass --force to replace it, or choose another --out.")
-    dirs = stage_dirs(weights, stages=stages)
+    if wheel is not None:
+        wheel = Path(wheel)
+        if not (wheel.is_file() and wheel.name.startswith("fatlib-") and wheel.suffix == ".whl"):
+            raise PackagingError(f"{wheel}: not a fatlib wheel file (fatlib-*.whl). Build one with `python -m build --wheel`.")
+    dirs = stage_dirs(weights, stages=stages, input_roots=input_roots) if weights else []
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
+        deps = download_dependency_wheels(tmp / "wheels", find_links=dep_wheels)
         if wheel is not None:
-            wheel = Path(wheel)
-            if not (wheel.is_file() and wheel.name.startswith("fatlib-") and wheel.suffix == ".whl"):
-                raise PackagingError(f"{wheel}: not a fatlib wheel file (fatlib-*.whl). Build one with `python -m build --wheel`.")
-            (tmp / "wheels").mkdir()
             built = Path(shutil.copy2(wheel, tmp / "wheels" / wheel.name))
         else:
             built = build_wheel(tmp / "wheels")
@@ -133,7 +200,7 @@ def build_dataset(
         for src, dst in progress_bar(copies) if progress else copies:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)
-        manifest = _manifest(tmp, built, dirs, __version__)
+        manifest = _manifest(tmp, built, deps, dirs, __version__)
         write_json(tmp / "manifest.json", manifest)
         write_text(tmp / "README.md", _readme(manifest))
         _replace_dir(tmp, out)
@@ -143,7 +210,7 @@ def build_dataset(
     return out
 
 
-def _manifest(root: Path, wheel: Path, dirs: list[Path], version: str) -> dict[str, Any]:
+def _manifest(root: Path, wheel: Path, deps: list[Path], dirs: list[Path], version: str) -> dict[str, Any]:
     from .weights import read_metadata
 
     stages = []
@@ -159,7 +226,9 @@ def _manifest(root: Path, wheel: Path, dirs: list[Path], version: str) -> dict[s
     return {
         "fatlib_version": version,
         "wheel": f"wheels/{wheel.name}",
-        "install": "pip install --no-index --no-deps --find-links <dataset>/wheels fatlib",
+        "dependencies": {p.name.split("-")[0]: f"wheels/{p.name}" for p in deps},
+        "install": "pip install --no-index --no-deps --find-links <dataset>/wheels fatlib "
+                   + " ".join(DEPENDENCIES.values()) + "  (each only when not importable)",
         "stages": stages,
         "files": {p.relative_to(root).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in files},
     }
@@ -169,21 +238,96 @@ def _readme(manifest: dict[str, Any]) -> str:
     lines = [
         "# fatlib offline bundle",
         "",
-        f"fatlib {manifest['fatlib_version']} as a wheel plus trained weights, for a Kaggle kernel without internet.",
+        f"fatlib {manifest['fatlib_version']} as a wheel, the wheels of the packages Kaggle's image may lack "
+        f"({', '.join(DEPENDENCIES.values())})" + (", and trained weights" if manifest["stages"] else "")
+        + ", for Kaggle sessions without internet.",
+        "",
+        "Attach this dataset as `fatlib` (so it is mounted at `../input/fatlib`); the setup cell of every fatlib "
+        "notebook installs from its `wheels/` only what is not importable:",
         "",
         "```bash",
-        "pip install --no-index --no-deps --find-links /kaggle/input/<this dataset>/wheels fatlib",
-        "python -m fatlib predict --data ../input/freesound-audio-tagging-2019 \\",
-        "    --weights /kaggle/input/<this dataset>/weights/<run> --tta windows --out submission.csv",
+        "pip install --no-index --no-deps --find-links ../input/fatlib/wheels fatlib  # when fatlib is missing",
+        f"pip install --no-index --no-deps --find-links ../input/fatlib/wheels {' '.join(DEPENDENCIES.values())}"
+        "  # those missing",
         "```",
         "",
-        "`--no-deps`: the Kaggle image already has torch, fastai, librosa, soundfile and safetensors.",
-        "",
-        "| stage | folds | models | classes |",
-        "| --- | --- | --- | --- |",
+        "`--no-deps`: the Kaggle image already has torch, fastai, librosa and soundfile.",
     ]
-    lines += [f"| {s['path']} | {s['folds']} | {', '.join(s['models'])} | {s['n_classes']} |" for s in manifest["stages"]]
-    return "\n".join(lines + ["", "manifest.json lists every file with its size and sha256.", ""])
+    if manifest["stages"]:
+        lines += [
+            "",
+            "```bash",
+            "python -m fatlib predict --data ../input/freesound-audio-tagging-2019 \\",
+            "    --weights ../input/fatlib/weights/<run> --tta windows --out submission.csv",
+            "```",
+            "",
+            "| stage | folds | models | classes |",
+            "| --- | --- | --- | --- |",
+        ]
+        lines += [f"| {s['path']} | {s['folds']} | {', '.join(s['models'])} | {s['n_classes']} |" for s in manifest["stages"]]
+    return "\n".join(lines + ["", "manifest.json lists every file with its size and sha256 "
+                              "(`fatlib.kaggle.verify_dataset` checks them).", ""])
+
+
+def verify_dataset(folder: str | os.PathLike) -> dict[str, Any]:
+    """Check every file ``manifest.json`` lists in ``folder``: present, same size, same sha256.
+
+    Returns the manifest; a PackagingError names the first missing or damaged file (and how many more).
+    """
+    folder = Path(folder)
+    path = folder / "manifest.json"
+    fix = "Re-upload the dataset, or rebuild it with `python -m fatlib kaggle-dataset`."
+    if not folder.is_dir():
+        raise PackagingError(f"{folder}: no such folder. Attach the fatlib dataset (mounted at ../input/fatlib) "
+                             "or set fatlib_dataset to where it is.")
+    try:
+        manifest = json.loads(path.read_text())
+        files = dict(manifest["files"])
+    except FileNotFoundError:
+        raise PackagingError(f"{path}: not found, so {folder} cannot be checked. {fix}") from None
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise PackagingError(f"{path}: not a fatlib manifest ({type(e).__name__}: {e}). {fix}") from None
+    bad = []
+    for rel, info in sorted(files.items()):
+        f = folder / rel
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            bad.append(f"{path}: lists {rel!r}, outside the dataset")
+        elif not f.is_file():
+            bad.append(f"{f}: missing (manifest.json lists it)")
+        elif f.stat().st_size != info.get("bytes"):
+            bad.append(f"{f}: {f.stat().st_size} bytes, manifest.json says {info.get('bytes')} (truncated or damaged)")
+        elif _sha256(f) != info.get("sha256"):
+            bad.append(f"{f}: sha256 differs from manifest.json (damaged)")
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise PackagingError(f"{bad[0]}{more}. {fix}")
+    return manifest
+
+
+def install_missing(wheels: str | os.PathLike, *, progress: bool = True) -> list[str]:
+    """Install, offline from the folder ``wheels`` (a fatlib dataset's ``wheels/``), each package of
+    :data:`DEPENDENCIES` that is not importable (``pip install --no-index --no-deps``); returns the
+    packages installed. A DependencyError names them and the fix when they cannot be installed."""
+    missing = [package for module, package in DEPENDENCIES.items() if importlib.util.find_spec(module) is None]
+    if not missing:
+        return []
+    wheels = Path(wheels)
+    fix = (f"Attach the fatlib dataset (`python -m fatlib kaggle-dataset` puts their wheels in wheels/), or "
+           f"`pip install {' '.join(missing)}` where there is internet.")
+    if not wheels.is_dir():
+        raise DependencyError(f"{', '.join(missing)} not installed, and {wheels} does not exist. {fix}")
+    cmd = [sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "--quiet", "--no-index", "--no-deps",
+           "--find-links", str(wheels), *missing]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    importlib.invalidate_caches()  # let this running process see the new packages
+    still = [package for module, package in DEPENDENCIES.items() if importlib.util.find_spec(module) is None]
+    if proc.returncode != 0 or still:
+        said = [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()][-1:] or ["no output"]
+        raise DependencyError(f"{', '.join(still or missing)}: could not be installed from {wheels} "
+                              f"(pip said {said[0].strip()!r}). {fix}")
+    if progress:
+        print(f"installed from {wheels}: {', '.join(missing)}")
+    return missing
 
 
 def _sha256(path: Path) -> str:
@@ -208,23 +352,27 @@ def _replace_dir(new: Path, out: Path) -> None:
 def register_cli(subparsers) -> None:
     p = subparsers.add_parser(
         "kaggle-dataset",
-        help="build an offline Kaggle dataset folder: the fatlib wheel + trained weights",
-        description="Build a folder to upload as a Kaggle dataset: wheels/ (fatlib), weights/<run>/<stage>/, "
-        "manifest.json and README.md.",
+        help="build the fatlib Kaggle dataset: wheels (fatlib + dependencies) and, optionally, trained weights",
+        description="Build a folder to upload as the Kaggle dataset `fatlib`: wheels/ (fatlib and the dependencies "
+        "Kaggle's image may lack, installed offline by every notebook's setup cell), weights/<run>/<stage>/ when "
+        "--weights is given (each file loaded first), manifest.json (sha256 of every file) and README.md.",
     )
-    p.add_argument("--weights", required=True, nargs="+", help="weights/<run> (or stage folders) to ship")
+    p.add_argument("--weights", nargs="+", default=None,
+                   help="weights/<run> (or stage folders) to ship (default: none, a wheels-only dataset)")
     p.add_argument("--stages", nargs="+", default=None, help="stage sub-folders of the run (default: all)")
-    p.add_argument("--out", default="kaggle_dataset", help="output folder (default kaggle_dataset/)")
+    p.add_argument("--out", default="fatlib", help="output folder (default: fatlib/)")
     p.add_argument("--wheel", default=None, help="use this prebuilt fatlib wheel instead of building one")
+    p.add_argument("--dep-wheels", default=None, metavar="DIR",
+                   help="take the dependency wheels from this folder, offline (default: download them from PyPI)")
     p.add_argument("--force", action="store_true", help="replace an existing --out folder")
     p.set_defaults(func=_cli)
 
 
 def _cli(args) -> int:
-    import json
-
-    out = build_dataset(args.weights, args.out, stages=args.stages, wheel=args.wheel, overwrite=args.force)
+    out = build_dataset(args.weights, args.out, stages=args.stages, wheel=args.wheel, dep_wheels=args.dep_wheels,
+                        input_roots=args.input_roots, overwrite=args.force)
     manifest = json.loads((out / "manifest.json").read_text())
-    stages = ", ".join(s["path"] for s in manifest["stages"])
-    print(f"wrote {out}/ ({manifest['wheel']} + {stages}); upload it as a Kaggle dataset")
+    stages = ", ".join(s["path"] for s in manifest["stages"]) or "no weights"
+    wheels = ", ".join([manifest["wheel"], *manifest["dependencies"].values()])
+    print(f"wrote {out}/ ({wheels}; {stages}); upload it as the Kaggle dataset 'fatlib'")
     return 0

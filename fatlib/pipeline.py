@@ -24,6 +24,7 @@ import pandas as pd
 from .errors import DataError
 from .io import write_csv, write_json
 from .recipes import DEFAULT_RECIPE
+from .runs import Roots, stage_finished
 from .train import (
     StageConfig,
     StageResult,
@@ -58,26 +59,23 @@ def _stage_plan(stage: str) -> dict:
     return PLAN[stage]
 
 
-def stage_finished(stage_dir) -> bool:
-    """True when every fold of the stage folder is done and its metrics are written."""
-    stage_dir = Path(stage_dir)
-    if not (stage_dir / "config.json").is_file() or not (stage_dir / "metrics.json").is_file():
-        return False
-    n_folds = StageConfig.load(stage_dir / "config.json").n_folds
-    return all(fold_done(stage_dir, k) for k in range(n_folds))
-
-
-def require_stages(run_dir, stages, *, needed_by: str) -> None:
-    """DataError naming the notebook/command to run when one of ``stages`` of ``run_dir`` is unfinished."""
-    run_dir = Path(run_dir)
+def require_stages(run_dir, stages, *, needed_by: str, roots: Roots | None = None) -> dict[str, Path]:
+    """The finished folder of each of ``stages`` of ``run_dir`` (in the working folder or an input root
+    of ``roots``); a DataError naming the notebook/command to run when one is missing or unfinished."""
+    run_dir, roots = Path(run_dir), roots or Roots()
+    found = {}
     for prev in stages:
-        if not stage_finished(run_dir / prev):
+        found[prev] = roots.find_stage(run_dir / prev)
+        if found[prev] is None or not stage_finished(found[prev]):
+            where = f" (nor in the input roots {[str(r) for r in roots.inputs]})" if roots.inputs else ""
             raise DataError(
-                f"{run_dir / prev}: stage {prev!r} of run {run_dir.name!r} is missing or unfinished, and "
+                f"{run_dir / prev}: stage {prev!r} of run {run_dir.name!r} is missing or unfinished{where}, and "
                 f"{needed_by} needs it. Run notebooks/{NOTEBOOKS[prev]} (05_vgg16_warmup.ipynb for the VGG16 run) "
                 f"or fatlib.pipeline.warmup_stage({prev!r}, ...) with the same run, weights_root and settings "
-                f"first (`python -m fatlib warmup --run {run_dir.name} --stage {prev}`; without --stage it runs every stage)."
+                f"first (`python -m fatlib warmup --run {run_dir.name} --stage {prev}`; without --stage it runs every "
+                "stage), or attach the session that ran it (input_roots / --input-roots)."
             )
+    return found
 
 
 def warmup_stage(
@@ -93,6 +91,7 @@ def warmup_stage(
     progress: bool = True,
     folds=None,
     cbs=(),
+    input_roots=(),
     **overrides,
 ) -> StageResult | None:
     """Run (or resume) one warm-up stage ("stage1".."stage4") of ``weights_root/run`` on ``data``.
@@ -104,6 +103,8 @@ def warmup_stage(
     ``selection``, set the rule's parameters (``threshold``, ``max_per_fold_label``; published: 0.5
     and 5 for stage3, 1.0 and no cap for stage4). ``folds`` and ``cbs``: as in ``train_stage``.
     A DataError names the notebook to run first when a stage this one needs is missing.
+    ``input_roots``: read-only outputs of earlier sessions (:class:`fatlib.runs.Roots`): earlier stages
+    and caches are read there, and this stage's finished folds are copied from there into ``weights_root``.
     """
     from .recipes import load_recipe
     from .select import run_rule
@@ -114,8 +115,9 @@ def warmup_stage(
         raise DataError(f"warmup_stage({stage!r}): {planned} are set by the warm-up plan; pass the stage and model "
                         "instead (or use fatlib.train.train_stage for a custom stage).")
     run_dir = Path(weights_root) / run
+    roots = Roots(input_roots)
     needs = list(dict.fromkeys([*([plan["init_from"]] if plan["init_from"] else []), *plan["sources"]]))
-    require_stages(run_dir, sorted(needs), needed_by=stage)
+    found = require_stages(run_dir, sorted(needs), needed_by=stage, roots=roots)
     sel_path = run_dir / stage / "selected.csv" if plan["rule"] else None
     rec = load_recipe(recipe)
     cfg = StageConfig.from_dict({
@@ -124,17 +126,19 @@ def warmup_stage(
         "init_from": plan["init_from"] and str(run_dir / plan["init_from"]),
         "selection_csv": sel_path and str(sel_path),
     })
+    roots.adopt_stage(run_dir / stage)  # an earlier session's finished folds of this stage: resume after them
     if plan["rule"]:
-        folds = noisy_folds(data, run_dir=run_dir, n_folds=cfg.n_folds, seed=cfg.folds_seed)
-        sel = run_rule(plan["rule"], stage_dirs=[run_dir / s for s in plan["sources"]], targets=data.noisy.targets,
-                       folds=folds, fnames=data.noisy.fnames, vocab=data.vocab,
+        nz_folds = noisy_folds(data, run_dir=run_dir, n_folds=cfg.n_folds, seed=cfg.folds_seed)
+        sel = run_rule(plan["rule"], stage_dirs=[found[s] for s in plan["sources"]], targets=data.noisy.targets,
+                       folds=nz_folds, fnames=data.noisy.fnames, vocab=data.vocab,
                        **{**plan["selection"], **rec.selection.get(stage, {}), **(selection or {})})
         _write_selection(sel.to_frame(data.noisy.fnames, data.vocab), sel_path, n_folds=cfg.n_folds)
         if progress:
             print(f"{stage}: {len(sel)} of {len(data.noisy.fnames)} noisy clips selected -> {sel_path}")
     elif selection:
         raise DataError(f"warmup_stage({stage!r}): selection={selection} given, but only stage3 and stage4 select.")
-    return train_stage(cfg, data, run_dir=run_dir, cache_dir=cache_dir, progress=progress, folds=folds, cbs=cbs)
+    return train_stage(cfg, data, run_dir=run_dir, cache_dir=cache_dir, progress=progress, folds=folds, cbs=cbs,
+                       input_roots=roots.inputs)
 
 
 def _write_selection(frame: pd.DataFrame, path: Path, *, n_folds: int) -> None:
@@ -153,28 +157,32 @@ def _n_selected(stage_dir: Path) -> int:
     return len(pd.read_csv(path, keep_default_na=False)) if path.exists() else 0
 
 
-def stage_ensemble(data, *, run: str, weights_root="weights", stages=ENSEMBLE_STAGES, progress: bool = True) -> dict:
+def stage_ensemble(data, *, run: str, weights_root="weights", stages=ENSEMBLE_STAGES, progress: bool = True,
+                   input_roots=()) -> dict:
     """Step 5: mean of the ``stages``' out-of-fold curated probabilities and its CV lwlrap.
 
     Writes ``oof_ensemble_curated.csv``, ``stages.csv`` (one row per finished stage + the ensemble) and
-    ``summary.json`` into ``weights_root/run``; returns the summary dict.
+    ``summary.json`` into ``weights_root/run``; returns the summary dict. Stages are read from the
+    working folder or ``input_roots`` (earlier sessions' outputs).
     """
     from .ensemble import combine
     from .metrics import lwlrap
 
     run_dir = Path(weights_root) / run
     stages = list(stages)
-    require_stages(run_dir, stages, needed_by="the stage ensemble")
-    ens = combine([stage_oof(run_dir, s, fnames=data.curated.fnames) for s in stages], method="mean")
+    roots = Roots(input_roots)
+    found = require_stages(run_dir, stages, needed_by="the stage ensemble", roots=roots)
+    ens = combine([stage_oof(found[s].parent, s, fnames=data.curated.fnames) for s in stages], method="mean")
     cv_ens = lwlrap(data.curated.targets, ens)
     write_csv(run_dir / "oof_ensemble_curated.csv",
               pd.concat([pd.DataFrame({"fname": data.curated.fnames}), pd.DataFrame(ens, columns=data.vocab)], axis=1))
-    done = [s for s in STAGES if stage_finished(run_dir / s)]
-    configs = {s: StageConfig.load(run_dir / s / "config.json") for s in done}
+    dirs = {s: roots.find_stage(run_dir / s) for s in STAGES}
+    done = [s for s in STAGES if dirs[s] is not None and stage_finished(dirs[s])]
+    configs = {s: StageConfig.load(dirs[s] / "config.json") for s in done}
     rows = []
     for s in done:
-        metrics = json.loads((run_dir / s / "metrics.json").read_text())
-        rows.append({"stage": s, "train_on": configs[s].train_on, "n_selected": _n_selected(run_dir / s),
+        metrics = json.loads((dirs[s] / "metrics.json").read_text())
+        rows.append({"stage": s, "train_on": configs[s].train_on, "n_selected": _n_selected(dirs[s]),
                      "cv_lwlrap_curated": float(metrics["cv_lwlrap_curated"]),
                      "cv_lwlrap_noisy": metrics["cv_lwlrap_noisy"]})
     rows.append({"stage": "ensemble(" + "+".join(stages) + ")", "train_on": "",
@@ -204,6 +212,7 @@ def warmup(
     stage_overrides: dict | None = None,
     progress: bool = True,
     cbs=(),
+    input_roots=(),
     **overrides,
 ) -> dict:
     """Run (or resume) stages 1-4 and the stage ensemble; returns the summary dict.
@@ -212,6 +221,8 @@ def warmup(
     fields for every stage: epochs, lr, batch_size, n_folds, preset, mel, model_kwargs, augment, ...),
     then ``stage_overrides`` ("stage1".."stage4" -> fields of that stage). ``selection`` maps "stage3" /
     "stage4" to the selection parameters on top of the recipe's.
+    ``input_roots``: earlier sessions' outputs (see :func:`warmup_stage`); a stage finished there is copied
+    into ``weights_root`` (so this session's output holds the whole run) and not trained again.
     """
     stage_overrides = dict(stage_overrides or {})
     selection = dict(selection or {})
@@ -221,8 +232,9 @@ def warmup(
     for stage in STAGES:
         warmup_stage(stage, data, run=run, recipe=recipe, model=model, weights_root=weights_root,
                      cache_dir=cache_dir, selection=selection.get(stage), progress=progress, cbs=cbs,
+                     input_roots=input_roots,
                      **{**overrides, **stage_overrides.get(stage, {})})
-    return stage_ensemble(data, run=run, weights_root=weights_root, progress=progress)
+    return stage_ensemble(data, run=run, weights_root=weights_root, progress=progress, input_roots=input_roots)
 
 
 def stage_oof(run_dir, stage: str, *, fnames=None) -> np.ndarray:
@@ -257,7 +269,7 @@ def _cli(args) -> int:
         selection["stage4"] = {"threshold": args.stage4_threshold}
     data = FatData.from_dir(args.data)
     common = dict(run=args.run, recipe=args.recipe, model=model, weights_root=args.weights, cache_dir=args.cache_dir,
-                  progress=not args.quiet)
+                  progress=not args.quiet, input_roots=args.input_roots)
     if args.stage in STAGES:
         res = warmup_stage(args.stage, data, selection=selection.get(args.stage), folds=args.folds, **common,
                            **{**over, **per_stage.get(args.stage, {})})
@@ -267,7 +279,8 @@ def _cli(args) -> int:
     if args.folds is not None:
         raise DataError("--folds needs --stage stage1..stage4 (one stage at a time)")
     if args.stage == "ensemble":
-        summary = stage_ensemble(data, run=args.run, weights_root=args.weights, progress=not args.quiet)
+        summary = stage_ensemble(data, run=args.run, weights_root=args.weights, progress=not args.quiet,
+                                 input_roots=args.input_roots)
     else:
         summary = warmup(data, selection=selection, stage_overrides=per_stage, **common, **over)
     print(f"ensemble CV lwlrap {summary['cv_lwlrap_ensemble']:.4f} -> {Path(args.weights) / args.run / 'summary.json'}")

@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from fatlib.errors import DataError
 from fatlib.io import atomic_path
 
-__all__ = ["plot_augmentations", "plot_per_class", "plot_spectrogram", "plot_training_curve", "save_figure"]
+__all__ = ["input_units", "plot_augmentations", "plot_per_class", "plot_spectrogram", "plot_training_curve", "save_figure"]
 
 
 def save_figure(fig: Figure, path: str | os.PathLike, *, dpi: int = 100) -> Path:
@@ -65,11 +65,26 @@ def _target_text(row: np.ndarray, vocab: Sequence[str], *, top: int = 3) -> str:
     return "\n".join(f"{vocab[i][:18]} {row[i]:.2f}" for i in order) or "(no label)"
 
 
-def plot_augmentations(x, y, augments, vocab: Sequence[str], n: int = 4, *, seed: int = 0) -> Figure:
+def input_units(cfg=None) -> str:
+    """What the values of a model-input spectrogram mean, from ``cfg.normalize`` (colour-bar label)."""
+    kind = getattr(cfg, "normalize", None)
+    if kind == "none":
+        return "log-mel (dB)"
+    if kind == "global":
+        return "standardised log-mel: (dB - global mean) / global std"
+    return "standardised log-mel: per-clip z-score of dB (no unit)"
+
+
+def plot_augmentations(x, y, augments, vocab: Sequence[str], n: int = 4, *, cfg=None, seed: int = 0) -> Figure:
     """Grid: the first ``n`` clips of a batch ``x`` (B, C, M, T), ``y`` (B, n_classes) before (top row)
     and after each augmentation (one row each; the whole batch is augmented, so partners may be clips
     not shown), with each clip's resulting targets written above it. ``augments``: names for
-    ``fatlib.augment.get_augment`` (made with ``seed``), callbacks, or a dict title -> name/callback."""
+    ``fatlib.augment.get_augment`` (made with ``seed``), callbacks, or a dict title -> name/callback.
+
+    With ``cfg`` (the batch's MelConfig) the axes are time in seconds and mel-spaced frequency in Hz;
+    without, frames and mel bins. One colour bar for the whole grid (same scale in every panel), in the
+    batch's units: standardised log-mel for training input (:func:`input_units` of ``cfg``)."""
+    import librosa.display
     import torch
 
     from fatlib.augment import apply_augment, check_batch, get_augment
@@ -81,25 +96,34 @@ def plot_augmentations(x, y, augments, vocab: Sequence[str], n: int = 4, *, seed
                         "pass the vocabulary the targets were made with")
     if not 1 <= n <= x.shape[0]:
         raise DataError(f"plot_augmentations: n={n} must be between 1 and the batch size {x.shape[0]}")
+    if cfg is not None and x.shape[2] != cfg.n_mels:
+        raise DataError(f"plot_augmentations: x has {x.shape[2]} mel bands, cfg.n_mels={cfg.n_mels}; pass the "
+                        "MelConfig the batch was made with (or cfg=None for frames and mel bins)")
     items = augments.items() if isinstance(augments, dict) else [(a if isinstance(a, str) else type(a).__name__, a)
                                                                   for a in augments]
     rows = [("original", x, y)]
     for title, aug in items:
         cb = get_augment(aug, seed=seed) if isinstance(aug, str) else aug
         rows.append((title, *apply_augment(cb, x, y, training=True)))
-    fig = Figure(figsize=(2.6 * n, 2.4 * len(rows)), layout="constrained")
-    axes = fig.subplots(len(rows), n, squeeze=False)
+    fig = Figure(figsize=(2.6 * n + 1.2, 2.4 * len(rows)), layout="constrained")
+    axes = fig.subplots(len(rows), n, squeeze=False, sharex=True, sharey=True)
     lo, hi = float(x[:n, 0].min()), float(x[:n, 0].max())
+    where = (dict(sr=cfg.sample_rate, hop_length=cfg.hop_length, x_axis="s", y_axis="mel", fmin=cfg.fmin,
+                  fmax=cfg.fmax) if cfg is not None else {})
     for r, (title, xs, ys) in enumerate(rows):
         for c in range(n):
             ax = axes[r][c]
-            ax.imshow(xs[c, 0].float().cpu().numpy(), origin="lower", aspect="auto", cmap="magma",
-                      vmin=lo, vmax=hi)
+            img = librosa.display.specshow(xs[c, 0].float().cpu().numpy(), ax=ax, cmap="magma", vmin=lo, vmax=hi,
+                                           **where)
             ax.set_title(_target_text(ys[c].float().cpu().numpy(), vocab), fontsize=7)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if c == 0:
-                ax.set_ylabel(title)
+            ax.set_xlabel("time (s)" if cfg is not None and r == len(rows) - 1 else
+                          ("time (frames)" if r == len(rows) - 1 else ""))
+            ax.set_ylabel(f"{title}\n" + ("frequency (Hz)" if cfg is not None else "mel bin") if c == 0 else "")
+            ax.tick_params(labelsize=6)
+            if cfg is None:
+                ax.set_xticks(np.linspace(0, xs.shape[-1], 3))
+                ax.set_yticks(np.linspace(0, xs.shape[-2], 3))
+    fig.colorbar(img, ax=axes, label=input_units(cfg), shrink=0.6)
     return fig
 
 

@@ -556,11 +556,13 @@ def register_cli(subparsers) -> None:
 
 def _cli(args) -> int:
     from .data import FatData
+    from .runs import Roots
 
     default_device(args.device)  # a bad --device fails before any work
     data = FatData.from_dir(args.data)
+    weights = Roots(args.input_roots).find_weights(args.weights, stages=args.stages)  # stage folders
     result = predict_test(
-        data, args.weights, stages=args.stages, tta=args.tta, ensemble=args.ensemble, rescale=args.rescale,
+        data, weights, stages=None, tta=args.tta, ensemble=args.ensemble, rescale=args.rescale,
         out=args.out, step_frames=args.step_frames, batch_size=args.batch_size, device=args.device,
     )
     print(f"wrote {result['submission']} ({len(data.test.fnames)} clips, {result['n_models']} models, "

@@ -128,6 +128,101 @@ def plot_log_mel_comparison(comparison: dict, cfg) -> Figure:
     return fig
 
 
+# ----------------------------------------------------------------------------------------- listening
+def audio_player(y, *, sample_rate: int):
+    """An ``IPython.display.Audio`` player of a mono float waveform at ``sample_rate`` Hz, at its own
+    loudness: scaled to full range only when it goes beyond [-1, 1], which a WAV file cannot hold."""
+    from IPython.display import Audio
+
+    y = np.asarray(y, dtype=np.float32)
+    if y.ndim != 1 or y.size == 0 or not np.isfinite(y).all():
+        raise DataError(f"audio_player: expected a non-empty finite mono waveform, got shape {y.shape}; "
+                        "load clips with fatlib.features.clip_wave")
+    return Audio(y, rate=int(sample_rate), normalize=bool(np.abs(y).max() > 1.0))
+
+
+def listen_rows(waves: dict, cfg, *, max_seconds: float | None = 8.0) -> list[dict]:
+    """For each title -> mono waveform (``cfg.sample_rate`` Hz, at most ``max_seconds`` of it): the
+    waveform, its :func:`audio_player` and the log-mel figure of those same samples (``features.log_mel``,
+    dB, seconds and Hz axes), so what is heard is what is shown."""
+    from .features import log_mel
+    from .plots import plot_spectrogram
+
+    rows = []
+    for title, y in waves.items():
+        y = np.asarray(y, dtype=np.float32)
+        if max_seconds is not None:
+            y = y[: int(round(max_seconds * cfg.sample_rate))]
+        fig = Figure(figsize=(6, 2.2), layout="constrained")
+        plot_spectrogram(log_mel(y, cfg), cfg, ax=fig.add_subplot())
+        rows.append({"title": str(title), "wave": y, "audio": audio_player(y, sample_rate=cfg.sample_rate),
+                     "figure": fig})
+    return rows
+
+
+def listen_table(rows: list[dict]):
+    """An ``IPython.display.HTML`` table: each row's title, its audio player beside its spectrogram."""
+    import base64
+    import html
+    import io
+
+    from IPython.display import HTML
+
+    cells = []
+    for row in rows:
+        png = io.BytesIO()
+        row["figure"].savefig(png, format="png", dpi=80)
+        image = base64.b64encode(png.getvalue()).decode("ascii")
+        cells.append(f"<tr><td style='text-align:left'>{html.escape(row['title'])}</td>"
+                     f"<td>{row['audio']._repr_html_()}</td><td><img src='data:image/png;base64,{image}'/></td></tr>")
+    return HTML("<table><tr><th>clip</th><th>listen</th><th>log-mel (dB)</th></tr>" + "".join(cells) + "</table>")
+
+
+def example_waves(data, cfg, *, n: int = 3, split: str = "curated") -> dict:
+    """The first ``n`` clips of ``split`` as the model sees them (``features.clip_wave``: trimmed, padded),
+    keyed "fname: labels"."""
+    from .features import clip_wave
+
+    part = data.split(split)
+    waves = {}
+    for i in range(min(n, len(part.fnames))):
+        labels = ", ".join(data.vocab[j] for j in np.flatnonzero(part.targets[i])) if part.targets is not None else "?"
+        waves[f"{part.fnames[i]}: {labels}"] = clip_wave(part.paths()[i], cfg)
+    return waves
+
+
+def effect_waves(path, cfg, *, effects=None, seed: int = 0, max_seconds: float | None = 5.0) -> dict:
+    """One clip (``features.clip_wave``, its first ``max_seconds``) before and after each waveform
+    effect of :mod:`fatlib.wave_augment` (``effects``: names, default all), each drawn from
+    ``numpy.random.default_rng(seed)``: {"original": y, "pitch_shift": ..., ...}."""
+    from .features import clip_wave
+    from .wave_augment import EFFECTS
+
+    names = list(EFFECTS) if effects is None else list(effects)
+    unknown = sorted(set(names) - set(EFFECTS))
+    if unknown:
+        raise DataError(f"effect_waves: unknown effects {unknown}; choose from {sorted(EFFECTS)}")
+    y = clip_wave(path, cfg)
+    if max_seconds is not None:
+        y = y[: int(round(max_seconds * cfg.sample_rate))]
+    out = {"original": y}
+    for name in names:
+        out[name] = EFFECTS[name](y, sample_rate=cfg.sample_rate, rng=np.random.default_rng(seed)).astype(np.float32)
+    return out
+
+
+def listen_examples(data, cfg, *, n: int = 3, split: str = "curated", max_seconds: float | None = 8.0):
+    """HTML: the first ``n`` clips of ``split``, each playable beside its log-mel."""
+    return listen_table(listen_rows(example_waves(data, cfg, n=n, split=split), cfg, max_seconds=max_seconds))
+
+
+def listen_wave_effects(path, cfg, *, seed: int = 0, max_seconds: float | None = 5.0):
+    """HTML: one clip before and after each waveform effect (pitch shift, speed, reverb, overdrive),
+    each playable beside its log-mel."""
+    return listen_table(listen_rows(effect_waves(path, cfg, seed=seed, max_seconds=max_seconds), cfg,
+                                    max_seconds=None))
+
+
 # --------------------------------------------------------------------------------------------- stages
 def _read_json(path: Path) -> dict:
     if not path.is_file():

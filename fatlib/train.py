@@ -429,7 +429,7 @@ def fold_done(stage_dir, k: int) -> bool:
     return (stage_dir / f"fold{k}.done").exists() and (stage_dir / f"fold{k}.safetensors").exists()
 
 
-def _prepare(cfg: StageConfig, data, run_dir: Path, cache_dir, progress: bool) -> _Inputs:
+def _prepare(cfg: StageConfig, data, run_dir: Path, cache_dir, progress: bool, roots) -> _Inputs:
     from .cache import FeatureCache
     from .select import read_selection
 
@@ -438,11 +438,14 @@ def _prepare(cfg: StageConfig, data, run_dir: Path, cache_dir, progress: bool) -
         raise DataError(f"{data.root}: the curated split needs labels and at least n_folds={cfg.n_folds} clips.")
     if cfg.train_on == "noisy" and len(data.noisy.fnames) < cfg.n_folds:
         raise DataError(f"{data.root}: train_on='noisy' needs a noisy split with at least {cfg.n_folds} clips.")
-    if cfg.init_from and not Path(cfg.init_from).is_dir():
-        raise DataError(f"init_from={cfg.init_from!r}: no such stage folder; train that stage first or fix the path.")
+    if cfg.init_from:  # read where it is: the working folder or an earlier session's output (fatlib.runs)
+        init_dir = roots.find_stage(cfg.init_from)
+        if init_dir is None:
+            raise DataError(f"init_from={cfg.init_from!r}: no such stage folder; train that stage first or fix the path.")
+        cfg = cfg.replace(init_from=str(init_dir))
     cur_folds = curated_folds(data, run_dir=run_dir, n_folds=cfg.n_folds, seed=cfg.folds_seed)
     nz_folds = noisy_folds(data, run_dir=run_dir, n_folds=cfg.n_folds, seed=cfg.folds_seed)
-    jobs = dict(cache_dir=cache_dir, n_jobs=cfg.cache_jobs, progress=progress)
+    jobs = dict(cache_dir=cache_dir, n_jobs=cfg.cache_jobs, progress=progress, input_roots=roots.inputs)
     cur_cache = FeatureCache.build(data.curated.paths(), mel, name="curated", **jobs)
     noisy_cache = FeatureCache.build(data.noisy.paths(), mel, name="noisy", **jobs) if len(data.noisy.fnames) else None
     sel_rows, sel_y, sel_folds = np.zeros(0, int), np.zeros((0, len(data.vocab)), np.float32), np.zeros(0, int)
@@ -470,30 +473,35 @@ def _check_components(cfg: StageConfig, *, n_classes: int) -> None:
 
 
 def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = True, folds=None,
-                cbs=()) -> StageResult | None:
+                cbs=(), input_roots=()) -> StageResult | None:
     """Train (or finish) stage ``cfg`` on ``data`` (a FatData) in ``run_dir/cfg.name``; see the module doc.
 
     ``progress``: bars in a terminal or notebook, plain lines elsewhere (:mod:`fatlib.progress`);
     False drops the bars but never the per-epoch and per-fold lines. Every line also goes to
     ``<stage>/log.txt``. ``folds``: train only these fold indices (the rest stay as they are; the
     stage's outputs are written once every fold is done). ``cbs``: extra fastai callbacks for every
-    fold's Learner (a CSVLogger, W&B, TensorBoard, ...). Returns None until every fold is done, and
-    on processes other than the main one.
+    fold's Learner (a CSVLogger, W&B, TensorBoard, ...). ``input_roots``: earlier sessions' outputs
+    (fatlib.runs.Roots), read-only: init_from and caches are read there, and this stage's finished
+    folds are copied from there first. Returns None until every fold is done, and on processes other
+    than the main one.
     """
     from .progress import LineLog, bars_enabled
+    from .runs import Roots
 
     cfg.validate()
     run_dir = Path(run_dir)
     stage_dir = run_dir / cfg.name
     todo = _check_folds(folds, cfg.n_folds)
+    roots = Roots(input_roots)
     if cfg.selection_csv and not Path(cfg.selection_csv).exists():
         raise DataError(f"selection_csv={cfg.selection_csv}: not found; run `python -m fatlib select` first.")
     _check_components(cfg, n_classes=len(data.vocab))
     _tune_cpu(_device())
-    inp = _prepare(cfg, data, run_dir, cache_dir, progress)
     main = is_main_process()
+    roots.adopt_stage(stage_dir)  # an earlier session's finished folds of this stage, copied here first
     if main:
         _check_config(stage_dir, cfg)
+    inp = _prepare(cfg, data, run_dir, cache_dir, progress, roots)
     log = LineLog(stage_dir / "log.txt" if main else None, echo=main)
     eff, chosen = effective_config(cfg, n_train=_n_train(inp), n_dataset=len(inp.cur_y) + len(inp.noisy_y))
     log(f"{cfg.name}: {cfg.model}, {chosen}")
@@ -628,7 +636,7 @@ def _cli(args) -> int:
     cfg = config_from_args(args)
     data = FatData.from_dir(args.data)
     res = train_stage(cfg, data, run_dir=Path(args.weights) / args.run, cache_dir=args.cache_dir,
-                      progress=not args.quiet, folds=args.folds)
+                      progress=not args.quiet, folds=args.folds, input_roots=args.input_roots)
     if res is not None:
         print(result_line(cfg.name, res))
     return 0

@@ -4,8 +4,10 @@
     .venv/bin/python scripts/make_notebooks.py --check  # exit 1 when a committed notebook differs
 
 Each notebook: a markdown cell (what the stage does, what it reads and writes, which notebook comes
-before and after), a papermill ``parameters`` cell whose defaults are the real FSDKaggle2019 run on a
-Kaggle GPU, then a few calls into fatlib. Logic lives in fatlib (pipeline, report, plots, predict).
+before and after, what to attach on Kaggle), a papermill ``parameters`` cell whose defaults are the real
+FSDKaggle2019 run on a Kaggle GPU, the setup cell (the same in every notebook: installs fatlib and its
+missing dependencies offline from the fatlib dataset, finds the earlier sessions' outputs), then a few
+calls into fatlib. Logic lives in fatlib (pipeline, report, plots, predict, kaggle, runs).
 """
 from __future__ import annotations
 
@@ -15,6 +17,9 @@ from pathlib import Path
 
 import nbformat
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's fatlib, not an installed one
+from fatlib.kaggle import DEPENDENCIES  # noqa: E402  (the packages the setup cell installs when missing)
+
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 STAGE_EPOCHS = {"stage1": 30, "stage2": 20, "stage3": 15, "stage4": 10}
 EPOCHS_NOTE = (
@@ -23,6 +28,44 @@ EPOCHS_NOTE = (
     f"({STAGE_EPOCHS['stage2']}, {STAGE_EPOCHS['stage3']}, {STAGE_EPOCHS['stage4']}). "
     "10 folds x batch 128, one-cycle schedule, SpecMix on every training batch."
 )
+
+KAGGLE_PARAMS = '''fatlib_dataset = "../input/fatlib"  # the fatlib Kaggle dataset (python -m fatlib kaggle-dataset): wheels/, weights/
+input_roots = None  # earlier sessions' outputs, read-only (None: every folder under ../input/ holding weights/ or cache/)'''
+
+# The same in every notebook, after the parameters: fatlib and the packages Kaggle's image lacks, offline.
+SETUP = '''# Setup (the same in every notebook): fatlib and the packages Kaggle's image may lack, installed from
+# the fatlib dataset's wheels/ with pip --no-index (no internet needed), each only when it is not importable;
+# then the earlier sessions' outputs attached under ../input/
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+wheels = Path(fatlib_dataset) / "wheels"
+packages = {modules}  # import name: package
+missing = [package for module, package in packages.items() if importlib.util.find_spec(module) is None]
+if missing:
+    if not wheels.is_dir():
+        raise ModuleNotFoundError(f"{{missing}} not installed and {{wheels}} does not exist: attach the fatlib dataset "
+                                  "(python -m fatlib kaggle-dataset) or set fatlib_dataset to where it is")
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--find-links",
+                    str(wheels), *missing], check=True)
+    importlib.invalidate_caches()  # let this running kernel see the new packages
+    print(f"installed from {{wheels}}: {{', '.join(missing)}}")
+import fatlib
+from fatlib.kaggle import install_missing
+from fatlib.runs import Roots, discover_input_roots
+
+install_missing(wheels)  # a dependency still missing: one line naming it and the fix
+roots = Roots(discover_input_roots() if input_roots is None else input_roots)
+print(f"fatlib {{fatlib.__version__}} from {{Path(fatlib.__file__).parent}}; earlier sessions read from "
+      f"{{[str(r) for r in roots.inputs] or 'nowhere'}}")'''.format(
+    modules={"fatlib": "fatlib", **DEPENDENCIES})
+
+SESSIONS = ("**Kaggle sessions.** One session per notebook: its working folder is the only place written; earlier "
+            "sessions' outputs are read where they are mounted (`../input/<name>/`, found by `input_roots=None`), "
+            "never copied by hand. If a session ends before the stage finishes (save the version with *Always save "
+            "output*), attach its output and run the notebook again: its finished folds are copied over and skipped.")
 
 DATA_PARAMS = '''data_dir = None  # None: input/, else ../input/freesound-audio-tagging-2019 (fatlib.data.find_data_dir)
 cache_dir = "cache"  # feature caches (float16 log-mels), shared by every notebook
@@ -53,29 +96,33 @@ STAGES = {
         what="trains `model` from scratch on the noisy clips only, one model per fold; its out-of-fold "
              "per-clip lwlrap on noisy (lwlrap1) is half of stage 3's selection score.",
         reads="the data set and the feature caches (built here when 00 has not).",
-        before="00_data_and_features.ipynb (optional: it builds the caches)", after="02_stage2_curated.ipynb"),
+        before="00_data_and_features.ipynb (optional: it builds the caches)", after="02_stage2_curated.ipynb",
+        attach="the output of 00", next="02 and 03"),
     "stage2": dict(
         file="02_stage2_curated.ipynb", title="Stage 2: curated, from stage 1",
         what="trains on the curated clips, fold k starting from stage 1's fold k; its out-of-fold lwlrap on "
              "noisy (lwlrap2) is the other half of stage 3's selection score. Curated CV (12th place, "
              "CNN-model-1): 0.862.",
         reads="`<weights_root>/<run>/stage1/` (fold weights, noisy lwlrap), the caches.",
-        before="01_stage1_noisy.ipynb", after="03_stage3_selected_noisy.ipynb"),
+        before="01_stage1_noisy.ipynb", after="03_stage3_selected_noisy.ipynb",
+        attach="the outputs of 00 and 01", next="03, 04 and 06"),
     "stage3": dict(
         file="03_stage3_selected_noisy.ipynb", title="Stage 3: curated + selected noisy, from stage 2",
         what="first keeps the noisy clips with sqrt(lwlrap1 * lwlrap2) >= `threshold` (0.5), at most "
              "`max_per_fold_label` (5) per fold and label, then trains on curated + kept, from stage 2. "
              "Curated CV (12th place): 0.879.",
         reads="`stage1/` and `stage2/` of the run (noisy lwlrap, fold weights), the caches.",
-        before="02_stage2_curated.ipynb", after="04_stage4_selected_noisy.ipynb"),
+        before="02_stage2_curated.ipynb", after="04_stage4_selected_noisy.ipynb",
+        attach="the outputs of 00, 01 and 02", next="04 and 06"),
     "stage4": dict(
         file="04_stage4_selected_noisy.ipynb", title="Stage 4: curated + noisy clips stage 3 gets right, from stage 3",
         what="first keeps the noisy clips with lwlrap3 >= `threshold` (1.0: every label ranked on top), no "
              "cap, then trains on curated + kept, from stage 3; then the stage ensemble (mean of stages 2-4, "
              "12th place: CV 0.877 for stage 4 alone, public LB 0.733 for the ensemble).",
-        reads="`stage3/` of the run, the caches.",
+        reads="`stage3/` of the run (and `stage2/` for the stage ensemble), the caches.",
         before="03_stage3_selected_noisy.ipynb", after="05_vgg16_warmup.ipynb (VGG16 variant) or "
-        "06_inference_kernel.ipynb"),
+        "06_inference_kernel.ipynb", attach="the outputs of 00, 02 and 03", next="05 (for the CNN + VGG16 "
+        "ensemble) and 06"),
 }
 SELECTION_PARAMS = {
     "stage3": 'threshold = 0.5  # sqrt(lwlrap1 * lwlrap2) to keep a noisy clip\n'
@@ -98,7 +145,11 @@ def code(text: str, *, tags=()):
 
 def params(text: str):
     return code("# Parameters (papermill -p NAME VALUE): the defaults are the real FSDKaggle2019 run on a Kaggle GPU\n"
-                + text, tags=("parameters",))
+                + KAGGLE_PARAMS + "\n" + text, tags=("parameters",))
+
+
+def setup():
+    return code(SETUP)
 
 
 def notebook(cells) -> nbformat.NotebookNode:
@@ -110,9 +161,12 @@ def notebook(cells) -> nbformat.NotebookNode:
     return nb
 
 
-def header(title: str, what: str, reads: str, writes: str, before: str, after: str) -> str:
+def header(title: str, what: str, reads: str, writes: str, before: str, after: str, *, attach: str,
+           next: str) -> str:
     return (f"# {title}\n\n**What it does:** {what}\n\n**Reads:** {reads}\n\n**Writes:** {writes}\n\n"
-            f"**Before:** {before}. **After:** {after}.")
+            f"**Before:** {before}. **After:** {after}.\n\n**Attach (Kaggle, Add data):** the competition data, "
+            f"the `fatlib` dataset (mounted as `../input/fatlib`){', ' + attach if attach else ''}. "
+            f"**Then:** attach this notebook's output to {next}.\n\n{SESSIONS}")
 
 
 STAGE_WRITES = ("`<weights_root>/<run>/{stage}/`: `fold{{k}}.safetensors`, `config.json`, `metrics.json`, "
@@ -133,11 +187,13 @@ def stage_notebook(stage: str) -> nbformat.NotebookNode:
     call = (f'result = warmup_stage("{stage}", data, run=run, model=model, weights_root=weights_root, '
             f'cache_dir=cache_dir,\n                      epochs=epochs, '
             + ('selection={"threshold": threshold, "max_per_fold_label": max_per_fold_label}, ' if selects else "")
-            + '**settings)\nstage_dir = result.stage_dir\nprint(f"CV lwlrap curated {result.cv_curated:.4f}, '
-              'noisy {result.cv_noisy:.4f} -> {stage_dir}")')
+            + 'input_roots=roots.inputs, **settings)\nstage_dir = result.stage_dir\n'
+              'print(f"CV lwlrap curated {result.cv_curated:.4f}, noisy {result.cv_noisy:.4f} -> {stage_dir}")')
     cells = [
-        md(header(s["title"], s["what"], s["reads"], writes, s["before"], s["after"]) + "\n\n" + EPOCHS_NOTE),
+        md(header(s["title"], s["what"], s["reads"], writes, s["before"], s["after"], attach=s["attach"],
+                  next=s["next"]) + "\n\n" + EPOCHS_NOTE),
         params(p),
+        setup(),
         code("%matplotlib inline\nfrom fatlib import report\nfrom fatlib.data import FatData\n"
              "from fatlib.pipeline import " + ("stage_ensemble, " if stage == "stage4" else "") + "warmup_stage\n\n"
              + SETTINGS),
@@ -156,35 +212,44 @@ def stage_notebook(stage: str) -> nbformat.NotebookNode:
                   code("report.plot_selection(stage_dir, data.vocab)")]
     if stage == "stage4":
         cells += [md("## Stage ensemble: mean of stages 2-4 (out-of-fold, curated)"),
-                  code("summary = stage_ensemble(data, run=run, weights_root=weights_root)")]
+                  code("summary = stage_ensemble(data, run=run, weights_root=weights_root, input_roots=roots.inputs)")]
     return notebook(cells)
 
 
 def data_notebook() -> nbformat.NotebookNode:
     return notebook([
-        md(header("Data and features", "loads FSDKaggle2019 (class counts, multi-label share), shows a few "
-                  "log-mel spectrograms with their labels, builds the feature caches that every training "
-                  "notebook reads, previews one real training batch under every augmentation, and checks the "
-                  "torch log-mel (used at inference) against librosa's (used for the caches).",
+        md(header("Data and features", "loads FSDKaggle2019 (class counts, multi-label share), plays a few clips "
+                  "beside their log-mel spectrograms, builds the feature caches that every training notebook reads, "
+                  "previews one real training batch under every augmentation, lets you hear the waveform effects "
+                  "before and after, and checks the torch log-mel (used at inference) against librosa's (used for "
+                  "the caches).",
                   "the data set: `train_curated.csv`, `train_noisy.csv`, `sample_submission.csv` and the wav folders.",
                   "`<cache_dir>/`: the curated and noisy caches (memory-mapped float16 log-mels, named by a hash "
                   "of the feature settings and the file list, so a training notebook with the same settings reuses them).",
-                  "nothing", "01_stage1_noisy.ipynb")),
-        params(DATA_PARAMS + "\nn_examples = 3  # spectrograms shown\npreview_batch = 16  # clips in the augmentation preview"),
+                  "nothing", "01_stage1_noisy.ipynb", attach="", next="01-05")),
+        params(DATA_PARAMS + "\nn_examples = 3  # clips played and shown\npreview_batch = 16  # clips in the "
+               "augmentation preview\nlisten_seconds = 8.0  # seconds of each clip played and shown"),
+        setup(),
         code("%matplotlib inline\nfrom fatlib import plots, report\nfrom fatlib.augment import AUGMENTS\n"
              "from fatlib.cache import FeatureCache\nfrom fatlib.data import FatData\nfrom fatlib.features import get_preset\n\n"
              "data = FatData.from_dir(data_dir)\ncfg = get_preset(preset, n_mels=n_mels, crop_frames=crop_frames)\n"
              'print(f"{data.root}: {len(data.vocab)} classes; features {cfg}")\nreport.dataset_overview(data)'),
         md("## Clips per class"),
         code("report.plot_class_counts(data)"),
-        md("## Feature caches (curated and noisy; a rerun with the same settings does nothing)"),
+        md("## Listen: a few curated clips beside their log-mel spectrograms (the waveform the cache is made from)"),
+        code("report.listen_examples(data, cfg, n=n_examples, max_seconds=listen_seconds)"),
+        md("## Feature caches (curated and noisy; a rerun with the same settings, or an attached earlier output "
+           "holding them, does nothing)"),
         code('caches = {name: FeatureCache.build(data.split(name).paths(), cfg, cache_dir=cache_dir, name=name,\n'
-             '                                  n_jobs=cache_jobs)\n          for name in ("curated", "noisy")}\ncaches'),
-        md("## A few curated clips"),
-        code('report.plot_examples(data, caches["curated"], cfg, n=n_examples)'),
-        md("## One training batch from the cache under every augmentation (training only, never at inference)"),
+             '                                  n_jobs=cache_jobs, input_roots=roots.inputs)\n'
+             '          for name in ("curated", "noisy")}\ncaches'),
+        md("## One training batch from the cache under every augmentation (training only, never at inference)\n\n"
+           "Time in seconds, mel-spaced frequency in Hz; the colour bar is the model's input: the log-mel in dB "
+           "standardised per clip (z-score, no unit), one scale for every panel."),
         code('x, y = report.training_batch(caches["curated"], data.curated.targets, cfg, batch_size=preview_batch)\n'
-             "plots.plot_augmentations(x, y, list(AUGMENTS), data.vocab, n=4)"),
+             "plots.plot_augmentations(x, y, list(AUGMENTS), data.vocab, n=4, cfg=cfg)"),
+        md("## Waveform effects (3rd place: `fatlib.wave_augment`, `--wave-augment`): hear one clip before and after each"),
+        code("report.listen_wave_effects(data.curated.paths()[0], cfg, seed=0)"),
         md("## LogMel (torch, inference on the GPU) vs librosa (the caches) on one clip"),
         code('comparison = report.compare_log_mel(data.curated.paths()[0], cfg)\n'
              'print(f"max |LogMel - librosa| = {comparison[\'max_abs_diff_db\']:.4f} dB")\n'
@@ -201,65 +266,71 @@ def vgg_notebook() -> nbformat.NotebookNode:
                   "ensemble with the CNN run when that run is there (12th place: public LB 0.738 with VGG16).",
                   "the data set and the caches; `<weights_root>/<cnn_run>/oof_ensemble_curated.csv` when present.",
                   "`<weights_root>/<run>/stage1..stage4/` (as 01-04), `summary.json`, `stages.csv`, "
-                  "`oof_ensemble_curated.csv`.",
-                  "04_stage4_selected_noisy.ipynb (or 00 only: the runs are independent)", "06_inference_kernel.ipynb")
+                  "`oof_ensemble_curated.csv`; stages finished in an earlier session of this notebook are copied "
+                  "over, so each session's output holds the whole run.",
+                  "04_stage4_selected_noisy.ipynb (or 00 only: the runs are independent)", "06_inference_kernel.ipynb",
+                  attach="the output of 00 (and of 04 for the CNN + VGG16 ensemble)", next="06")
            + "\n\n" + EPOCHS_NOTE),
         params(TRAIN_PARAMS.format(run="vgg16_bn", model="vgg16_bn") + "\nepochs = {" + epochs + "}  # per stage"
                + "\nstage3_threshold = 0.5\nstage3_cap = 5\nstage4_threshold = 1.0"
                + '\ncnn_run = "cnn_model_1"  # ensemble with this run when it exists (None: skip)'),
-        code("%matplotlib inline\nfrom pathlib import Path\n\nfrom fatlib import report\nfrom fatlib.data import FatData\n"
+        setup(),
+        code("%matplotlib inline\nfrom fatlib import report\nfrom fatlib.data import FatData\n"
              "from fatlib.pipeline import STAGES, warmup\n\n" + SETTINGS),
         md("## Stages 1-4 and the stage ensemble (resumable)"),
         code("summary = warmup(data, run=run, model=model, weights_root=weights_root, cache_dir=cache_dir,\n"
              "                 stage3_threshold=stage3_threshold, stage3_cap=stage3_cap, stage4_threshold=stage4_threshold,\n"
-             "                 stage_overrides={s: {\"epochs\": e} for s, e in epochs.items()}, **settings)"),
+             "                 stage_overrides={s: {\"epochs\": e} for s, e in epochs.items()}, input_roots=roots.inputs,\n"
+             "                 **settings)"),
         md("## Each stage: CV table, training curves, per-class lwlrap, selection"),
         code("run_dir = Path(weights_root) / run\nfor stage in STAGES:\n    display(report.stage_table(run_dir / stage))\n"
              "    display(report.plot_stage(run_dir / stage))\n    display(report.plot_stage_per_class(run_dir / stage))\n"
              '    if stage in ("stage3", "stage4"):\n        display(report.plot_selection(run_dir / stage, data.vocab))'),
-        md("## Ensemble with the CNN run (both runs' stage ensembles, same folds)"),
-        code("cnn_dir = Path(weights_root) / cnn_run if cnn_run else None\n"
-             'if cnn_dir is not None and (cnn_dir / "oof_ensemble_curated.csv").exists():\n'
-             '    cv = report.runs_ensemble_cv(data, [cnn_dir, run_dir])\n'
+        md("## Ensemble with the CNN run (both runs' stage ensembles, same folds; the CNN run is read where it is)"),
+        code("cnn_oof = roots.find(Path(weights_root) / cnn_run / \"oof_ensemble_curated.csv\") if cnn_run else None\n"
+             "if cnn_oof is not None:\n"
+             '    cv = report.runs_ensemble_cv(data, [cnn_oof.parent, run_dir])\n'
              '    print(f"CV lwlrap, {cnn_run} + {run} stage ensembles: {cv:.4f}")\nelse:\n'
-             '    print(f"no finished {cnn_run!r} run under {weights_root}: run notebooks 01-04 first for the CNN + VGG16 ensemble")'),
+             '    print(f"no finished {cnn_run!r} run under {weights_root} nor in the inputs: run notebooks 01-04 "\n'
+             '          "(and attach 04\'s output) for the CNN + VGG16 ensemble")'),
     ])
 
 
 def kernel_notebook() -> nbformat.NotebookNode:
     return notebook([
         md(header("Inference kernel (offline Kaggle GPU kernel)",
-                  "installs fatlib from the offline dataset's wheel when it is not importable (no internet in the "
-                  "kernel), predicts the test clips with every fold model of the chosen runs and stages, windowed "
-                  "TTA (a training-width window every 48 frames, averaged), folds averaged per stage and model, "
-                  "then the mean over stages and models; writes `submission.csv`. When test labels exist it "
-                  "also scores the submission.",
-                  "`<fatlib_dataset>/wheels/fatlib-*.whl`, `<fatlib_dataset>/weights/<run>/<stage>/fold*.safetensors` "
-                  "(made by `python -m fatlib kaggle-dataset`), the test wav files.",
+                  "installs fatlib from the fatlib dataset's wheels when it is not importable (no internet in the "
+                  "kernel), checks the dataset's files against its manifest (sha256), predicts the test clips with "
+                  "every fold model of the chosen runs and stages, windowed TTA (a training-width window every 48 "
+                  "frames, averaged), folds averaged per stage and model, then the mean over stages and models; "
+                  "writes `submission.csv`. When test labels exist it also scores the submission.",
+                  "`<fatlib_dataset>/wheels/`, `weights/<run>/<stage>/fold*.safetensors` from the fatlib dataset "
+                  "(`python -m fatlib kaggle-dataset --weights ...`) or from the attached outputs of 02-05, the "
+                  "test wav files.",
                   "`submission.csv` (and `submission_eval/` when test labels exist).",
                   "04_stage4_selected_noisy.ipynb / 05_vgg16_warmup.ipynb, then `python -m fatlib kaggle-dataset "
-                  "--weights weights/cnn_model_1 weights/vgg16_bn --out kaggle_dataset/` uploaded as the Kaggle "
-                  "dataset `fatlib-weights`", "nothing: submit `submission.csv`")),
-        params('fatlib_dataset = "../input/fatlib-weights"  # the Kaggle dataset built by fatlib.kaggle\n'
-               "data_dir = None  # None: input/, else ../input/freesound-audio-tagging-2019\n"
-               'runs = ["cnn_model_1", "vgg16_bn"]  # run folders under <fatlib_dataset>/weights/\n'
+                  "--weights weights/cnn_model_1 weights/vgg16_bn --stages stage2 stage3 stage4 --input-roots "
+                  "<their outputs> --out fatlib/` uploaded as the Kaggle dataset `fatlib`",
+                  "nothing: submit `submission.csv`",
+                  attach="(or, instead of weights in it, the outputs of 02, 03, 04 and 05); internet off",
+                  next="nothing: submit it")),
+        params("data_dir = None  # None: input/, else ../input/freesound-audio-tagging-2019\n"
+               'runs = ["cnn_model_1", "vgg16_bn"]  # run folders: weights/<run>/ in the fatlib dataset or the inputs\n'
                'stages = ["stage2", "stage3", "stage4"]  # the stage ensemble\n'
                'tta = "windows"\nstep_frames = 48  # frames between TTA windows\n'
                "batch_size = 64  # crops per forward pass\n"
                'ensemble = "mean"  # across stages and models\nout = "submission.csv"'),
-        code("import importlib.util\nimport subprocess\nimport sys\nfrom pathlib import Path\n\n"
-             'if importlib.util.find_spec("fatlib") is None:  # offline kernel: install the wheel from the dataset\n'
-             '    subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps", "--find-links",\n'
-             '                    str(Path(fatlib_dataset) / "wheels"), "fatlib"], check=True)\n'
-             "    importlib.invalidate_caches()  # let this running kernel see the new package\n"
-             "import fatlib\n\nprint(f\"fatlib {fatlib.__version__} from {Path(fatlib.__file__).parent}\")"),
+        setup(),
         code("%matplotlib inline\nimport time\n\nimport pandas as pd\n\nfrom fatlib.data import FatData\n"
-             "from fatlib.plots import plot_per_class\nfrom fatlib.predict import predict_test\n\n"
+             "from fatlib.kaggle import verify_dataset\nfrom fatlib.plots import plot_per_class\n"
+             "from fatlib.predict import predict_test\n\n"
+             "manifest = verify_dataset(fatlib_dataset)  # every file against its sha256: a damaged one is named here\n"
              "data = FatData.from_dir(data_dir)\n"
-             'weights = [Path(fatlib_dataset) / "weights" / r for r in runs]\n'
-             'print(f"{len(data.test.fnames)} test clips; weights {[str(w) for w in weights]}")'),
+             'weights = Roots([fatlib_dataset, *roots.inputs]).find_weights([f"weights/{r}" for r in runs], stages=stages)\n'
+             'print(f"{len(data.test.fnames)} test clips; {len(manifest[\'files\'])} dataset files verified; weights "\n'
+             '      f"{[str(w) for w in weights]}")'),
         md("## Predict the test set and write the submission"),
-        code("start = time.time()\nresult = predict_test(data, weights, stages=stages, tta=tta, step_frames=step_frames,\n"
+        code("start = time.time()\nresult = predict_test(data, weights, tta=tta, step_frames=step_frames,\n"
              "                      batch_size=batch_size, ensemble=ensemble, out=out)\n"
              'print(f"{result[\'n_models\']} fold models in groups {result[\'groups\']}: {time.time() - start:.0f} s -> {out}")\n'
              "pd.read_csv(out).head()"),

@@ -33,3 +33,14 @@ def tiny_mel():
     from fatlib.features import get_preset
 
     return get_preset("cnn128", n_mels=32, n_fft=1024, hop_length=512, crop_frames=32)
+
+
+@pytest.fixture(scope="session")
+def dep_wheels(tmp_path_factory) -> Path:
+    """The dependency wheels a fatlib Kaggle dataset ships (fatlib.kaggle.DEPENDENCIES), fetched once with
+    ``pip download`` from the package index, as scripts/setup_venv.sh does; builds then use them offline."""
+    from fatlib.kaggle import download_dependency_wheels
+
+    dest = tmp_path_factory.mktemp("dep_wheels")
+    download_dependency_wheels(dest)
+    return dest

@@ -38,20 +38,41 @@ def test_spectrogram_axes_in_seconds_and_hz(tmp_path, tiny_mel):
         plot_spectrogram(spec[:5], tiny_mel)
 
 
-def test_augmentation_grid_shows_each_augmentation_with_targets(tmp_path):
+def test_augmentation_grid_shows_each_augmentation_with_targets_units_and_a_colour_bar(tmp_path, tiny_mel):
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(6, 3, 16, 24, generator=g)
+    frames = 40
+    x = torch.randn(6, 3, tiny_mel.n_mels, frames, generator=g)
     y = torch.eye(6)[:, :4].clone()
     y[4, 0] = y[5, 1] = 1.0
     vocab = ["Bark", "Meow", "Drip", "Hiss"]
-    fig = plot_augmentations(x, y, ["specmix", "specaugment"], vocab, n=3)
-    assert len(fig.axes) == 3 * 3
-    assert [fig.axes[r * 3].get_ylabel() for r in range(3)] == ["original", "specmix", "specaugment"]
-    assert fig.axes[0].get_title() == "Bark 1.00"
-    assert all(fig.axes[r * 3 + c].get_title() for r in range(3) for c in range(3))
+    fig = plot_augmentations(x, y, ["specmix", "specaugment"], vocab, n=3, cfg=tiny_mel)
+    assert len(fig.axes) == 3 * 3 + 1                        # the panels and one colour bar
+    panels, bar = fig.axes[:9], fig.axes[9]
+    assert [panels[r * 3].get_ylabel() for r in range(3)] == [
+        "original\nfrequency (Hz)", "specmix\nfrequency (Hz)", "specaugment\nfrequency (Hz)"]
+    assert [panels[6 + c].get_xlabel() for c in range(3)] == ["time (s)"] * 3
+    assert panels[0].get_title() == "Bark 1.00"
+    assert all(panels[i].get_title() for i in range(9))
+    for ax in panels:                                       # every panel: seconds across, Hz (mel-spaced) up
+        assert ax.get_xlim()[1] == pytest.approx(frames * tiny_mel.hop_length / tiny_mel.sample_rate, rel=0.02)
+        assert ax.get_yscale() == "symlog" and tiny_mel.fmax <= ax.get_ylim()[1] <= 1.15 * tiny_mel.fmax
+    fig.canvas.draw()
+    lo, hi = panels[6].get_xlim()
+    shown = [(t.get_position()[0], t.get_text()) for t in panels[6].get_xticklabels() if lo <= t.get_position()[0] <= hi]
+    assert len(shown) >= 3 and all(float(text) == pytest.approx(pos) for pos, text in shown)  # labels: seconds
+    assert bar.get_ylabel() == "standardised log-mel: per-clip z-score of dB (no unit)"
+    assert bar.get_ylim() == pytest.approx((float(x[:3, 0].min()), float(x[:3, 0].max())))  # one scale for all
     _assert_png(save_figure(fig, tmp_path / "aug.png"))
+
+    plain = plot_augmentations(x, y, ["mixup"], vocab, n=2)   # no MelConfig: frames and mel bins, still a colour bar
+    assert plain.axes[0].get_ylabel() == "original\nmel bin" and plain.axes[3].get_xlabel() == "time (frames)"
+    assert "z-score" in plain.axes[-1].get_ylabel()
+    raw = plot_augmentations(x, y, [], vocab, n=1, cfg=tiny_mel.replace(normalize="none"))
+    assert raw.axes[-1].get_ylabel() == "log-mel (dB)"
     with pytest.raises(DataError, match="vocab has 3"):
         plot_augmentations(x, y, ["mixup"], vocab[:3])
+    with pytest.raises(DataError, match="n_mels"):
+        plot_augmentations(x[:, :, :8], y, ["mixup"], vocab, cfg=tiny_mel)
 
 
 def test_training_curve_overlays_folds_from_train_history_format(tmp_path):

@@ -96,3 +96,66 @@ def test_runs_ensemble_needs_the_same_folds(tiny_dataset, tmp_path):
     (tmp_path / "b" / "folds_curated.csv").write_text("fname,fold\nx,1\n")
     with pytest.raises(DataError, match="curated folds differ"):
         runs_ensemble_cv(data, [tmp_path / "a", tmp_path / "b"])
+
+
+def _decoded(player):
+    """The samples and rate an IPython Audio player will play (its WAV bytes, decoded)."""
+    import io
+
+    import soundfile as sf
+
+    samples, rate = sf.read(io.BytesIO(player.data), dtype="float32")
+    return samples, rate
+
+
+def test_clips_play_beside_their_spectrograms(tiny_dataset, tiny_mel):
+    from fatlib.data import FatData
+    from fatlib.features import clip_wave
+    from fatlib.report import example_waves, listen_examples, listen_rows
+
+    data = FatData.from_dir(tiny_dataset)
+    waves = example_waves(data, tiny_mel, n=2)
+    first = data.curated.fnames[0]
+    labels = ", ".join(data.vocab[j] for j in np.flatnonzero(data.curated.targets[0]))
+    assert list(waves)[0] == f"{first}: {labels}" and len(waves) == 2
+    rows = listen_rows(waves, tiny_mel, max_seconds=1.5)
+    expected = clip_wave(data.curated.paths()[0], tiny_mel)[: int(1.5 * tiny_mel.sample_rate)]
+    samples, rate = _decoded(rows[0]["audio"])
+    assert rate == tiny_mel.sample_rate == 44100
+    assert len(samples) == len(expected) and np.abs(samples - expected).max() <= 2 / 32767  # 16-bit WAV, not rescaled
+    ax = rows[0]["figure"].axes[0]  # the spectrogram of the very samples played: same duration, seconds and Hz
+    assert ax.get_xlabel() == "Time (s)" and ax.get_ylabel() == "Frequency (Hz)"
+    assert ax.get_xlim()[1] == pytest.approx(1.5, abs=2 * tiny_mel.hop_length / tiny_mel.sample_rate)
+    assert rows[0]["figure"].axes[1].get_ylabel() == "dB"  # its colour bar
+    html = listen_examples(data, tiny_mel, n=2, max_seconds=1.5).data
+    assert html.count("<audio") == 2 and html.count("data:image/png;base64,") == 2 and first in html
+
+
+def test_waveform_effects_heard_before_and_after(tiny_dataset, tiny_mel):
+    from fatlib.data import FatData
+    from fatlib.errors import DataError
+    from fatlib.features import clip_wave
+    from fatlib.report import audio_player, effect_waves, listen_wave_effects
+    from fatlib.wave_augment import EFFECTS
+
+    data = FatData.from_dir(tiny_dataset)
+    path = data.curated.paths()[1]
+    waves = effect_waves(path, tiny_mel, seed=3, max_seconds=1.0)
+    assert list(waves) == ["original", *EFFECTS]
+    original = clip_wave(path, tiny_mel)[: tiny_mel.sample_rate]
+    np.testing.assert_array_equal(waves["original"], original)
+    for name, fn in EFFECTS.items():  # each effect as WaveAugment applies it, from the same seed
+        expected = fn(original, sample_rate=tiny_mel.sample_rate, rng=np.random.default_rng(3))
+        np.testing.assert_allclose(waves[name], expected, atol=1e-6)
+        assert not np.allclose(waves[name][: len(original)], original[: len(waves[name])]) or name == "speed"
+    loud = waves["original"] * 4  # beyond [-1, 1]: the player rescales instead of failing
+    samples, rate = _decoded(audio_player(loud, sample_rate=22050))
+    assert rate == 22050 and np.abs(samples).max() == pytest.approx(1.0, abs=1e-3)
+    samples, _ = _decoded(audio_player(waves["overdrive"], sample_rate=tiny_mel.sample_rate))
+    np.testing.assert_allclose(samples, waves["overdrive"], atol=2 / 32767)  # its own loudness (16-bit WAV)
+    html = listen_wave_effects(path, tiny_mel, seed=3, max_seconds=1.0).data
+    assert html.count("<audio") == 1 + len(EFFECTS) and all(f">{name}<" in html for name in EFFECTS)
+    with pytest.raises(DataError, match="unknown effects"):
+        effect_waves(path, tiny_mel, effects=["chorus"])
+    with pytest.raises(DataError, match="finite mono"):
+        audio_player(np.array([0.0, np.nan]), sample_rate=44100)
