@@ -503,7 +503,7 @@ def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = 
         _check_config(stage_dir, cfg)
     inp = _prepare(cfg, data, run_dir, cache_dir, progress, roots)
     log = LineLog(stage_dir / "log.txt" if main else None, echo=main)
-    eff, chosen = effective_config(cfg, n_train=_n_train(inp), n_dataset=len(inp.cur_y) + len(inp.noisy_y))
+    eff, chosen = effective_config(inp.cfg, n_train=_n_train(inp), n_dataset=len(inp.cur_y) + len(inp.noisy_y))
     log(f"{cfg.name}: {cfg.model}, {chosen}")
     bars = progress and bars_enabled()
     for k in todo:

@@ -82,11 +82,13 @@ width_mult = 1.0  # channel width multiplier of the model (1.0: the published wi
 n_folds = 10
 batch_size = 128  # clips per training batch
 lr = 1e-3  # peak learning rate of the one-cycle schedule
-n_workers = 2  # DataLoader worker processes'''
+n_workers = 2  # DataLoader worker processes
+auto_scale = True  # on a data set smaller than FSDKaggle2019: smaller batches, more epochs, narrower model
+                   # (each session prints what it chose; False: exactly the numbers above)'''
 
 SETTINGS = '''settings = dict(preset=preset, mel={"n_mels": n_mels, "crop_frames": crop_frames},
                 model_kwargs={"width_mult": width_mult}, n_folds=n_folds, batch_size=batch_size, lr=lr,
-                n_workers=n_workers, cache_jobs=cache_jobs)
+                n_workers=n_workers, cache_jobs=cache_jobs, auto_scale=auto_scale)
 data = FatData.from_dir(data_dir)
 print(f"{data.root}: {len(data.curated.fnames)} curated, {len(data.noisy.fnames)} noisy clips, {len(data.vocab)} classes")'''
 
@@ -272,14 +274,18 @@ def vgg_notebook() -> nbformat.NotebookNode:
                   attach="the output of 00 (and of 04 for the CNN + VGG16 ensemble)", next="06")
            + "\n\n" + EPOCHS_NOTE),
         params(TRAIN_PARAMS.format(run="vgg16_bn", model="vgg16_bn") + "\nepochs = {" + epochs + "}  # per stage"
-               + "\nstage3_threshold = 0.5\nstage3_cap = 5\nstage4_threshold = 1.0"
+               + "\n" + SELECTION_PARAMS["stage3"].replace("threshold", "stage3_threshold", 1)
+                   .replace("max_per_fold_label", "stage3_max_per_fold_label", 1)
+               + "\n" + SELECTION_PARAMS["stage4"].replace("threshold", "stage4_threshold", 1)
+                   .replace("max_per_fold_label", "stage4_max_per_fold_label", 1)
                + '\ncnn_run = "cnn_model_1"  # ensemble with this run when it exists (None: skip)'),
         setup(),
         code("%matplotlib inline\nfrom fatlib import report\nfrom fatlib.data import FatData\n"
              "from fatlib.pipeline import STAGES, warmup\n\n" + SETTINGS),
         md("## Stages 1-4 and the stage ensemble (resumable)"),
         code("summary = warmup(data, run=run, model=model, weights_root=weights_root, cache_dir=cache_dir,\n"
-             "                 stage3_threshold=stage3_threshold, stage3_cap=stage3_cap, stage4_threshold=stage4_threshold,\n"
+             "                 selection={\"stage3\": {\"threshold\": stage3_threshold, \"max_per_fold_label\": stage3_max_per_fold_label},\n"
+             "                            \"stage4\": {\"threshold\": stage4_threshold, \"max_per_fold_label\": stage4_max_per_fold_label}},\n"
              "                 stage_overrides={s: {\"epochs\": e} for s, e in epochs.items()}, input_roots=roots.inputs,\n"
              "                 **settings)"),
         md("## Each stage: CV table, training curves, per-class lwlrap, selection"),

@@ -28,7 +28,7 @@ pytest.importorskip("papermill")
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 DATA = dict(n_mels=32, crop_frames=32, cache_jobs=1)
-TRAIN = dict(DATA, width_mult=0.125, n_folds=2, batch_size=16, epochs=1, n_workers=0)
+TRAIN = dict(DATA, width_mult=0.125, n_folds=2, batch_size=16, epochs=1, n_workers=0, auto_scale=False)
 ALL = ["00_data_and_features", "01_stage1_noisy", "02_stage2_curated", "03_stage3_selected_noisy",
        "04_stage4_selected_noisy", "05_vgg16_warmup", "06_inference_kernel"]
 # hidden from the stand-in for Kaggle's image: fatlib (any install of it) and iterative-stratification

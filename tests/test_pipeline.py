@@ -20,7 +20,7 @@ def test_warmup_end_to_end(tiny_dataset, tmp_path):
     data = FatData.from_dir(tiny_dataset)
     # stage-3 threshold 0: every labelled noisy clip passes, so the per-fold-per-label cap decides
     summary = warmup(data, run="w", weights_root=tmp_path, cache_dir=tmp_path / "cache", progress=False,
-                     stage3_threshold=0.0, stage3_cap=1, **TINY)
+                     selection={"stage3": {"threshold": 0.0, "max_per_fold_label": 1}}, **TINY)
     run = tmp_path / "w"
     assert (run / "summary.json").is_file() and (run / "stages.csv").is_file()
     saved = json.loads((run / "summary.json").read_text())

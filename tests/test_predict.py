@@ -7,7 +7,7 @@ import soundfile as sf
 import torch
 
 from fatlib.errors import DataError, WeightsError
-from fatlib.features import clip_features, load_audio, to_model_input
+from fatlib.features import clip_features, clip_stats, load_audio, to_model_input
 from fatlib.predict import (
     crop_plan,
     evaluate,
@@ -135,10 +135,11 @@ def cnn():
 def _reference(model, path, cfg, plan_kw):
     """One clip the slow way: librosa features, the crop plan, one crop at a time."""
     spec = torch.from_numpy(clip_features(load_audio(path, sample_rate=cfg.sample_rate), cfg))
+    stats = [clip_stats(spec)] if cfg.normalize == "clip" else None  # whole-clip statistics, as in training
     probs = []
     with torch.no_grad():
         for s, length in crop_plan(spec.shape[-1], width_frames=cfg.crop_frames, **plan_kw):
-            x = to_model_input(spec[None, :, s : s + length], cfg)
+            x = to_model_input(spec[None, :, s : s + length], cfg, stats=stats)
             probs.append(torch.sigmoid(model(x))[0].numpy())
     return np.mean(probs, axis=0)
 

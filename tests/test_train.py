@@ -137,7 +137,7 @@ def test_distributed_branch_chosen_from_env(monkeypatch):
             calls.append("distrib")
             yield self
 
-        def fit_one_cycle(self, n, lr_max):
+        def fit_one_cycle(self, n, lr_max, pct_start=0.25):
             calls.append(("fit", n, lr_max))
 
     cfg = StageConfig(name="x", epochs=3, lr=0.01)
