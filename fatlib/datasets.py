@@ -168,15 +168,17 @@ def cache_name(cache) -> str:
 
 
 
-def make_dataset(parts, *, cfg: MelConfig, mode: str = "cache", train: bool = True, augment=None) -> Dataset:
+def make_dataset(parts, *, cfg: MelConfig, mode: str = "cache", train: bool = True, augment=None,
+                 mix_p: float = 0.0) -> Dataset:
     """One dataset over ``parts``: a list of (source, rows, targets); the source is a FeatureCache in
-    "cache" mode, a list of audio paths in "wave" mode."""
+    "cache" mode, a list of audio paths in "wave" mode. ``mix_p``: sound mix share of each training
+    part (cache mode, see :class:`CropDataset`)."""
     if mode not in MODES:
         raise DataError(f"feature mode {mode!r} is unknown: use one of {MODES}.")
     if not parts:
         raise DataError("make_dataset: no parts given; pass at least one (source, rows, targets).")
     if mode == "cache":
-        dss = [CropDataset(src, rows, y, cfg=cfg, train=train) for src, rows, y in parts]
+        dss = [CropDataset(src, rows, y, cfg=cfg, train=train, mix_p=mix_p) for src, rows, y in parts]
     else:
         dss = [WaveDataset(src, rows, y, cfg=cfg, train=train, augment=augment) for src, rows, y in parts]
     return dss[0] if len(dss) == 1 else ConcatDataset(dss)
@@ -192,13 +194,14 @@ def build_dataloaders(
     n_workers: int = 0,
     augment=None,
     device=None,
+    mix_p: float = 0.0,
 ) -> DataLoaders:
     """fastai DataLoaders for (train, valid) parts (see ``make_dataset``). In "wave" mode add
     ``WaveToMel(cfg)`` to the Learner's callbacks. The last partial training batch is dropped when
     there is more than one batch (BatchNorm needs more than one sample)."""
     if batch_size < 1 or n_workers < 0:
         raise DataError(f"batch_size={batch_size}, n_workers={n_workers}: need batch_size >= 1, n_workers >= 0.")
-    train_ds = make_dataset(train_parts, cfg=cfg, mode=mode, train=True, augment=augment)
+    train_ds = make_dataset(train_parts, cfg=cfg, mode=mode, train=True, augment=augment, mix_p=mix_p)
     valid_ds = make_dataset(valid_parts, cfg=cfg, mode=mode, train=False)
     if len(train_ds) < 2:
         raise DataError(f"only {len(train_ds)} training clips: a fold needs at least 2 (lower n_folds).")

@@ -30,6 +30,7 @@ from .train import (
     StageResult,
     add_stage_arguments,
     fold_done,
+    folds_for_data,
     noisy_folds,
     result_line,
     stage_overrides,
@@ -126,6 +127,7 @@ def warmup_stage(
         "init_from": plan["init_from"] and str(run_dir / plan["init_from"]),
         "selection_csv": sel_path and str(sel_path),
     })
+    cfg = folds_for_data(cfg, data)
     roots.adopt_stage(run_dir / stage)  # an earlier session's finished folds of this stage: resume after them
     if plan["rule"]:
         nz_folds = noisy_folds(data, run_dir=run_dir, n_folds=cfg.n_folds, seed=cfg.folds_seed)

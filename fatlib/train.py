@@ -45,7 +45,10 @@ class StageConfig:
     set ``width_mult``; see :mod:`fatlib.autoscale`); what was chosen is printed and logged.
     ``init_bias``: the output layer's bias starts at the log-odds of each class's share of the
     training clips (a model that starts out knowing which classes are rare; not with ``init_from``).
-    ``keep``: the weights of the "last" epoch, or of the "best" by validation lwlrap."""
+    ``keep``: the weights of the "last" epoch, or of the "best" by validation lwlrap.
+    ``sound_mix_p``: share of training clips mixed, as sounds (power sum of the two log-mels, at
+    -6..+6 dB), with another clip of the same part, the labels joined: teaches overlapping sounds
+    (fatlib's addition, not in the write-ups; feature-cache path; 0: off)."""
 
     name: str
     model: str = "cnn_model_1"
@@ -75,6 +78,7 @@ class StageConfig:
     keep: str = "last"
     pct_start: float = 0.25
     grad_clip: float | None = None
+    sound_mix_p: float = 0.5
 
     def __post_init__(self):
         self.validate()
@@ -100,6 +104,8 @@ class StageConfig:
             bad(f"keep={self.keep!r}", f"use one of {KEEP}")
         if not 0 <= self.pct_start < 1 or (self.grad_clip is not None and not self.grad_clip > 0):
             bad(f"pct_start={self.pct_start}, grad_clip={self.grad_clip}", "need 0 <= pct_start < 1 and grad_clip > 0 or None")
+        if not 0 <= self.sound_mix_p <= 1:
+            bad(f"sound_mix_p={self.sound_mix_p}", "use a share in [0, 1] (0: off)")
         if not isinstance(self.min_steps, int) or self.min_steps < 1:
             bad(f"min_steps={self.min_steps!r}", "use an integer >= 1")
         if isinstance(self.augment, str):
@@ -290,8 +296,19 @@ def effective_config(cfg: StageConfig, *, n_train: int, n_dataset: int) -> tuple
                         epochs=cfg.epochs, min_steps=cfg.min_steps, width_mult=cfg.model_kwargs.get("width_mult"))
     kwargs = cfg.model_kwargs if sc.width_mult is None else {**cfg.model_kwargs, "width_mult": sc.width_mult}
     eff = cfg.replace(batch_size=sc.batch_size, lr=sc.lr, epochs=sc.epochs, model_kwargs=kwargs)
-    return eff, f"{sc.describe()} for {n_train} training clips per fold (auto_scale; recipe: batch " \
-                f"{cfg.batch_size}, lr {cfg.lr:g}, {cfg.epochs} epochs)"
+    return eff, f"{cfg.n_folds} folds, {sc.describe()} for {n_train} training clips per fold (auto_scale; " \
+                f"recipe: batch {cfg.batch_size}, lr {cfg.lr:g}, {cfg.epochs} epochs)"
+
+
+def folds_for_data(cfg: StageConfig, data) -> StageConfig:
+    """``cfg`` with the number of folds it trains on ``data``: with ``auto_scale``, at most 5 on a
+    small data set (:func:`fatlib.autoscale.scale_folds`); decided before any fold file is made."""
+    if not cfg.auto_scale:
+        return cfg
+    from .autoscale import scale_folds
+
+    n_folds = scale_folds(cfg.n_folds, n_dataset=len(data.curated.fnames) + len(data.noisy.fnames))
+    return cfg if n_folds == cfg.n_folds else cfg.replace(n_folds=n_folds)
 
 
 def init_output_bias(model, targets: np.ndarray, *, eps: float = 1e-3) -> None:
@@ -330,7 +347,8 @@ def _make_learner(inp: _Inputs, cfg: StageConfig, k: int, parts, stage_dir: Path
         wave_aug = WaveAugment(sample_rate=mel.sample_rate)
     valid_src = inp.cur_paths if cfg.wave_augment else inp.cur_cache
     dls = build_dataloaders(parts, [(valid_src, valid_rows, inp.cur_y[valid_rows])], cfg=mel, mode=mode,
-                            batch_size=cfg.batch_size, n_workers=cfg.n_workers, augment=wave_aug, device=device)
+                            batch_size=cfg.batch_size, n_workers=cfg.n_workers, augment=wave_aug, device=device,
+                            mix_p=cfg.sound_mix_p)
     model = create_model(cfg.model, n_classes=len(inp.vocab), in_channels=mel.channels, **cfg.model_kwargs)
     if cfg.init_from:
         path = Path(cfg.init_from) / f"fold{k}.safetensors"
@@ -488,7 +506,7 @@ def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = 
     from .progress import LineLog, bars_enabled
     from .runs import Roots
 
-    cfg.validate()
+    cfg = folds_for_data(cfg.validate(), data)
     run_dir = Path(run_dir)
     stage_dir = run_dir / cfg.name
     todo = _check_folds(folds, cfg.n_folds)
