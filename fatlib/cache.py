@@ -169,9 +169,9 @@ def _n_jobs(n_jobs: int | None) -> int:
 
 def _run_shards(tasks: list[tuple], sizes: list[int], *, n_jobs: int, progress: bool, total: int, done: int) -> None:
     """Run ``_compute_shard`` on every task (in-process for one job), advancing a bar by clips."""
-    from fastprogress.fastprogress import progress_bar
+    from .progress import Progress
 
-    bar = progress_bar(range(total), leave=False) if progress else None  # it prints even with display=False
+    bar = Progress(total, label="cache: clips", show=progress)  # a bar in a terminal, else plain lines
     _advance(bar, done)
     if n_jobs == 1 or len(tasks) <= 1:
         with _single_thread_blas():

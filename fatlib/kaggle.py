@@ -171,10 +171,9 @@ def build_dataset(
     default: downloaded from PyPI); ``input_roots``: earlier sessions' outputs where the runs' stages are
     looked up too (:class:`fatlib.runs.Roots`); ``overwrite``: replace an existing non-empty ``out``.
     """
-    from fastprogress.fastprogress import progress_bar
-
     from . import __version__
     from .io import write_json, write_text
+    from .progress import progress as show_progress
 
     out = Path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -197,7 +196,7 @@ def build_dataset(
             for d in dirs
             for f in sorted(d.glob("fold*.safetensors")) + [d / n for n in STAGE_SIDE_FILES if (d / n).is_file()]
         ]
-        for src, dst in progress_bar(copies) if progress else copies:
+        for src, dst in show_progress(copies, label="kaggle-dataset: files copied", show=progress):
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)
         manifest = _manifest(tmp, built, deps, dirs, __version__)

@@ -33,6 +33,7 @@ from .train import (
     folds_for_data,
     noisy_folds,
     result_line,
+    run_name,
     stage_overrides,
     train_stage,
 )
@@ -270,6 +271,7 @@ def _cli(args) -> int:
     if args.stage4_threshold is not None:
         selection["stage4"] = {"threshold": args.stage4_threshold}
     data = FatData.from_dir(args.data)
+    args.run = run_name(args)
     common = dict(run=args.run, recipe=args.recipe, model=model, weights_root=args.weights, cache_dir=args.cache_dir,
                   progress=not args.quiet, input_roots=args.input_roots)
     if args.stage in STAGES:

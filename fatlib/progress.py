@@ -6,6 +6,7 @@ there. ``FATLIB_PROGRESS=bars|lines`` overrides the choice.
 
 - :func:`bars_enabled`: which of the two applies to this process now.
 - :func:`progress`: an iterable that shows a bar, or prints a line every ``every_percent`` percent.
+- :class:`Progress`: the same for work advanced by hand (``update(done)``: shards, chunks);
 - :class:`LineLog`: lines to stdout and, when given a path, appended to a log file as well.
 """
 from __future__ import annotations
@@ -72,6 +73,39 @@ def progress(items: Iterable[T], *, total: int | None = None, label: str = "", s
                     next_pct += every_percent
     if not total:
         print(f"{label}: {done} done, {time.perf_counter() - start:.0f} s", flush=True)
+
+
+class Progress:
+    """Progress of work counted by hand: ``update(done)`` moves a fastprogress bar when
+    :func:`bars_enabled`, else prints ``"<label>: done/total (p%), elapsed s"`` about every
+    ``every_percent`` percent and at the end. ``show=False`` shows nothing."""
+
+    def __init__(self, total: int, *, label: str = "", show: bool = True, every_percent: float = 10.0):
+        self.total, self.label, self.every = max(int(total), 0), label, every_percent
+        self.start, self.next_pct, self.done = time.perf_counter(), every_percent, 0
+        self.bar = None
+        self.show = show and self.total > 0
+        if self.show and bars_enabled():
+            from fastprogress.fastprogress import progress_bar
+
+            self.bar = progress_bar(range(self.total), leave=False)
+            if label:
+                self.bar.comment = label
+            self.bar.update(0)  # fastprogress starts its clock (and wait_for) at 0: a resumed count may start higher
+
+    def update(self, done: int) -> None:
+        self.done = min(int(done), self.total)
+        if not self.show:
+            return
+        if self.bar is not None:
+            self.bar.update(self.done)
+            return
+        pct = 100.0 * self.done / self.total
+        if pct + 1e-9 >= self.next_pct or self.done == self.total:
+            print(f"{self.label or 'progress'}: {self.done}/{self.total} ({pct:.0f}%), "
+                  f"{time.perf_counter() - self.start:.0f} s", flush=True)
+            while self.next_pct <= pct + 1e-9:
+                self.next_pct += self.every
 
 
 class LineLog:

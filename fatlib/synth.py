@@ -360,9 +360,9 @@ def _render_all(clips: list[_Clip], sample_rate: int, *, progress: bool, n_jobs)
         pool = ThreadPoolExecutor(max_workers=n_jobs)  # numpy/FFT/soundfile release the GIL
         done = pool.map(write, clips)
     if progress:
-        from fastprogress import progress_bar
+        from .progress import progress as show_progress
 
-        done = progress_bar(done, total=len(clips))
+        done = show_progress(done, total=len(clips), label="synth: clips written")
     try:
         for _ in done:
             pass

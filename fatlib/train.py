@@ -629,6 +629,18 @@ def stage_overrides(args) -> dict:
     return over
 
 
+def run_name(args) -> str:
+    """``--run``, else the model's name (``--model``, else the recipe's): the notebooks' run names, so
+    the headless commands and the inference kernel's defaults agree."""
+    if args.run:
+        return args.run
+    if getattr(args, "model", None):
+        return args.model
+    from .recipes import load_recipe
+
+    return load_recipe(args.recipe).stage_fields(getattr(args, "stage", None) or "stage").get("model", "cnn_model_1")
+
+
 def config_from_args(args) -> StageConfig:
     """A StageConfig from the recipe (``--recipe``; its ``[stages.<stage>]`` when the stage is one of
     its stages), then ``--config`` (JSON), then the options given on the command line."""
@@ -644,7 +656,7 @@ def config_from_args(args) -> StageConfig:
         over["name"] = args.stage
     if args.init_from:
         p = Path(args.init_from)
-        over["init_from"] = str(p if p.is_dir() else Path(args.weights) / args.run / args.init_from)
+        over["init_from"] = str(p if p.is_dir() else Path(args.weights) / run_name(args) / args.init_from)
     return StageConfig.from_dict({**base, **{k: v for k, v in over.items() if v is not None}})
 
 
@@ -653,7 +665,7 @@ def _cli(args) -> int:
 
     cfg = config_from_args(args)
     data = FatData.from_dir(args.data)
-    res = train_stage(cfg, data, run_dir=Path(args.weights) / args.run, cache_dir=args.cache_dir,
+    res = train_stage(cfg, data, run_dir=Path(args.weights) / run_name(args), cache_dir=args.cache_dir,
                       progress=not args.quiet, folds=args.folds, input_roots=args.input_roots)
     if res is not None:
         print(result_line(cfg.name, res))
@@ -685,7 +697,8 @@ def add_stage_arguments(p: argparse.ArgumentParser, *, stage: str | None = None)
                    help=f"a shipped recipe ({', '.join(list_recipes())}) or a .toml path; options below override it "
                    f"(default: {DEFAULT_RECIPE})")
     p.add_argument("--data", default=None, help="data folder (default: input/, then the Kaggle path)")
-    p.add_argument("--run", required=True, help="run name: outputs in <weights>/<run>/")
+    p.add_argument("--run", default=None,
+                   help="run name: outputs in <weights>/<run>/ (default: the model's name, as the notebooks)")
     p.add_argument("--weights", default="weights", help="weights root (default: weights)")
     p.add_argument("--cache-dir", default="cache", help="feature cache folder (default: cache)")
     p.add_argument("--model", default=None, help=f"registered model name (cnn_model_1, vgg16_bn, ...; {d('model')})")
