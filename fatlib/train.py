@@ -613,7 +613,7 @@ def json_arg(text: str | None, *, flag: str):
 STAGE_OPTIONS = (
     ("model", "model"), ("preset", "preset"), ("loss", "loss"), ("augment", "augment"), ("epochs", "epochs"),
     ("lr", "lr"), ("batch_size", "batch_size"), ("n_folds", "n_folds"), ("seed", "seed"), ("workers", "n_workers"),
-    ("keep", "keep"), ("auto_scale", "auto_scale"),
+    ("keep", "keep"), ("auto_scale", "auto_scale"), ("sound_mix", "sound_mix_p"),
 )
 
 
@@ -723,6 +723,9 @@ def add_stage_arguments(p: argparse.ArgumentParser, *, stage: str | None = None)
                    help="train only these fold indices, e.g. --folds 0 to run or time one fold (default: every fold)")
     p.add_argument("--keep", choices=KEEP, default=None,
                    help=f"weights of the last epoch or of the best by validation lwlrap ({d('keep')})")
+    p.add_argument("--sound-mix", type=float, default=None, metavar="P",
+                   help=f"share of training clips mixed with another clip as sounds, labels joined; 0: off "
+                   f"({d('sound_mix_p')})")
     p.add_argument("--seed", type=int, default=None, help=f"training seed (augmentations, initialisation; {d('seed')})")
     p.add_argument("--workers", type=int, default=None, help=f"DataLoader worker processes ({d('n_workers')})")
     p.add_argument("--wave-augment", action="store_true",

@@ -127,3 +127,16 @@ def test_build_dataloaders_both_modes(cache, split, tiny_mel):
     assert xb.shape == (2, wave_crop_samples(tiny_mel))
     with pytest.raises(DataError, match="feature mode"):
         build_dataloaders([(cache, [0, 1], y[:2])], [(cache, [2], y[2:3])], cfg=tiny_mel, mode="mel")
+
+
+def test_stage_sound_mix_reaches_the_training_set_only(cache, split, tiny_mel):
+    from fatlib.train import StageConfig
+
+    y = split.targets
+    dls = build_dataloaders([(cache, np.arange(8), y[:8])], [(cache, np.arange(8, 12), y[8:12])], cfg=tiny_mel,
+                            batch_size=4, mix_p=0.7)
+    assert dls.train.dataset.mix_p == 0.7 and dls.valid.dataset.mix_p == 0.0
+
+    assert StageConfig(name="s").sound_mix_p == 0.5  # on by default (real-audio benchmark: mixtures +0.03)
+    with pytest.raises(DataError, match="sound_mix_p"):
+        StageConfig(name="s", sound_mix_p=1.5)
