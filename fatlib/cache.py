@@ -130,7 +130,10 @@ class FeatureCache:
 
         ``n_jobs`` worker processes (default: every core this process may use; 1 = in this process).
         Returns the existing cache at once when one with the same hash is complete; resumes from
-        finished shards after an interruption. A file that cannot be decoded raises its AudioError.
+        finished shards after an interruption. Another process building the same cache holds its lock:
+        this one waits (saying so when ``progress``), then returns the cache that process finished.
+        Files that cannot be decoded do not stop the build: once every other clip is computed, one
+        AudioError names each of them with its fix, and no cache is written.
         ``input_roots``: earlier sessions' outputs (fatlib.runs.Roots) where a complete cache is also
         looked for (and read there, read-only); a missing one is built in ``cache_dir``.
         """
@@ -227,11 +230,11 @@ def _run_shards(tasks: list[tuple], sizes: list[int], *, n_jobs: int, total: int
     counter (none when ``counter_label`` is None); returns the messages of every bad clip."""
     counter = Counter(total, label=counter_label or "", show=counter_label is not None)
     counter.update(done)
-    bad: list[str] = []
+    bad: dict[int, list[str]] = {}
 
     def finished(k: int, errors: list[str]) -> None:
         nonlocal done
-        bad.extend(errors)
+        bad[k] = errors
         done += sizes[k]
         counter.update(done)
 
@@ -239,14 +242,14 @@ def _run_shards(tasks: list[tuple], sizes: list[int], *, n_jobs: int, total: int
         with _single_thread_blas():
             for k, task in enumerate(tasks):
                 finished(k, _compute_shard(*task))
-        return bad
+        return [msg for k in sorted(bad) for msg in bad[k]]
     # librosa loads its submodules lazily (~10 s for effects/feature on a busy machine): load them
     # here once so that forked workers inherit them instead of each importing them again
     importlib.import_module("librosa.effects")
     importlib.import_module("librosa.feature")
     with process_pool(min(n_jobs, len(tasks)), initializer=_single_thread_blas) as pool:
         run_all(pool, _compute_shard, tasks, on_result=finished)
-    return bad
+    return [msg for k in sorted(bad) for msg in bad[k]]  # in clip order
 
 
 def _single_thread_blas():

@@ -268,7 +268,8 @@ def test_every_bad_clip_is_named_in_one_error(tmp_path, tiny_mel, monkeypatch):
         FeatureCache.build(paths, tiny_mel, cache_dir=tmp_path / "c", name="curated", n_jobs=2, progress=False)
     msg = str(err.value)
     assert msg.startswith("3 of 7 clips of the 'curated' split cannot be used")
-    for path, fix in zip(bad, ("re-encode it", "0 samples", "NaN or infinite")):
-        assert f"{path}: " in msg and fix in msg
+    lines = msg.splitlines()[1:4]  # one line per bad clip, in the split's order
+    for line, path, fix in zip(lines, bad, ("re-encode it", "0 samples", "NaN or infinite")):
+        assert line.startswith(f"  {path}: ") and fix in line
     assert "Fix or remove each file above" in msg
     assert os.listdir(tmp_path / "c") == []  # no cache, no shards, no lock
