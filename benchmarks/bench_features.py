@@ -99,13 +99,13 @@ def bench_cache(n_clips: int, seconds: float) -> None:
 
 
 def train_steps_worker(width_mult: float, batch: int, steps: int) -> None:
-    """Subprocess body: ``import fatlib`` (tunes malloc unless disabled), then time training steps."""
+    """Subprocess body: ``tune_malloc()`` (a no-op when disabled), then time training steps."""
     import torch
 
-    import fatlib
     from fatlib.models import create_model
+    from fatlib.sysalloc import tune_malloc
 
-    tuned = fatlib.sysalloc.tune_malloc() if not fatlib.sysalloc.tuning_disabled() else {}
+    tuned = tune_malloc()
     torch.manual_seed(0)
     model = create_model("cnn_model_1", n_classes=80, in_channels=3, width_mult=width_mult)
     opt = torch.optim.SGD(model.parameters(), lr=0.01)

@@ -21,10 +21,11 @@ import numpy as np
 
 def main(argv=None) -> None:
     from fatlib.data import FatData
+    from fatlib.folds import noisy_folds
     from fatlib.pipeline import warmup
     from fatlib.select import Selection
     from fatlib.synth import make_dataset
-    from fatlib.train import StageConfig, noisy_folds, train_stage
+    from fatlib.train import StageConfig, train_stage
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="1 seed, tiny set and model (< 60 s on 2 CPU cores)")

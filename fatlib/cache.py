@@ -6,21 +6,28 @@ mtimes)::
     <name>-<h>.f16          every clip's (n_mels, frames) block, C order, one after the other
     <name>-<h>.json         index: fnames, lengths (frames), offsets (elements), n_mels, cfg
     <name>-<h>.parts/       while building: shards of SHARD_SIZE clips, each written atomically
+    <name>-<h>.lock         while building: the lock that lets one process build (fatlib.filelock)
 
-The index is written last, so its presence means the cache is complete. An interrupted build keeps
-its finished shards and a rerun computes only the missing ones; a build whose cache exists returns
-at once. Nothing holds the split in RAM: shards are streamed into the data file and reads are views
-of a ``numpy.memmap``.
+The index is written last, so its presence means the cache is complete. An interrupted build (Ctrl-C,
+``kill -9``, a crash) keeps its finished shards and a rerun computes only the missing ones; a build
+whose cache exists returns at once. Builds of one cache by several processes at once (two commands,
+the ranks of a distributed run) take turns on the lock: one builds, the others wait and then open the
+finished cache. Under the lock, a build first removes what a dead builder left (temporary files, or
+the shards of a cache that was finished); a finished build leaves only the data file and the index.
+Worker processes die with the builder (fatlib.workers). Clips that cannot be decoded do not stop the
+build: all of them are reported in one AudioError at the end, and no cache is written.
+Nothing holds the split in RAM: shards are streamed into the data file and reads are views of a
+``numpy.memmap``.
 """
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import importlib
 import json
 import os
 import shutil
-from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Sequence
 
@@ -28,8 +35,11 @@ import numpy as np
 
 from .errors import AudioError, DataError
 from .features import MelConfig, clip_features
+from .filelock import exclusive_lock
 from .io import atomic_path, write_json
+from .progress import Counter
 from .runs import Roots
+from .workers import process_pool, run_all
 
 SHARD_SIZE = 32  # clips per shard: the unit of parallel work and of resuming
 DTYPE = np.float16
@@ -44,15 +54,26 @@ def _split_hash(paths: Sequence[Path], cfg: MelConfig) -> str:
     return h.hexdigest()[:12]
 
 
-def _compute_shard(paths: list[str], cfg_dict: dict, shard_path: str) -> list[int]:
-    """Worker: features of ``paths`` written (atomically) to ``shard_path``; returns frames per clip."""
+def _compute_shard(paths: list[str], cfg_dict: dict, shard_path: str) -> list[str]:
+    """Worker: features of ``paths`` written (atomically) to ``shard_path``.
+
+    Returns the AudioError messages of the clips that cannot be used (then no shard is written), so
+    that the build goes on and reports every bad clip of the split at once.
+    """
     cfg = MelConfig.from_dict(cfg_dict)
-    specs = [clip_features(p, cfg).astype(DTYPE) for p in paths]
+    specs, bad = [], []
+    for p in paths:
+        try:
+            specs.append(clip_features(p, cfg).astype(DTYPE))
+        except AudioError as e:
+            bad.append(str(e))
+    if bad:
+        return bad
     lengths = np.array([s.shape[1] for s in specs], dtype=np.int64)
     data = np.concatenate([s.ravel() for s in specs])
     with atomic_path(shard_path) as tmp, open(tmp, "wb") as f:
         np.savez(f, data=data, lengths=lengths)
-    return lengths.tolist()
+    return []
 
 
 def _check_paths(paths) -> list[Path]:
@@ -109,7 +130,10 @@ class FeatureCache:
 
         ``n_jobs`` worker processes (default: every core this process may use; 1 = in this process).
         Returns the existing cache at once when one with the same hash is complete; resumes from
-        finished shards after an interruption. A file that cannot be decoded raises its AudioError.
+        finished shards after an interruption. Another process building the same cache holds its lock:
+        this one waits (saying so when ``progress``), then returns the cache that process finished.
+        Files that cannot be decoded do not stop the build: once every other clip is computed, one
+        AudioError names each of them with its fix, and no cache is written.
         ``input_roots``: earlier sessions' outputs (fatlib.runs.Roots) where a complete cache is also
         looked for (and read there, read-only); a missing one is built in ``cache_dir``.
         """
@@ -122,19 +146,22 @@ class FeatureCache:
         stem = f"{name}-{_split_hash(paths, cfg)}"
         index_path = cache_dir / f"{stem}.json"
         found = Roots(input_roots).find(index_path)
-        if found is not None:
+        if found is not None and (found != index_path or not _leftovers(cache_dir, stem)):
             return cls(found)
         n_jobs = _n_jobs(n_jobs)
-        parts = cache_dir / f"{stem}.parts"
-        parts.mkdir(parents=True, exist_ok=True)
-        shards = [[str(p) for p in paths[i : i + SHARD_SIZE]] for i in range(0, len(paths), SHARD_SIZE)]
-        shard_paths = [parts / f"shard-{k:05d}.npz" for k in range(len(shards))]
-        todo = [k for k, sp in enumerate(shard_paths) if not sp.is_file()]
-        _run_shards([(shards[k], cfg.to_dict(), str(shard_paths[k])) for k in todo],
-                    [len(shards[k]) for k in todo], n_jobs=n_jobs, progress=progress, total=len(paths),
-                    done=len(paths) - sum(len(shards[k]) for k in todo))
-        _assemble(shard_paths, index_path, paths, cfg)
-        shutil.rmtree(parts)
+
+        def waiting():
+            if progress:
+                print(f"{name}: another process is building {stem}; waiting for it", flush=True)
+
+        with exclusive_lock(cache_dir / f"{stem}.lock", on_wait=waiting):
+            for stale in _leftovers(cache_dir, stem):  # from a builder that died, or finished and was killed
+                if stale.is_dir() and index_path.is_file():
+                    shutil.rmtree(stale)
+                elif stale.is_file():
+                    stale.unlink()
+            if not index_path.is_file():  # else another process built it while this one waited
+                _build(paths, cfg, index_path, name=name, n_jobs=n_jobs, progress=progress)
         return cls(index_path)
 
     def __len__(self) -> int:
@@ -167,35 +194,62 @@ def _n_jobs(n_jobs: int | None) -> int:
     return n_jobs
 
 
-def _run_shards(tasks: list[tuple], sizes: list[int], *, n_jobs: int, progress: bool, total: int, done: int) -> None:
-    """Run ``_compute_shard`` on every task (in-process for one job), advancing a bar by clips."""
-    from .progress import Progress
+def _leftovers(cache_dir: Path, stem: str) -> list[Path]:
+    """What a build of ``stem`` leaves while it runs: temporary files of the data file and the index,
+    temporary shard files, and the shard folder."""
+    parts = cache_dir / f"{stem}.parts"
+    found = sorted(cache_dir.glob(f".{glob.escape(stem)}.*.tmp"))
+    if parts.is_dir():
+        found += sorted(parts.glob(".*.tmp")) + [parts]
+    return found
 
-    bar = Progress(total, label="cache: clips", show=progress)  # a bar in a terminal, else plain lines
-    _advance(bar, done)
+
+def _build(paths: list[Path], cfg: MelConfig, index_path: Path, *, name: str, n_jobs: int, progress: bool) -> None:
+    """Compute the missing shards, then assemble them; the caller holds the lock."""
+    parts = index_path.with_suffix(".parts")
+    parts.mkdir(parents=True, exist_ok=True)
+    shards = [[str(p) for p in paths[i : i + SHARD_SIZE]] for i in range(0, len(paths), SHARD_SIZE)]
+    shard_paths = [parts / f"shard-{k:05d}.npz" for k in range(len(shards))]
+    todo = [k for k, sp in enumerate(shard_paths) if not sp.is_file()]
+    bad = _run_shards([(shards[k], cfg.to_dict(), str(shard_paths[k])) for k in todo], [len(shards[k]) for k in todo],
+                      n_jobs=n_jobs, total=len(paths), done=len(paths) - sum(len(shards[k]) for k in todo),
+                      counter_label=f"{name} log-mels" if progress else None)
+    if bad:
+        shutil.rmtree(parts)  # fixing a clip changes the cache's hash: these shards would never be used
+        lines = "\n".join(f"  {msg}" for msg in bad)
+        raise AudioError(f"{len(bad)} of {len(paths)} clips of the {name!r} split cannot be used, so no feature "
+                         f"cache was written:\n{lines}\nFix or remove each file above (e.g. drop its row from the "
+                         "split's CSV), then run again.")
+    _assemble(shard_paths, index_path, paths, cfg)
+    shutil.rmtree(parts)
+
+
+def _run_shards(tasks: list[tuple], sizes: list[int], *, n_jobs: int, total: int, done: int,
+                counter_label: str | None) -> list[str]:
+    """Run ``_compute_shard`` on every task (in-process for one job), counting clips on a progress
+    counter (none when ``counter_label`` is None); returns the messages of every bad clip."""
+    counter = Counter(total, label=counter_label or "", show=counter_label is not None)
+    counter.update(done)
+    bad: dict[int, list[str]] = {}
+
+    def finished(k: int, errors: list[str]) -> None:
+        nonlocal done
+        bad[k] = errors
+        done += sizes[k]
+        counter.update(done)
+
     if n_jobs == 1 or len(tasks) <= 1:
         with _single_thread_blas():
-            for task, size in zip(tasks, sizes):
-                _compute_shard(*task)
-                done += size
-                _advance(bar, done)
-        return
+            for k, task in enumerate(tasks):
+                finished(k, _compute_shard(*task))
+        return [msg for k in sorted(bad) for msg in bad[k]]
     # librosa loads its submodules lazily (~10 s for effects/feature on a busy machine): load them
     # here once so that forked workers inherit them instead of each importing them again
     importlib.import_module("librosa.effects")
     importlib.import_module("librosa.feature")
-    with ProcessPoolExecutor(max_workers=min(n_jobs, len(tasks)), initializer=_single_thread_blas) as pool:
-        pending = {pool.submit(_compute_shard, *task): size for task, size in zip(tasks, sizes)}
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_EXCEPTION)
-            for fut in finished:
-                size = pending.pop(fut)
-                if fut.exception() is not None:
-                    for other in pending:
-                        other.cancel()
-                    raise fut.exception()
-                done += size
-                _advance(bar, done)
+    with process_pool(min(n_jobs, len(tasks)), initializer=_single_thread_blas) as pool:
+        run_all(pool, _compute_shard, tasks, on_result=finished)
+    return [msg for k in sorted(bad) for msg in bad[k]]  # in clip order
 
 
 def _single_thread_blas():
@@ -210,11 +264,6 @@ def _single_thread_blas():
     except ImportError:
         return contextlib.nullcontext()
     return threadpool_limits(1)
-
-
-def _advance(bar, done: int) -> None:
-    if bar is not None:
-        bar.update(done)
 
 
 def _assemble(shard_paths: list[Path], index_path: Path, paths: list[Path], cfg: MelConfig) -> None:

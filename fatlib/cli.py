@@ -46,8 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .errors import FatlibError, missing_dependency
+    from .sysalloc import tune_malloc
 
     command = "python -m fatlib"
+    tune_malloc()  # process-wide allocator settings for CPU speed (fatlib.sysalloc); this is the entry point
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -64,6 +66,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {missing_dependency(e.name, needed_by=command)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"\n{command}: interrupted; run it again to go on from the finished work", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

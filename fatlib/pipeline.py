@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
+from .folds import noisy_folds
 from .io import write_csv, write_json
 from .recipes import DEFAULT_RECIPE
 from .runs import Roots, stage_finished
@@ -31,7 +32,6 @@ from .train import (
     add_stage_arguments,
     fold_done,
     folds_for_data,
-    noisy_folds,
     result_line,
     run_name,
     stage_overrides,

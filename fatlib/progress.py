@@ -6,7 +6,7 @@ there. ``FATLIB_PROGRESS=bars|lines`` overrides the choice.
 
 - :func:`bars_enabled`: which of the two applies to this process now.
 - :func:`progress`: an iterable that shows a bar, or prints a line every ``every_percent`` percent.
-- :class:`Progress`: the same for work advanced by hand (``update(done)``: shards, chunks);
+- :class:`Counter`: progress of work counted in units (clips) that may start part-done (a resumed job).
 - :class:`LineLog`: lines to stdout and, when given a path, appended to a log file as well.
 """
 from __future__ import annotations
@@ -75,37 +75,42 @@ def progress(items: Iterable[T], *, total: int | None = None, label: str = "", s
         print(f"{label}: {done} done, {time.perf_counter() - start:.0f} s", flush=True)
 
 
-class Progress:
-    """Progress of work counted by hand: ``update(done)`` moves a fastprogress bar when
-    :func:`bars_enabled`, else prints ``"<label>: done/total (p%), elapsed s"`` about every
-    ``every_percent`` percent and at the end. ``show=False`` shows nothing."""
+class Counter:
+    """Progress of ``total`` units of work, told with :meth:`update` (units done so far, which may
+    start above 0 when a job resumes): a fastprogress bar when :func:`bars_enabled`, else a plain line
+    ``"<label>: done/total (p%), elapsed s"`` about every ``every_percent`` percent and at the end.
+    ``show=False`` shows nothing."""
 
     def __init__(self, total: int, *, label: str = "", show: bool = True, every_percent: float = 10.0):
-        self.total, self.label, self.every = max(int(total), 0), label, every_percent
-        self.start, self.next_pct, self.done = time.perf_counter(), every_percent, 0
-        self.bar = None
+        self.total, self.label, self.every_percent = int(total), label, every_percent
         self.show = show and self.total > 0
+        self._start = time.perf_counter()
+        self._bar = None
+        self._next_pct = every_percent
+        self._last = -1
         if self.show and bars_enabled():
             from fastprogress.fastprogress import progress_bar
 
-            self.bar = progress_bar(range(self.total), leave=False)
+            self._bar = progress_bar(range(self.total), leave=False)
             if label:
-                self.bar.comment = label
-            self.bar.update(0)  # fastprogress starts its clock (and wait_for) at 0: a resumed count may start higher
+                self._bar.comment = label
+            self._bar.update(0)  # starts its clock; a first update above 0 would fail in fastprogress
 
     def update(self, done: int) -> None:
-        self.done = min(int(done), self.total)
-        if not self.show:
+        done = min(int(done), self.total)
+        if not self.show or done == self._last:
             return
-        if self.bar is not None:
-            self.bar.update(self.done)
+        first, self._last = self._last < 0, done
+        if self._bar is not None:
+            if done > 0:
+                self._bar.update(done)
             return
-        pct = 100.0 * self.done / self.total
-        if pct + 1e-9 >= self.next_pct or self.done == self.total:
-            print(f"{self.label or 'progress'}: {self.done}/{self.total} ({pct:.0f}%), "
-                  f"{time.perf_counter() - self.start:.0f} s", flush=True)
-            while self.next_pct <= pct + 1e-9:
-                self.next_pct += self.every
+        pct = 100.0 * done / self.total
+        if (first and done > 0) or pct + 1e-9 >= self._next_pct or done == self.total:
+            print(f"{self.label}: {done}/{self.total} ({pct:.0f}%), {time.perf_counter() - self._start:.0f} s",
+                  flush=True)
+            while self._next_pct <= pct + 1e-9:
+                self._next_pct += self.every_percent
 
 
 class LineLog:

@@ -24,9 +24,8 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
+from .folds import SELECTION_COLUMNS, noisy_folds
 from .io import write_csv
-
-SELECTION_COLUMNS = ["fname", "labels", "score", "fold"]
 
 
 @dataclass
@@ -171,39 +170,6 @@ def select_pseudo_labels(
     return Selection(order, y[order].astype(np.float32), mean_p[order], f[order])
 
 
-def read_selection(path, *, vocab: Sequence[str], noisy_fnames: Sequence[str]):
-    """Read a selection CSV. Returns (rows into the noisy split, float32 multi-hot targets, folds)."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"{path}: selection CSV not found. Run `python -m fatlib select` first or fix the path.")
-    df = pd.read_csv(path, keep_default_na=False)
-    missing = [c for c in SELECTION_COLUMNS if c not in df.columns]
-    if missing:
-        raise DataError(f"{path}: missing columns {missing}; a selection CSV has {SELECTION_COLUMNS}.")
-    pos = {n: i for i, n in enumerate(noisy_fnames)}
-    col = {c: j for j, c in enumerate(vocab)}
-    unknown = [n for n in df["fname"] if n not in pos][:5]
-    bad = sorted({lab for s in df["labels"] for lab in _split_labels(s) if lab not in col})[:5]
-    if unknown or bad:
-        raise DataError(
-            f"{path}: " + (f"clips not in the noisy split {unknown}; " if unknown else "")
-            + (f"labels not in the vocabulary {bad}; " if bad else "")
-            + "make the selection from this data set's noisy split."
-        )
-    rows = np.array([pos[n] for n in df["fname"]], dtype=int)
-    y = np.zeros((len(df), len(vocab)), dtype=np.float32)
-    for i, s in enumerate(df["labels"]):
-        for lab in _split_labels(s):
-            y[i, col[lab]] = 1.0
-    return rows, y, df["fold"].to_numpy(dtype=int)
-
-
-def _split_labels(s: str) -> list[str]:
-    from .data import parse_labels
-
-    return parse_labels(s)
-
-
 # ---------------------------------------------------------------------------------------------- CLI
 RULES = ("stage3", "stage4", "logloss", "pseudo")
 
@@ -251,7 +217,6 @@ def run_rule(
 
 def _cli(args) -> int:
     from .data import FatData
-    from .train import noisy_folds
 
     data = FatData.from_dir(args.data)
     run_dir = Path(args.weights) / args.run

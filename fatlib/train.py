@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from .errors import DataError
+from .folds import curated_folds, noisy_folds, read_selection
 from .io import save_npy, write_csv, write_json, write_text
 
 TRAIN_ON = ("noisy", "curated", "curated+selected")
@@ -191,23 +192,6 @@ def _tune_cpu(device: torch.device) -> None:
             raise
         return
     tune_malloc()
-
-
-# ------------------------------------------------------------------------------------------ folds
-def curated_folds(data, *, run_dir, n_folds: int, seed: int) -> np.ndarray:
-    from .data import load_or_make_folds
-
-    return load_or_make_folds(Path(run_dir) / "folds_curated.csv", data.curated.fnames, data.curated.targets,
-                              n_folds=n_folds, seed=seed)
-
-
-def noisy_folds(data, *, run_dir, n_folds: int, seed: int) -> np.ndarray:
-    from .data import load_or_make_folds
-
-    if len(data.noisy.fnames) == 0:
-        return np.zeros(0, dtype=np.int64)
-    return load_or_make_folds(Path(run_dir) / "folds_noisy.csv", data.noisy.fnames, data.noisy.targets,
-                              n_folds=n_folds, seed=seed)
 
 
 def _check_config(stage_dir: Path, cfg: StageConfig) -> None:
@@ -449,7 +433,6 @@ def fold_done(stage_dir, k: int) -> bool:
 
 def _prepare(cfg: StageConfig, data, run_dir: Path, cache_dir, progress: bool, roots) -> _Inputs:
     from .cache import FeatureCache
-    from .select import read_selection
 
     mel = cfg.mel_config()
     if data.curated.targets is None or len(data.curated.fnames) < cfg.n_folds:

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 
 from fatlib.errors import DataError
+from fatlib.folds import read_selection
 from fatlib.select import (
-    read_selection,
     select_by_agreement,
     select_by_logloss,
     select_pseudo_labels,
