@@ -15,6 +15,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from .batching import length_batches
 from .errors import DataError, WeightsError
 from .evaluation import evaluate
 from .features import MelConfig, to_model_input
@@ -41,7 +42,6 @@ __all__ = [
     "sequential_starts", "window_starts", "LoadedModel", "find_models", "weight_files", "write_submission",
     "evaluate", "CacheSource", "WaveSource",
 ]
-_WaveSource = WaveSource  # the name tests and notebooks used before the split
 
 
 # --------------------------------------------------------------------------- prediction
@@ -75,8 +75,10 @@ def predict_clips(
     ``paths_or_cache``: audio file paths (features computed here in batches with LogMel on ``device``)
     or a FeatureCache built with ``cfg``. ``tta``: "windows" | "sequential" | "full" (module doc).
     ``batch_size``: crops of the training width per forward pass (longer ``full`` crops: as many
-    frames in all), and clips per feature batch. ``sort_by_length``: process
-    clips shortest first so that batches hold similar lengths (length bucketing).
+    frames in all); feature passes hold at most ``batch_size`` clips and, padded to their longest,
+    as many frames as ``batch_size`` crops (a longer clip is computed alone, in parts), so memory
+    stays bounded whatever the clip lengths. ``sort_by_length``: process clips shortest first so
+    that batches hold similar lengths (length bucketing, :func:`fatlib.batching.length_batches`).
     ``reduce="mean"`` returns (n_clips, n_classes), the mean over ``models``; ``reduce=None`` returns
     (n_models, n_clips, n_classes) for :mod:`fatlib.ensemble`. The models are moved to ``device``
     and set to eval mode, and run under ``torch.inference_mode`` (with float16 autocast on CUDA).
@@ -91,23 +93,24 @@ def predict_clips(
     if not models:
         raise WeightsError("predict_clips: no models given. Load them with fatlib.predict.find_models.")
     device = default_device(device)
-    source = make_source(paths_or_cache, cfg, device, num_workers)
+    budget_frames = batch_size * cfg.crop_frames  # one budget for feature passes and forward passes
+    source = make_source(paths_or_cache, cfg, device, num_workers, frames_per_pass=budget_frames)
     n = len(source)
     if n == 0:
         raise DataError("predict_clips: no clips to predict; check the test split / file list.")
-    order = np.argsort(source.sizes(), kind="stable") if sort_by_length else np.arange(n)
+    groups = length_batches(source.frames(), max_items=batch_size, max_frames=budget_frames, sort=sort_by_length)
     sums = torch.zeros(len(models), n, 0)
     counts = torch.zeros(n)
     for m in models:
         m.to(device).eval()
-    chunks = source.chunks(order, batch_size)
+    chunks = source.batches(groups)
     if progress:
-        chunks = progress_bar(chunks, total=-(-n // batch_size))
+        chunks = progress_bar(chunks, total=len(groups))
     in_cfg = cfg.replace(normalize="none") if cfg.normalize == "clip" else cfg  # clips normalised in clip_crops
     with torch.inference_mode():
         for idx, specs in chunks:
             crops = clip_crops(idx, specs, cfg, tta=tta, step_frames=step_frames, quantum_frames=length_quantum_frames)
-            for clip_ids, batch in _batches_by_length(crops, batch_size, width_frames=cfg.crop_frames):
+            for clip_ids, batch in _stacked_batches(crops, batch_size, budget_frames=budget_frames):
                 probs = _forward(models, to_model_input(batch, in_cfg), device)  # (n_models, B, C)
                 if sums.shape[-1] == 0:
                     sums = torch.zeros(len(models), n, probs.shape[-1])
@@ -117,17 +120,12 @@ def predict_clips(
     return scores.mean(axis=0) if reduce == "mean" else scores
 
 
-def _batches_by_length(crops, batch_size: int, *, width_frames: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Crops of equal length stacked into batches of at most ``batch_size * width_frames`` frames in
-    all (so a batch of long ``full`` clips holds fewer clips and needs no more memory than one of windows)."""
-    by_length: dict[int, list] = {}
-    for clip, crop in crops:
-        by_length.setdefault(crop.shape[-1], []).append((clip, crop))
-    for length, group in by_length.items():
-        per_batch = max(1, batch_size * width_frames // length)
-        for i in range(0, len(group), per_batch):
-            part = group[i : i + per_batch]
-            yield torch.tensor([c for c, _ in part]), torch.stack([x for _, x in part])
+def _stacked_batches(crops, batch_size: int, *, budget_frames: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Crops of equal length stacked into batches of at most ``budget_frames`` frames in all (so a
+    batch of long ``full`` clips holds fewer clips and needs no more memory than one of windows)."""
+    lengths = [crop.shape[-1] for _, crop in crops]
+    for part in length_batches(lengths, max_items=batch_size, max_frames=budget_frames, equal_lengths=True):
+        yield torch.tensor([crops[i][0] for i in part]), torch.stack([crops[i][1] for i in part])
 
 
 def _forward(models, x: torch.Tensor, device: torch.device) -> torch.Tensor:

@@ -327,3 +327,37 @@ def test_cli_predict_writes_submission_and_evaluation(tiny_dataset, tiny_mel, cn
     _save(run / "stage9" / "fold0.safetensors", six, tiny_mel, vocab=[f"x{i}" for i in range(len(data.vocab))])
     assert main(["predict", "--data", str(tiny_dataset), "--weights", str(run), "--out", str(out)]) == 1
     assert "stage9/fold0.safetensors: vocabulary mismatch" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- bounded memory
+def test_length_batches_never_pad_to_a_much_longer_clip():
+    from fatlib.batching import length_batches
+
+    rng = np.random.default_rng(0)
+    lengths = np.append(rng.integers(100, 400, 50), 40_000)  # one 10-minute clip among short ones
+    batches = length_batches(lengths, max_items=16, max_frames=4096)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))  # each clip once
+    for b in batches:
+        assert len(b) <= 16 and (len(b) == 1 or len(b) * lengths[b].max() <= 4096)
+    assert [50] in [b.tolist() for b in batches]  # the long clip alone
+    equal = length_batches([32, 48, 32, 48, 32], max_items=2, max_frames=1000, equal_lengths=True)
+    assert [b.tolist() for b in equal] == [[0, 2], [4], [1, 3]]
+
+
+def test_long_clip_log_mel_in_parts_equals_one_pass(tiny_mel):
+    from fatlib.features import LogMel
+
+    mel = LogMel(tiny_mel)
+    wave = torch.from_numpy(np.random.default_rng(0).standard_normal(200 * 512 + 77).astype(np.float32) * 0.1)
+    whole = mel(wave)[0]
+    for frames_per_pass in (1, 7, 64, 10_000):
+        parts = mel.long_clip(wave, frames_per_pass=frames_per_pass)
+        assert parts.shape == whole.shape
+        torch.testing.assert_close(parts, whole, atol=1e-4, rtol=0)
+
+
+def test_small_budget_gives_the_same_scores(clips, model, tiny_mel):
+    """batch_size 1: every clip longer than one crop is computed alone, in parts; same scores."""
+    small = predict_clips(model, clips, tiny_mel, batch_size=1, progress=False, device="cpu")
+    large = predict_clips(model, clips, tiny_mel, batch_size=64, progress=False, device="cpu")
+    np.testing.assert_allclose(small, large, atol=1e-5)
