@@ -2,8 +2,10 @@
 
 Each clip's log-mel is (n_mels, frames); ``width`` = the training crop, ``cfg.crop_frames``:
 
-- ``windows`` (12th place): crops of ``width`` frames every ``step_frames`` (48) frames, plus one
-  aligned to the clip's end so the whole clip is covered; probabilities averaged.
+- ``windows`` (12th place): crops of ``width`` frames spread evenly from the clip's start to its end,
+  at most ``step_frames`` (48) frames apart: ``linspace(0, frames - width, ceil((frames - width) /
+  step) + 1)`` rounded down, as the 12th-place kernel spaces them (T = 200, width 128: starts 0, 36,
+  72); probabilities averaged.
 - ``sequential`` (95th place): every non-overlapping crop; the last partial crop is aligned to the
   clip's end (it overlaps its neighbour) instead of wrapping to the start, so no frame of the start is
   counted twice.
@@ -32,16 +34,17 @@ DEFAULT_QUANTUM_FRAMES = 16  # "full": lengths cut to a multiple of this (~0.25 
 
 
 def window_starts(n_frames: int, *, width_frames: int, step_frames: int = DEFAULT_STEP_FRAMES) -> np.ndarray:
-    """Start frames of the ``windows`` scheme: every ``step_frames`` plus one ending at the clip's end.
-
-    A clip of at most ``width_frames`` frames gets the single start 0 (it is extended to the width).
+    """Start frames of the ``windows`` scheme: the fewest windows at most ``step_frames`` apart that
+    reach from the clip's start to its end, spread evenly (``np.linspace``, rounded down), as in the
+    12th-place kernel. A clip of at most ``width_frames`` frames gets the single start 0 (it is
+    extended to the width).
     """
     check_positive(n_frames=n_frames, width_frames=width_frames, step_frames=step_frames)
     last = n_frames - width_frames
     if last <= 0:
         return np.zeros(1, dtype=np.int64)
-    starts = np.arange(0, last + 1, step_frames, dtype=np.int64)
-    return starts if starts[-1] == last else np.append(starts, last)
+    n_windows = -(-last // step_frames) + 1
+    return np.floor(np.linspace(0, last, n_windows)).astype(np.int64)
 
 
 def sequential_starts(n_frames: int, *, width_frames: int) -> np.ndarray:
