@@ -31,6 +31,13 @@ class LoadedModel:
         """Ensemble group: the stage and the model name (its folds are averaged first)."""
         return f"{self.stage}/{self.meta['model_name']}"
 
+    @property
+    def tta_step_frames(self) -> int | None:
+        """Frames between TTA windows of the out-of-fold predictions at training (None: not recorded,
+        weights saved before fatlib stored it)."""
+        step = self.meta.get("extra", {}).get("tta_step_frames")
+        return int(step) if isinstance(step, int) and not isinstance(step, bool) and step > 0 else None
+
 
 def weight_files(weights: str | os.PathLike | Sequence, *, stages: Sequence[str] | None = None) -> list[Path]:
     """Every ``fold*.safetensors`` under ``weights``: stage folders, or run folders (then their stage

@@ -144,6 +144,7 @@ def predict_test(
     *,
     stages: Sequence[str] | None = None,
     tta: str = "windows",
+    step_frames: int | None = None,
     ensemble: str = "mean",
     rescale: bool = False,
     out: str | os.PathLike = "submission.csv",
@@ -153,20 +154,26 @@ def predict_test(
 
     Folds of one stage and model are averaged, then the stage/model groups combined with ``ensemble``
     ("mean" | "geometric", optional per-class ``rescale``). Models with different MelConfigs get their
-    own features. When the test labels are known, ``<out stem>_eval/`` holds the evaluation.
+    own features. ``step_frames`` (windows TTA): None uses each model's own, the step of its
+    out-of-fold predictions stored in its weights (``DEFAULT_STEP_FRAMES`` for weights without it).
+    When the test labels are known, ``<out stem>_eval/`` holds the evaluation.
     Returns {"submission": path, "groups": [...], "evaluation": dict | None}.
     """
     from .ensemble import combine_groups
 
     loaded = find_models(weights, vocab=data.vocab, stages=stages)
-    by_cfg: dict[str, list[LoadedModel]] = {}
+    by_input: dict[tuple[str, int], list[LoadedModel]] = {}
     for lm in loaded:
-        by_cfg.setdefault(lm.mel_config.key(), []).append(lm)
+        step = step_frames if step_frames is not None else lm.tta_step_frames or DEFAULT_STEP_FRAMES
+        by_input.setdefault((lm.mel_config.key(), step), []).append(lm)
     mats, groups = [], []
-    for members in by_cfg.values():
+    for (_, step), members in by_input.items():
         scores = predict_clips(
-            [lm.model for lm in members], data.test.paths(), members[0].mel_config, tta=tta, reduce=None, **predict_kw
+            [lm.model for lm in members], data.test.paths(), members[0].mel_config, tta=tta, step_frames=step,
+            reduce=None, **predict_kw,
         )
+        for lm, s in zip(members, scores):
+            check_finite_scores(s, lm.path)
         mats += list(scores)
         groups += [lm.group for lm in members]
     combined, _ = combine_groups(mats, groups, method=ensemble, rescale=rescale)
@@ -179,6 +186,16 @@ def predict_test(
             data.test_targets, combined, data.vocab, usage=data.test_usage, out_dir=out.parent / f"{out.stem}_eval"
         )
     return {"submission": out, "groups": list(dict.fromkeys(groups)), "n_models": len(loaded), "evaluation": evaluation}
+
+
+def check_finite_scores(scores: np.ndarray, model_path) -> None:
+    """DataError naming the weights file when one model's scores hold NaN or infinite values."""
+    bad = ~np.isfinite(scores).all(axis=-1)
+    if bad.any():
+        raise DataError(
+            f"{model_path}: this model gives NaN or infinite scores for {int(bad.sum())} of {len(bad)} clip(s); "
+            "retrain or drop this fold (check its training log for a diverged loss)."
+        )
 
 
 def register_cli(subparsers) -> None:
@@ -194,7 +211,9 @@ def register_cli(subparsers) -> None:
     p.add_argument("--tta", choices=TTA_SCHEMES, default="windows",
                    help="test-time augmentation: windows every --step-frames (12th), sequential crops (95th), "
                    "full clip (3rd); default: windows")
-    p.add_argument("--step-frames", type=int, default=DEFAULT_STEP_FRAMES, help="windows: frames between windows")
+    p.add_argument("--step-frames", type=int, default=None,
+                   help="windows: at most this many frames between windows (default: each model's own, the step "
+                   f"of its out-of-fold predictions stored in its weights; {DEFAULT_STEP_FRAMES} for older weights)")
     p.add_argument("--batch-size", type=int, default=64, help="crops per forward pass")
     p.add_argument("--ensemble", choices=("mean", "geometric"), default="mean", help="across stages/models")
     p.add_argument("--rescale", action="store_true", help="rescale each class to [0, 1] before combining (9th place)")

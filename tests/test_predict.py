@@ -365,3 +365,39 @@ def test_small_budget_gives_the_same_scores(clips, model, tiny_mel):
     small = predict_clips(model, clips, tiny_mel, batch_size=1, progress=False, device="cpu")
     large = predict_clips(model, clips, tiny_mel, batch_size=64, progress=False, device="cpu")
     np.testing.assert_allclose(small, large, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- TTA step from the weights
+def test_predict_uses_the_oof_step_stored_in_the_weights(tiny_dataset, tiny_mel, tmp_path, monkeypatch):
+    import fatlib.predict as predict
+    from fatlib.data import FatData
+    from fatlib.models import create_model
+    from fatlib.weights import save_weights
+
+    data = FatData.from_dir(tiny_dataset)
+    torch.manual_seed(0)
+    model = create_model("cnn_model_1", n_classes=len(data.vocab), width_mult=0.125)
+    kw = dict(model_name="cnn_model_1", model_kwargs=model.fatlib_kwargs, mel_config=tiny_mel.to_dict(), vocab=data.vocab)
+    save_weights(tmp_path / "new" / "fold0.safetensors", model, extra={"fold": 0, "tta_step_frames": 12}, **kw)
+    save_weights(tmp_path / "old" / "fold0.safetensors", model, extra={"fold": 0}, **kw)  # before the step was stored
+    steps = []
+    real = predict.predict_clips
+
+    def spy(*args, **kwargs):
+        steps.append(kwargs["step_frames"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict, "predict_clips", spy)
+    run = dict(progress=False, device="cpu")
+    predict.predict_test(data, tmp_path / "new", out=tmp_path / "a.csv", **run)
+    predict.predict_test(data, tmp_path / "old", out=tmp_path / "b.csv", **run)
+    predict.predict_test(data, tmp_path / "new", step_frames=20, out=tmp_path / "c.csv", **run)
+    assert steps == [12, predict.DEFAULT_STEP_FRAMES, 20]
+
+    # a model whose scores are NaN is named
+    with torch.no_grad():
+        next(p for p in model.parameters() if p.dim() == 1).fill_(float("nan"))
+    save_weights(tmp_path / "nan" / "stage2" / "fold3.safetensors", model, **kw)
+    with pytest.raises(DataError, match=r"stage2/fold3\.safetensors: this model gives NaN"):
+        predict.predict_test(data, tmp_path / "nan", out=tmp_path / "d.csv", **run)
+    assert not (tmp_path / "d.csv").exists()
