@@ -36,6 +36,8 @@ from .tta import (
     window_starts,
 )
 
+FEATURE_FRAMES_PER_PASS = 4096  # log-mel frames per feature pass (~0.15 GB of STFT at n_fft 2560)
+
 __all__ = [
     "predict_clips", "predict_test", "default_device", "register_cli",
     "TTA_SCHEMES", "DEFAULT_STEP_FRAMES", "DEFAULT_QUANTUM_FRAMES", "crop_plan", "extend_frames", "full_frames",
@@ -76,8 +78,8 @@ def predict_clips(
     or a FeatureCache built with ``cfg``. ``tta``: "windows" | "sequential" | "full" (module doc).
     ``batch_size``: crops of the training width per forward pass (longer ``full`` crops: as many
     frames in all); feature passes hold at most ``batch_size`` clips and, padded to their longest,
-    as many frames as ``batch_size`` crops (a longer clip is computed alone, in parts), so memory
-    stays bounded whatever the clip lengths. ``sort_by_length``: process clips shortest first so
+    at most ``FEATURE_FRAMES_PER_PASS`` frames (a longer clip is computed alone, its STFT in parts),
+    so memory stays bounded whatever the clip lengths. ``sort_by_length``: process clips shortest first so
     that batches hold similar lengths (length bucketing, :func:`fatlib.batching.length_batches`).
     ``reduce="mean"`` returns (n_clips, n_classes), the mean over ``models``; ``reduce=None`` returns
     (n_models, n_clips, n_classes) for :mod:`fatlib.ensemble`. The models are moved to ``device``
@@ -93,12 +95,13 @@ def predict_clips(
     if not models:
         raise WeightsError("predict_clips: no models given. Load them with fatlib.predict.find_models.")
     device = default_device(device)
-    budget_frames = batch_size * cfg.crop_frames  # one budget for feature passes and forward passes
-    source = make_source(paths_or_cache, cfg, device, num_workers, frames_per_pass=budget_frames)
+    budget_frames = batch_size * cfg.crop_frames  # frames per forward pass
+    feature_frames = min(budget_frames, FEATURE_FRAMES_PER_PASS)  # frames per feature pass (STFT memory)
+    source = make_source(paths_or_cache, cfg, device, num_workers, frames_per_pass=feature_frames)
     n = len(source)
     if n == 0:
         raise DataError("predict_clips: no clips to predict; check the test split / file list.")
-    groups = length_batches(source.frames(), max_items=batch_size, max_frames=budget_frames, sort=sort_by_length)
+    groups = length_batches(source.frames(), max_items=batch_size, max_frames=feature_frames, sort=sort_by_length)
     sums = torch.zeros(len(models), n, 0)
     counts = torch.zeros(n)
     for m in models:

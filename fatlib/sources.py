@@ -27,10 +27,13 @@ def audio_seconds(path: Path) -> float:
         raise AudioError(f"{path}: cannot read the audio header ({e}); re-encode it as WAV or drop it") from e
 
 
+STFT_FRAMES_PER_PASS = 1024  # a long clip's STFT frames at a time (~35 MB of temporaries at n_fft 2560)
+
+
 class WaveSource:
-    """Log-mels computed with :class:`fatlib.features.LogMel` on ``device``, a batch of clips at a time
-    (see :meth:`batches`); waveforms are decoded by ``num_workers`` threads, one batch ahead of the model.
-    A clip longer than ``frames_per_pass`` frames is computed alone, that many STFT frames at a time."""
+    """Log-mels computed with :class:`fatlib.features.LogMel` on ``device``, a group of clips at a time
+    (see :meth:`batches`); waveforms are decoded by ``num_workers`` threads, one group ahead of the
+    model. A clip longer than ``frames_per_pass`` frames is computed alone, its STFT in parts."""
 
     def __init__(self, paths: Sequence, cfg: MelConfig, device: torch.device, num_workers: int, *,
                  frames_per_pass: int | None = None):
@@ -41,7 +44,8 @@ class WaveSource:
         self.device = device
         self.mel = LogMel(cfg).to(device)
         self.num_workers = num_workers
-        self.frames_per_pass = frames_per_pass or 64 * cfg.crop_frames
+        self.frames_per_pass = frames_per_pass or 32 * cfg.crop_frames
+        self._frames: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -49,27 +53,38 @@ class WaveSource:
     def frames(self) -> np.ndarray:
         """Frames of each clip's log-mel, from the file headers (before trimming: an upper bound);
         AudioError naming the first file that cannot be read, before any work."""
-        samples = np.array([round(audio_seconds(p) * self.cfg.sample_rate) for p in self.paths], dtype=np.int64)
-        return 1 + np.maximum(samples, self.cfg.crop_samples) // self.cfg.hop_length
+        if self._frames is None:
+            seconds = np.array([audio_seconds(p) for p in self.paths], dtype=np.float64)
+            samples = np.maximum(np.round(seconds * self.cfg.sample_rate).astype(np.int64), self.cfg.crop_samples)
+            self._frames = 1 + samples // self.cfg.hop_length
+        return self._frames
 
     def batches(self, groups: Sequence[np.ndarray]) -> Iterator[tuple[np.ndarray, list[torch.Tensor]]]:
         """(clip indices, their (n_mels, frames) dB log-mels) for each group of clip indices in turn;
-        a group's waveforms are zero-padded to its longest (group clips of similar length)."""
+        a group's waveforms are zero-padded to its longest (group clips of similar length). A clip over
+        ``frames_per_pass`` is decoded only when its turn comes, not while the model runs."""
         groups = list(groups)
+        frames = self.frames()
+
+        def submit(pool, idx):
+            return [pool.submit(clip_wave, self.paths[i], self.cfg) for i in idx]
+
         with ThreadPoolExecutor(max_workers=self.num_workers) as pool:
-            pending = [pool.submit(clip_wave, self.paths[i], self.cfg) for i in groups[0]] if groups else []
+            pending = submit(pool, groups[0]) if groups else []
             for k, idx in enumerate(groups):
-                waves = [f.result() for f in pending]
-                if k + 1 < len(groups):
-                    pending = [pool.submit(clip_wave, self.paths[i], self.cfg) for i in groups[k + 1]]
-                yield idx, self._log_mels(waves)
+                waves = [f.result() for f in (pending or submit(pool, idx))]
+                pending = []
+                if k + 1 < len(groups) and frames[groups[k + 1]].max() <= self.frames_per_pass:
+                    pending = submit(pool, groups[k + 1])
+                specs = self._log_mels(waves)
                 del waves
+                yield idx, specs
 
     def _log_mels(self, waves: list[np.ndarray]) -> list[torch.Tensor]:
         hop = self.cfg.hop_length
         if len(waves) == 1 and 1 + len(waves[0]) // hop > self.frames_per_pass:
             wave = torch.from_numpy(waves[0]).to(self.device)
-            return [self.mel.long_clip(wave, frames_per_pass=self.frames_per_pass)]
+            return [self.mel.long_clip(wave, frames_per_pass=min(self.frames_per_pass, STFT_FRAMES_PER_PASS))]
         # zero-padding the end changes no frame of a shorter clip (the STFT pads with zeros too)
         longest = max(len(w) for w in waves)
         batch = torch.zeros(len(waves), longest)
