@@ -1,191 +1,49 @@
-"""Inference: test-time augmentation (TTA) over a clip's log-mel, batched features, fold/stage/model
-ensembles, ``submission.csv`` and evaluation against known test labels.
+"""Inference: every clip's probabilities with test-time augmentation (:func:`predict_clips`), the test
+split through fold/stage/model ensembles into ``submission.csv`` (:func:`predict_test`) and the
+``predict`` command.
 
-TTA schemes (each clip's log-mel is (n_mels, frames); ``width`` = the training crop, ``cfg.crop_frames``):
-
-- ``windows`` (12th place): crops of ``width`` frames every ``step_frames`` (48) frames, plus one
-  aligned to the clip's end so the whole clip is covered; probabilities averaged.
-- ``sequential`` (95th place): every non-overlapping crop; the last partial crop is aligned to the
-  clip's end (it overlaps its neighbour) instead of wrapping to the start, so no frame of the start is
-  counted twice.
-- ``full`` (3rd place): the whole clip at once, cut (centred) to a multiple of ``length_quantum_frames``
-  so that clips of similar length share a batch (length bucketing). The cut depends only on the
-  clip, never on the batch, so batched and one-by-one scores agree.
-
-Clips shorter than ``width`` frames are extended per the preset (``cfg.min_length``): the waveform
-path extends the audio with :func:`fatlib.features.clip_wave`, like the cache; a shorter cached
-spectrogram is tiled ("repeat") or centred between frames at the clip's own floor ("pad": the value
-zero-padded audio takes after the 80 dB clamp).
+The parts live in their own modules and are importable from here too: crop plans in
+:mod:`fatlib.tta`, feature sources in :mod:`fatlib.sources`, weights loading in
+:mod:`fatlib.model_files`, the writer in :mod:`fatlib.submission`, evaluation in :mod:`fatlib.evaluation`.
 """
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 
-from .errors import AudioError, DataError, WeightsError
-from .features import MelConfig, clip_wave, normalize, to_model_input
+from .batching import length_batches
+from .errors import DataError, WeightsError
+from .evaluation import evaluate
+from .features import MelConfig, to_model_input
+from .model_files import LoadedModel, find_models, weight_files
+from .sources import CacheSource, WaveSource, make_source
+from .submission import write_submission
+from .tta import (
+    DEFAULT_QUANTUM_FRAMES,
+    DEFAULT_STEP_FRAMES,
+    TTA_SCHEMES,
+    check_positive,
+    check_scheme,
+    clip_crops,
+    crop_plan,
+    extend_frames,
+    full_frames,
+    sequential_starts,
+    window_starts,
+)
 
-TTA_SCHEMES = ("windows", "sequential", "full")
-DEFAULT_STEP_FRAMES = 48  # 12th place: one window every 48 frames
-DEFAULT_QUANTUM_FRAMES = 16  # "full": lengths cut to a multiple of this (~0.25 s at hop 694)
+FEATURE_FRAMES_PER_PASS = 4096  # log-mel frames per feature pass (~0.15 GB of STFT at n_fft 2560)
 
-
-# --------------------------------------------------------------------------- crop plans (pure)
-def window_starts(n_frames: int, *, width_frames: int, step_frames: int = DEFAULT_STEP_FRAMES) -> np.ndarray:
-    """Start frames of the ``windows`` scheme: every ``step_frames`` plus one ending at the clip's end.
-
-    A clip of at most ``width_frames`` frames gets the single start 0 (it is extended to the width).
-    """
-    _check_positive(n_frames=n_frames, width_frames=width_frames, step_frames=step_frames)
-    last = n_frames - width_frames
-    if last <= 0:
-        return np.zeros(1, dtype=np.int64)
-    starts = np.arange(0, last + 1, step_frames, dtype=np.int64)
-    return starts if starts[-1] == last else np.append(starts, last)
-
-
-def sequential_starts(n_frames: int, *, width_frames: int) -> np.ndarray:
-    """Start frames of the ``sequential`` scheme: 0, width, 2*width, ... and, when frames remain, one
-    crop aligned to the clip's end. Every frame is covered once except the end crop's overlap."""
-    _check_positive(n_frames=n_frames, width_frames=width_frames)
-    full_crops = max(n_frames // width_frames, 1)
-    starts = np.arange(full_crops, dtype=np.int64) * width_frames
-    last = n_frames - width_frames
-    return starts if last <= starts[-1] else np.append(starts, last)
-
-
-def full_frames(n_frames: int, *, width_frames: int, quantum_frames: int = DEFAULT_QUANTUM_FRAMES) -> int:
-    """Frames the ``full`` scheme feeds the model: ``n_frames`` cut down to a multiple of
-    ``quantum_frames``, at least ``width_frames`` (shorter clips are extended to the width)."""
-    _check_positive(n_frames=n_frames, width_frames=width_frames, quantum_frames=quantum_frames)
-    return max(width_frames, n_frames - n_frames % quantum_frames)
-
-
-def crop_plan(
-    n_frames: int,
-    *,
-    tta: str,
-    width_frames: int,
-    step_frames: int = DEFAULT_STEP_FRAMES,
-    quantum_frames: int = DEFAULT_QUANTUM_FRAMES,
-) -> list[tuple[int, int]]:
-    """The crops ``(start, length)`` in frames that scheme ``tta`` takes from a clip of ``n_frames``
-    frames (after extension to ``width_frames``). Their probabilities are averaged with equal weight."""
-    _check_tta(tta)
-    n = max(n_frames, width_frames)
-    if tta == "windows":
-        return [(int(s), width_frames) for s in window_starts(n, width_frames=width_frames, step_frames=step_frames)]
-    if tta == "sequential":
-        return [(int(s), width_frames) for s in sequential_starts(n, width_frames=width_frames)]
-    length = full_frames(n, width_frames=width_frames, quantum_frames=quantum_frames)
-    return [((n - length) // 2, length)]
-
-
-def extend_frames(spec: torch.Tensor, *, width_frames: int, mode: str) -> torch.Tensor:
-    """Extend a (n_mels, frames) dB spectrogram to ``width_frames`` frames: "repeat" tiles it,
-    "pad" centres it between frames at its own minimum (what silence becomes after the 80 dB clamp)."""
-    n = spec.shape[-1]
-    if n >= width_frames:
-        return spec
-    if mode == "repeat":
-        return spec.repeat(1, -(-width_frames // n))[:, :width_frames]
-    left = (width_frames - n) // 2
-    out = spec.new_full((spec.shape[0], width_frames), float(spec.min()))
-    out[:, left : left + n] = spec
-    return out
-
-
-def _check_positive(**values: int) -> None:
-    for name, v in values.items():
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise DataError(f"{name} must be a positive integer (frames), got {v!r}")
-
-
-def _check_tta(tta: str) -> None:
-    if tta not in TTA_SCHEMES:
-        raise DataError(f"TTA scheme {tta!r} is unknown: use one of {', '.join(TTA_SCHEMES)}.")
-
-
-# --------------------------------------------------------------------------- feature sources
-def _audio_seconds(path: Path) -> float:
-    import soundfile as sf
-
-    if not path.is_file():
-        raise AudioError(f"{path}: no such audio file; check the path and the data directory")
-    try:
-        return float(sf.info(str(path)).duration)
-    except (sf.LibsndfileError, RuntimeError) as e:
-        raise AudioError(f"{path}: cannot read the audio header ({e}); re-encode it as WAV or drop it") from e
-
-
-class _WaveSource:
-    """Log-mels computed in batches with :class:`fatlib.features.LogMel` on ``device``; waveforms are
-    decoded by ``num_workers`` threads, one chunk ahead of the model."""
-
-    def __init__(self, paths: Sequence, cfg: MelConfig, device: torch.device, num_workers: int):
-        from .features import LogMel
-
-        self.paths = [Path(p) for p in paths]
-        self.cfg = cfg
-        self.device = device
-        self.mel = LogMel(cfg).to(device)
-        self.num_workers = num_workers
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def sizes(self) -> np.ndarray:
-        return np.array([_audio_seconds(p) for p in self.paths])
-
-    def chunks(self, order: np.ndarray, chunk_size: int) -> Iterator[tuple[np.ndarray, list[torch.Tensor]]]:
-        groups = [order[i : i + chunk_size] for i in range(0, len(order), chunk_size)]
-        with ThreadPoolExecutor(max_workers=self.num_workers) as pool:
-            pending = [pool.submit(clip_wave, self.paths[i], self.cfg) for i in groups[0]] if groups else []
-            for k, idx in enumerate(groups):
-                waves = [f.result() for f in pending]
-                if k + 1 < len(groups):
-                    pending = [pool.submit(clip_wave, self.paths[i], self.cfg) for i in groups[k + 1]]
-                yield idx, self._log_mels(waves)
-
-    def _log_mels(self, waves: list[np.ndarray]) -> list[torch.Tensor]:
-        # zero-padding the end changes no frame of a shorter clip (the STFT pads with zeros too)
-        longest = max(len(w) for w in waves)
-        batch = torch.zeros(len(waves), longest)
-        for i, w in enumerate(waves):
-            batch[i, : len(w)] = torch.from_numpy(w)
-        specs = self.mel(batch.to(self.device))
-        return [specs[i, :, : 1 + len(w) // self.cfg.hop_length] for i, w in enumerate(waves)]
-
-
-class _CacheSource:
-    """Log-mels read from a :class:`fatlib.cache.FeatureCache` built with the same MelConfig."""
-
-    def __init__(self, cache, cfg: MelConfig, device: torch.device):
-        if cache.cfg.to_dict() != cfg.to_dict():
-            diff = {k: (v, cfg.to_dict()[k]) for k, v in cache.cfg.to_dict().items() if cfg.to_dict()[k] != v}
-            raise DataError(
-                f"feature cache {getattr(cache, 'index_path', '')} was built with other settings (cache, models): {diff}. "
-                "Rebuild the cache with the models' MelConfig or predict from the audio files."
-            )
-        self.cache = cache
-        self.device = device
-
-    def __len__(self) -> int:
-        return len(self.cache)
-
-    def sizes(self) -> np.ndarray:
-        return np.asarray(self.cache.lengths, dtype=np.float64)
-
-    def chunks(self, order: np.ndarray, chunk_size: int) -> Iterator[tuple[np.ndarray, list[torch.Tensor]]]:
-        for i in range(0, len(order), chunk_size):
-            idx = order[i : i + chunk_size]
-            yield idx, [torch.from_numpy(np.asarray(self.cache[j], dtype=np.float32)).to(self.device) for j in idx]
+__all__ = [
+    "predict_clips", "predict_test", "default_device", "register_cli",
+    "TTA_SCHEMES", "DEFAULT_STEP_FRAMES", "DEFAULT_QUANTUM_FRAMES", "crop_plan", "extend_frames", "full_frames",
+    "sequential_starts", "window_starts", "LoadedModel", "find_models", "weight_files", "write_submission",
+    "evaluate", "CacheSource", "WaveSource",
+]
 
 
 # --------------------------------------------------------------------------- prediction
@@ -219,39 +77,43 @@ def predict_clips(
     ``paths_or_cache``: audio file paths (features computed here in batches with LogMel on ``device``)
     or a FeatureCache built with ``cfg``. ``tta``: "windows" | "sequential" | "full" (module doc).
     ``batch_size``: crops of the training width per forward pass (longer ``full`` crops: as many
-    frames in all), and clips per feature batch. ``sort_by_length``: process
-    clips shortest first so that batches hold similar lengths (length bucketing).
+    frames in all); feature passes hold at most ``batch_size`` clips and, padded to their longest,
+    at most ``FEATURE_FRAMES_PER_PASS`` frames (a longer clip is computed alone, its STFT in parts),
+    so memory stays bounded whatever the clip lengths. ``sort_by_length``: process clips shortest first so
+    that batches hold similar lengths (length bucketing, :func:`fatlib.batching.length_batches`).
     ``reduce="mean"`` returns (n_clips, n_classes), the mean over ``models``; ``reduce=None`` returns
     (n_models, n_clips, n_classes) for :mod:`fatlib.ensemble`. The models are moved to ``device``
     and set to eval mode, and run under ``torch.inference_mode`` (with float16 autocast on CUDA).
     """
     from fastprogress.fastprogress import progress_bar
 
-    _check_tta(tta)
-    _check_positive(step_frames=step_frames, length_quantum_frames=length_quantum_frames, batch_size=batch_size)
+    check_scheme(tta)
+    check_positive(step_frames=step_frames, length_quantum_frames=length_quantum_frames, batch_size=batch_size)
     if reduce not in ("mean", None):
         raise DataError(f"reduce={reduce!r}: use 'mean' or None (then combine with fatlib.ensemble).")
     models = [models] if isinstance(models, torch.nn.Module) else list(models)
     if not models:
         raise WeightsError("predict_clips: no models given. Load them with fatlib.predict.find_models.")
     device = default_device(device)
-    source = _make_source(paths_or_cache, cfg, device, num_workers)
+    budget_frames = batch_size * cfg.crop_frames  # frames per forward pass
+    feature_frames = min(budget_frames, FEATURE_FRAMES_PER_PASS)  # frames per feature pass (STFT memory)
+    source = make_source(paths_or_cache, cfg, device, num_workers, frames_per_pass=feature_frames)
     n = len(source)
     if n == 0:
         raise DataError("predict_clips: no clips to predict; check the test split / file list.")
-    order = np.argsort(source.sizes(), kind="stable") if sort_by_length else np.arange(n)
+    groups = length_batches(source.frames(), max_items=batch_size, max_frames=feature_frames, sort=sort_by_length)
     sums = torch.zeros(len(models), n, 0)
     counts = torch.zeros(n)
     for m in models:
         m.to(device).eval()
-    chunks = source.chunks(order, batch_size)
+    chunks = source.batches(groups)
     if progress:
-        chunks = progress_bar(chunks, total=-(-n // batch_size))
-    in_cfg = cfg.replace(normalize="none") if cfg.normalize == "clip" else cfg  # clips normalised in _crops
+        chunks = progress_bar(chunks, total=len(groups))
+    in_cfg = cfg.replace(normalize="none") if cfg.normalize == "clip" else cfg  # clips normalised in clip_crops
     with torch.inference_mode():
         for idx, specs in chunks:
-            crops = _crops(specs, idx, cfg, tta=tta, step_frames=step_frames, quantum_frames=length_quantum_frames)
-            for clip_ids, batch in _batches_by_length(crops, batch_size, width_frames=cfg.crop_frames):
+            crops = clip_crops(idx, specs, cfg, tta=tta, step_frames=step_frames, quantum_frames=length_quantum_frames)
+            for clip_ids, batch in _stacked_batches(crops, batch_size, budget_frames=budget_frames):
                 probs = _forward(models, to_model_input(batch, in_cfg), device)  # (n_models, B, C)
                 if sums.shape[-1] == 0:
                     sums = torch.zeros(len(models), n, probs.shape[-1])
@@ -261,42 +123,12 @@ def predict_clips(
     return scores.mean(axis=0) if reduce == "mean" else scores
 
 
-def _make_source(paths_or_cache, cfg: MelConfig, device: torch.device, num_workers: int | None):
-    if not isinstance(cfg, MelConfig):
-        raise DataError(f"cfg must be a fatlib.features.MelConfig, got {type(cfg).__name__}.")
-    if hasattr(paths_or_cache, "lengths") and hasattr(paths_or_cache, "cfg"):
-        return _CacheSource(paths_or_cache, cfg, device)
-    if isinstance(paths_or_cache, (str, os.PathLike)):
-        raise DataError(f"{paths_or_cache}: give a list of audio paths or a FeatureCache, not a single path.")
-    workers = num_workers or min(4, os.cpu_count() or 1)
-    return _WaveSource(list(paths_or_cache), cfg, device, workers)
-
-
-def _crops(specs, idx, cfg: MelConfig, *, tta, step_frames, quantum_frames) -> list[tuple[int, torch.Tensor]]:
-    out = []
-    for clip, spec in zip(idx, specs):
-        if cfg.normalize == "clip":  # whole-clip statistics, then crops (model input then uses "none")
-            spec = normalize(spec, cfg)
-        spec = extend_frames(spec, width_frames=cfg.crop_frames, mode=cfg.min_length)
-        plan = crop_plan(
-            spec.shape[-1], tta=tta, width_frames=cfg.crop_frames, step_frames=step_frames,
-            quantum_frames=quantum_frames,
-        )
-        out.extend((int(clip), spec[:, s : s + length]) for s, length in plan)
-    return out
-
-
-def _batches_by_length(crops, batch_size: int, *, width_frames: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Crops of equal length stacked into batches of at most ``batch_size * width_frames`` frames in
-    all (so a batch of long ``full`` clips holds fewer clips and needs no more memory than one of windows)."""
-    by_length: dict[int, list] = {}
-    for clip, crop in crops:
-        by_length.setdefault(crop.shape[-1], []).append((clip, crop))
-    for length, group in by_length.items():
-        per_batch = max(1, batch_size * width_frames // length)
-        for i in range(0, len(group), per_batch):
-            part = group[i : i + per_batch]
-            yield torch.tensor([c for c, _ in part]), torch.stack([x for _, x in part])
+def _stacked_batches(crops, batch_size: int, *, budget_frames: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Crops of equal length stacked into batches of at most ``budget_frames`` frames in all (so a
+    batch of long ``full`` clips holds fewer clips and needs no more memory than one of windows)."""
+    lengths = [crop.shape[-1] for _, crop in crops]
+    for part in length_batches(lengths, max_items=batch_size, max_frames=budget_frames, equal_lengths=True):
+        yield torch.tensor([crops[i][0] for i in part]), torch.stack([crops[i][1] for i in part])
 
 
 def _forward(models, x: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -308,185 +140,6 @@ def _forward(models, x: torch.Tensor, device: torch.device) -> torch.Tensor:
     return torch.stack(outs)
 
 
-# --------------------------------------------------------------------------- weights
-@dataclass
-class LoadedModel:
-    """A model built from a weights file, with where it came from."""
-
-    model: torch.nn.Module
-    meta: dict[str, Any]
-    path: Path
-    stage: str
-
-    @property
-    def mel_config(self) -> MelConfig:
-        return MelConfig.from_dict(self.meta["mel_config"])
-
-    @property
-    def group(self) -> str:
-        """Ensemble group: the stage and the model name (its folds are averaged first)."""
-        return f"{self.stage}/{self.meta['model_name']}"
-
-
-def weight_files(weights: str | os.PathLike | Sequence, *, stages: Sequence[str] | None = None) -> list[Path]:
-    """Every ``fold*.safetensors`` under ``weights``: stage folders, or run folders (then their stage
-    sub-folders, only ``stages`` when given). WeightsError when a folder or stage has none."""
-    roots = [Path(weights)] if isinstance(weights, (str, os.PathLike)) else [Path(w) for w in weights]
-    files: list[Path] = []
-    for root in roots:
-        if not root.is_dir():
-            raise WeightsError(f"{root}: no such weights folder. Pass weights/<run> or weights/<run>/<stage>.")
-        if sorted(root.glob("fold*.safetensors")):
-            files += sorted(root.glob("fold*.safetensors"))
-            continue
-        available = sorted(p.name for p in root.iterdir() if p.is_dir() and any(p.glob("fold*.safetensors")))
-        wanted = list(stages) if stages else available
-        missing = [s for s in wanted if s not in available]
-        if missing or not wanted:
-            raise WeightsError(
-                f"{root}: no fold*.safetensors for stage(s) {missing or '(any)'}; stages with weights here: "
-                f"{available or 'none'}. Train them first or fix --weights/--stages."
-            )
-        for s in wanted:
-            files += sorted((root / s).glob("fold*.safetensors"))
-    return files
-
-
-def find_models(
-    weights: str | os.PathLike | Sequence,
-    *,
-    vocab: Sequence[str],
-    stages: Sequence[str] | None = None,
-    model_name: str | None = None,
-    mel_config: MelConfig | None = None,
-) -> list[LoadedModel]:
-    """Load every fold model under ``weights`` (see :func:`weight_files`) with
-    :func:`fatlib.weights.build_model`, checking each file's vocabulary against ``vocab`` (the data's)
-    and, when given, its model name and MelConfig. A mismatch raises WeightsError naming the file."""
-    from .weights import build_model, check_compatible, read_metadata
-
-    loaded = []
-    for path in weight_files(weights, stages=stages):
-        meta = read_metadata(path)
-        check_compatible(
-            path, meta, model_name=model_name, vocab=vocab,
-            mel_config=mel_config.to_dict() if mel_config is not None else None,
-        )
-        try:
-            MelConfig.from_dict(meta["mel_config"])
-        except (TypeError, ValueError) as e:
-            raise WeightsError(f"{path}: the stored feature settings are invalid ({e}); re-save the weights.") from e
-        model, meta = build_model(path)
-        loaded.append(LoadedModel(model=model.eval(), meta=meta, path=path, stage=path.parent.name))
-    return loaded
-
-
-# --------------------------------------------------------------------------- submission and evaluation
-def write_submission(
-    path: str | os.PathLike,
-    fnames: Sequence[str],
-    scores: np.ndarray,
-    vocab: Sequence[str],
-    sample_submission: str | os.PathLike | None,
-) -> Path:
-    """Write ``submission.csv`` in ``sample_submission``'s format: its fnames in its order, its columns.
-
-    Raises DataError on a clip of the sample submission without scores (or scores for a clip it does
-    not list), duplicate fnames, a vocabulary that is not its columns, NaN, or scores outside [0, 1].
-    With ``sample_submission=None`` the columns are ``fname`` + ``vocab`` and the rows ``fnames``.
-    """
-    import pandas as pd
-
-    from .io import write_csv
-
-    fnames = [str(f) for f in fnames]
-    vocab = list(vocab)
-    scores = np.asarray(scores, dtype=np.float64)
-    if scores.shape != (len(fnames), len(vocab)):
-        raise DataError(
-            f"{path}: scores have shape {scores.shape}, expected ({len(fnames)} clips, {len(vocab)} classes)."
-        )
-    dupes = sorted({f for f in fnames if fnames.count(f) > 1}) if len(set(fnames)) < len(fnames) else []
-    if dupes:
-        raise DataError(f"{path}: clips predicted more than once: {dupes[:5]}; pass each test clip once.")
-    bad = [fnames[i] for i in np.flatnonzero(~np.isfinite(scores).all(axis=1))]
-    if bad:
-        raise DataError(f"{path}: NaN or infinite scores for {len(bad)} clip(s), e.g. {bad[:5]}; fix the model or features.")
-    if scores.size and (scores.min() < 0 or scores.max() > 1):
-        raise DataError(
-            f"{path}: scores range over [{scores.min():.4g}, {scores.max():.4g}], outside [0, 1]; "
-            "submit sigmoid probabilities (predict_clips does), not logits."
-        )
-    if sample_submission is None:
-        order, columns = list(range(len(fnames))), vocab
-    else:
-        sample = pd.read_csv(sample_submission)
-        columns = list(sample.columns[1:])
-        if list(sample.columns[:1]) != ["fname"] or columns != vocab:
-            raise DataError(
-                f"{sample_submission}: columns are {list(sample.columns[:3])}... ({len(columns)} classes); "
-                f"expected 'fname' + the {len(vocab)} classes of the vocabulary in its order. "
-                "Predict with weights trained on this data set's vocabulary."
-            )
-        row = {f: i for i, f in enumerate(fnames)}
-        missing = [f for f in sample["fname"] if f not in row]
-        extra = sorted(set(fnames) - set(sample["fname"]))
-        if missing or extra:
-            raise DataError(
-                f"{path}: {len(missing)} clip(s) of {sample_submission} have no scores (e.g. {missing[:5]}) and "
-                f"{len(extra)} scored clip(s) are not in it (e.g. {extra[:5]}). Predict the whole test split."
-            )
-        order = [row[f] for f in sample["fname"]]
-    df = pd.DataFrame(scores[order], columns=columns)
-    df.insert(0, "fname", [fnames[i] for i in order])
-    return write_csv(path, df)
-
-
-def evaluate(
-    truth: np.ndarray,
-    scores: np.ndarray,
-    vocab: Sequence[str],
-    *,
-    usage: Sequence[str] | None = None,
-    out_dir: str | os.PathLike | None = None,
-) -> dict[str, Any]:
-    """lwlrap of ``scores`` against multi-hot ``truth``: overall, per ``usage`` split (e.g. Public /
-    Private) and per class. With ``out_dir``: ``evaluation.json`` and ``per_class_lwlrap.png``."""
-    from .metrics import lwlrap, per_class_lwlrap
-
-    truth, scores = np.asarray(truth), np.asarray(scores)
-    if truth.shape != scores.shape or truth.shape[1:] != (len(vocab),):
-        raise DataError(
-            f"evaluate: truth {truth.shape} and scores {scores.shape} must both be (n_clips, {len(vocab)} classes)."
-        )
-    values, weights = per_class_lwlrap(truth, scores)
-    result: dict[str, Any] = {
-        "lwlrap": float(lwlrap(truth, scores)),
-        "n_clips": int(len(truth)),
-        # a class without positive labels has no lwlrap: None (JSON null), weight 0
-        "per_class": {
-            c: {"lwlrap": None if np.isnan(v) else float(v), "weight": float(w)}
-            for c, v, w in zip(vocab, values, weights)
-        },
-    }
-    if usage is not None:
-        usage = np.asarray(usage).astype(str)
-        if usage.shape != (len(truth),):
-            raise DataError(f"evaluate: {usage.shape[0]} usage values for {len(truth)} clips; give one per clip.")
-        result["by_usage"] = {
-            u: float(lwlrap(truth[usage == u], scores[usage == u])) for u in sorted(set(usage.tolist()))
-        }
-    if out_dir is not None:
-        from .io import write_json
-        from .plots import plot_per_class, save_figure
-
-        out_dir = Path(out_dir)
-        write_json(out_dir / "evaluation.json", result)
-        fig = plot_per_class(values, list(vocab), weights=weights, xlabel=f"lwlrap (overall {result['lwlrap']:.4f})")
-        save_figure(fig, out_dir / "per_class_lwlrap.png")
-    return result
-
-
 # --------------------------------------------------------------------------- command line
 def predict_test(
     data,
@@ -494,6 +147,7 @@ def predict_test(
     *,
     stages: Sequence[str] | None = None,
     tta: str = "windows",
+    step_frames: int | None = None,
     ensemble: str = "mean",
     rescale: bool = False,
     out: str | os.PathLike = "submission.csv",
@@ -503,20 +157,26 @@ def predict_test(
 
     Folds of one stage and model are averaged, then the stage/model groups combined with ``ensemble``
     ("mean" | "geometric", optional per-class ``rescale``). Models with different MelConfigs get their
-    own features. When the test labels are known, ``<out stem>_eval/`` holds the evaluation.
+    own features. ``step_frames`` (windows TTA): None uses each model's own, the step of its
+    out-of-fold predictions stored in its weights (``DEFAULT_STEP_FRAMES`` for weights without it).
+    When the test labels are known, ``<out stem>_eval/`` holds the evaluation.
     Returns {"submission": path, "groups": [...], "evaluation": dict | None}.
     """
     from .ensemble import combine_groups
 
     loaded = find_models(weights, vocab=data.vocab, stages=stages)
-    by_cfg: dict[str, list[LoadedModel]] = {}
+    by_input: dict[tuple[str, int], list[LoadedModel]] = {}
     for lm in loaded:
-        by_cfg.setdefault(lm.mel_config.key(), []).append(lm)
+        step = step_frames if step_frames is not None else lm.tta_step_frames or DEFAULT_STEP_FRAMES
+        by_input.setdefault((lm.mel_config.key(), step), []).append(lm)
     mats, groups = [], []
-    for members in by_cfg.values():
+    for (_, step), members in by_input.items():
         scores = predict_clips(
-            [lm.model for lm in members], data.test.paths(), members[0].mel_config, tta=tta, reduce=None, **predict_kw
+            [lm.model for lm in members], data.test.paths(), members[0].mel_config, tta=tta, step_frames=step,
+            reduce=None, **predict_kw,
         )
+        for lm, s in zip(members, scores):
+            check_finite_scores(s, lm.path)
         mats += list(scores)
         groups += [lm.group for lm in members]
     combined, _ = combine_groups(mats, groups, method=ensemble, rescale=rescale)
@@ -529,6 +189,16 @@ def predict_test(
             data.test_targets, combined, data.vocab, usage=data.test_usage, out_dir=out.parent / f"{out.stem}_eval"
         )
     return {"submission": out, "groups": list(dict.fromkeys(groups)), "n_models": len(loaded), "evaluation": evaluation}
+
+
+def check_finite_scores(scores: np.ndarray, model_path) -> None:
+    """DataError naming the weights file when one model's scores hold NaN or infinite values."""
+    bad = ~np.isfinite(scores).all(axis=-1)
+    if bad.any():
+        raise DataError(
+            f"{model_path}: this model gives NaN or infinite scores for {int(bad.sum())} of {len(bad)} clip(s); "
+            "retrain or drop this fold (check its training log for a diverged loss)."
+        )
 
 
 def register_cli(subparsers) -> None:
@@ -544,7 +214,9 @@ def register_cli(subparsers) -> None:
     p.add_argument("--tta", choices=TTA_SCHEMES, default="windows",
                    help="test-time augmentation: windows every --step-frames (12th), sequential crops (95th), "
                    "full clip (3rd); default: windows")
-    p.add_argument("--step-frames", type=int, default=DEFAULT_STEP_FRAMES, help="windows: frames between windows")
+    p.add_argument("--step-frames", type=int, default=None,
+                   help="windows: at most this many frames between windows (default: each model's own, the step "
+                   f"of its out-of-fold predictions stored in its weights; {DEFAULT_STEP_FRAMES} for older weights)")
     p.add_argument("--batch-size", type=int, default=64, help="crops per forward pass")
     p.add_argument("--ensemble", choices=("mean", "geometric"), default="mean", help="across stages/models")
     p.add_argument("--rescale", action="store_true", help="rescale each class to [0, 1] before combining (9th place)")

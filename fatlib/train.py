@@ -419,7 +419,7 @@ def _train_fold(inp: _Inputs, cfg: StageConfig, k: int, stage_dir: Path, *, bars
     write_json(stage_dir / f"fold{k}.json", record)
     save_weights(stage_dir / f"fold{k}.safetensors", model, model_name=cfg.model,
                  model_kwargs={"n_classes": len(inp.vocab), "in_channels": mel.channels, **cfg.model_kwargs},
-                 mel_config=mel.to_dict(), vocab=inp.vocab, extra={"stage": cfg.name, "fold": k})
+                 mel_config=mel.to_dict(), vocab=inp.vocab, extra={"stage": cfg.name, "fold": k, "tta_step_frames": step})
     write_text(stage_dir / f"fold{k}.done", "done\n")
     seconds = sum(e.get("seconds", 0.0) for e in history["epochs"])
     log(f"{cfg.name} fold {k + 1}/{cfg.n_folds} done: out-of-fold lwlrap {lwlrap(inp.cur_y[cur_valid], oof_c):.4f} "

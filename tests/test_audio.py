@@ -97,3 +97,18 @@ def test_fix_length_leaves_long_clip_and_validates():
         fix_length(y, min_samples=20, mode="reflect")
     with pytest.raises(AudioError, match="min_samples"):
         fix_length(y, min_samples=0)
+
+
+def test_trim_in_parts_equals_librosa(monkeypatch):
+    """trim_silence computes librosa.effects.trim's RMS frames a few at a time: the same cut."""
+    import librosa
+
+    import fatlib.audio as audio
+
+    monkeypatch.setattr(audio, "TRIM_FRAMES_PER_PASS", 7)
+    rng = np.random.default_rng(3)
+    for n in (1, 2048, 5000, 44100):
+        y = (rng.standard_normal(n) * np.exp(-np.linspace(0, 12, n))).astype(np.float32)
+        y[: n // 3] = 0
+        want, _ = librosa.effects.trim(y, top_db=60.0)
+        np.testing.assert_array_equal(audio.trim_silence(y, top_db=60.0), want if want.size else y)

@@ -122,7 +122,7 @@ def test_clip_wave_is_the_one_wave_path(tmp_path, tiny_mel):
     import soundfile as sf
 
     from fatlib.datasets import WaveDataset, wave_crop_samples
-    from fatlib.predict import _WaveSource
+    from fatlib.sources import WaveSource
 
     y = _clips()[2][SR // 4 : SR // 4 + 3000]  # shorter than the crop: padding decides the result
     path = tmp_path / "a.wav"
@@ -135,8 +135,8 @@ def test_clip_wave_is_the_one_wave_path(tmp_path, tiny_mel):
     n = wave_crop_samples(rep)
     item, _ = WaveDataset([path], [0], np.ones((1, 1), np.float32), cfg=rep, train=False)[0]
     np.testing.assert_array_equal(item.numpy(), clip_wave(path, rep, min_samples=n)[:n])
-    source = _WaveSource([path], rep, torch.device("cpu"), 1)
-    (_, specs), = list(source.chunks(np.arange(1), 1))
+    source = WaveSource([path], rep, torch.device("cpu"), 1)
+    (_, specs), = list(source.batches([np.arange(1)]))
     np.testing.assert_allclose(specs[0].numpy(), clip_features(path, rep), atol=0.01)
 
 

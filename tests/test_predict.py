@@ -23,21 +23,25 @@ from fatlib.predict import (
 
 # ----------------------------------------------------------------------------- crop plans
 @pytest.mark.parametrize("n", [32, 33, 79, 80, 81, 200, 1000])
-def test_windows_cover_the_clip_every_48_frames(n):
+def test_windows_cover_the_clip_at_most_48_frames_apart(n):
     w = 32
     starts = window_starts(n, width_frames=w, step_frames=48)
-    assert starts[0] == 0 and starts[-1] == n - w  # first at the start, last flush with the end
-    assert (np.diff(starts) > 0).all()
-    assert (np.diff(starts)[:-1] == 48).all() and np.diff(starts)[-1:].max(initial=0) <= 48
-    covered = np.zeros(n, bool)
-    for s in starts:
-        covered[s : s + w] = True
-    # step 48 > width 32 leaves gaps between windows; the windows themselves stay inside the clip
-    assert covered[:w].all() and covered[-w:].all()
+    assert starts[0] == 0 and starts[-1] == max(n - w, 0)  # first at the start, last flush with the end
+    gaps = np.diff(starts)
+    assert (gaps > 0).all() and (gaps <= 48).all()
+    assert gaps.size == 0 or gaps.max() - gaps.min() <= 1  # evenly spread
+    assert len(starts) == (1 if n <= w else -(-(n - w) // 48) + 1)  # the fewest windows 48 frames apart
+
+
+def test_windows_match_the_12th_place_kernel():
+    """The published example: T = 200 frames, crop 128, step 48 -> windows start at 0, 36, 72 (linspace)."""
+    assert window_starts(200, width_frames=128, step_frames=48).tolist() == [0, 36, 72]
+    assert crop_plan(200, tta="windows", width_frames=128) == [(0, 128), (36, 128), (72, 128)]
+    np.testing.assert_array_equal(window_starts(200, width_frames=128), np.linspace(0, 72, 3).astype(int))
 
 
 def test_windows_exact_positions_and_short_clips():
-    assert window_starts(200, width_frames=32, step_frames=48).tolist() == [0, 48, 96, 144, 168]
+    assert window_starts(200, width_frames=32, step_frames=48).tolist() == [0, 42, 84, 126, 168]
     assert window_starts(176, width_frames=32, step_frames=48).tolist() == [0, 48, 96, 144]
     assert window_starts(20, width_frames=32).tolist() == [0]
     assert crop_plan(20, tta="windows", width_frames=32) == [(0, 32)]
@@ -327,3 +331,73 @@ def test_cli_predict_writes_submission_and_evaluation(tiny_dataset, tiny_mel, cn
     _save(run / "stage9" / "fold0.safetensors", six, tiny_mel, vocab=[f"x{i}" for i in range(len(data.vocab))])
     assert main(["predict", "--data", str(tiny_dataset), "--weights", str(run), "--out", str(out)]) == 1
     assert "stage9/fold0.safetensors: vocabulary mismatch" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- bounded memory
+def test_length_batches_never_pad_to_a_much_longer_clip():
+    from fatlib.batching import length_batches
+
+    rng = np.random.default_rng(0)
+    lengths = np.append(rng.integers(100, 400, 50), 40_000)  # one 10-minute clip among short ones
+    batches = length_batches(lengths, max_items=16, max_frames=4096)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(len(lengths)))  # each clip once
+    for b in batches:
+        assert len(b) <= 16 and (len(b) == 1 or len(b) * lengths[b].max() <= 4096)
+    assert [50] in [b.tolist() for b in batches]  # the long clip alone
+    equal = length_batches([32, 48, 32, 48, 32], max_items=2, max_frames=1000, equal_lengths=True)
+    assert [b.tolist() for b in equal] == [[0, 2], [4], [1, 3]]
+
+
+def test_long_clip_log_mel_in_parts_equals_one_pass(tiny_mel):
+    from fatlib.features import LogMel
+
+    mel = LogMel(tiny_mel)
+    wave = torch.from_numpy(np.random.default_rng(0).standard_normal(200 * 512 + 77).astype(np.float32) * 0.1)
+    whole = mel(wave)[0]
+    for frames_per_pass in (1, 7, 64, 10_000):
+        parts = mel.long_clip(wave, frames_per_pass=frames_per_pass)
+        assert parts.shape == whole.shape
+        torch.testing.assert_close(parts, whole, atol=1e-4, rtol=0)
+
+
+def test_small_budget_gives_the_same_scores(clips, model, tiny_mel):
+    """batch_size 1: every clip longer than one crop is computed alone, in parts; same scores."""
+    small = predict_clips(model, clips, tiny_mel, batch_size=1, progress=False, device="cpu")
+    large = predict_clips(model, clips, tiny_mel, batch_size=64, progress=False, device="cpu")
+    np.testing.assert_allclose(small, large, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- TTA step from the weights
+def test_predict_uses_the_oof_step_stored_in_the_weights(tiny_dataset, tiny_mel, tmp_path, monkeypatch):
+    import fatlib.predict as predict
+    from fatlib.data import FatData
+    from fatlib.models import create_model
+    from fatlib.weights import save_weights
+
+    data = FatData.from_dir(tiny_dataset)
+    torch.manual_seed(0)
+    model = create_model("cnn_model_1", n_classes=len(data.vocab), width_mult=0.125)
+    kw = dict(model_name="cnn_model_1", model_kwargs=model.fatlib_kwargs, mel_config=tiny_mel.to_dict(), vocab=data.vocab)
+    save_weights(tmp_path / "new" / "fold0.safetensors", model, extra={"fold": 0, "tta_step_frames": 12}, **kw)
+    save_weights(tmp_path / "old" / "fold0.safetensors", model, extra={"fold": 0}, **kw)  # before the step was stored
+    steps = []
+    real = predict.predict_clips
+
+    def spy(*args, **kwargs):
+        steps.append(kwargs["step_frames"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict, "predict_clips", spy)
+    run = dict(progress=False, device="cpu")
+    predict.predict_test(data, tmp_path / "new", out=tmp_path / "a.csv", **run)
+    predict.predict_test(data, tmp_path / "old", out=tmp_path / "b.csv", **run)
+    predict.predict_test(data, tmp_path / "new", step_frames=20, out=tmp_path / "c.csv", **run)
+    assert steps == [12, predict.DEFAULT_STEP_FRAMES, 20]
+
+    # a model whose scores are NaN is named
+    with torch.no_grad():
+        next(p for p in model.parameters() if p.dim() == 1).fill_(float("nan"))
+    save_weights(tmp_path / "nan" / "stage2" / "fold3.safetensors", model, **kw)
+    with pytest.raises(DataError, match=r"stage2/fold3\.safetensors: this model gives NaN"):
+        predict.predict_test(data, tmp_path / "nan", out=tmp_path / "d.csv", **run)
+    assert not (tmp_path / "d.csv").exists()
