@@ -517,6 +517,8 @@ def predict_test(
         scores = predict_clips(
             [lm.model for lm in members], data.test.paths(), members[0].mel_config, tta=tta, reduce=None, **predict_kw
         )
+        for lm, mat in zip(members, scores):
+            _check_finite(mat, lm.path, fnames=data.test.fnames)
         mats += list(scores)
         groups += [lm.group for lm in members]
     combined, _ = combine_groups(mats, groups, method=ensemble, rescale=rescale)
@@ -529,6 +531,17 @@ def predict_test(
             data.test_targets, combined, data.vocab, usage=data.test_usage, out_dir=out.parent / f"{out.stem}_eval"
         )
     return {"submission": out, "groups": list(dict.fromkeys(groups)), "n_models": len(loaded), "evaluation": evaluation}
+
+
+def _check_finite(scores: np.ndarray, path: Path, *, fnames: Sequence[str]) -> None:
+    """WeightsError naming the weights file whose scores (n_clips, n_classes) hold NaN or infinity."""
+    bad = np.flatnonzero(~np.isfinite(scores).all(axis=1))
+    if len(bad):
+        raise WeightsError(
+            f"{path}: this model's scores are NaN or infinite for {len(bad)} of {len(fnames)} clips (e.g. "
+            f"{[fnames[i] for i in bad[:3]]}); its weights are damaged or its training diverged. Retrain that "
+            "fold, or leave its stage out (--stages)."
+        )
 
 
 def register_cli(subparsers) -> None:
@@ -558,9 +571,12 @@ def _cli(args) -> int:
     from .data import FatData
     from .runs import Roots
 
+    from .kaggle import verify_shipped
+
     default_device(args.device)  # a bad --device fails before any work
     data = FatData.from_dir(args.data)
     weights = Roots(args.input_roots).find_weights(args.weights, stages=args.stages)  # stage folders
+    verify_shipped(weights)  # weights read from a fatlib dataset: its files against manifest.json first
     result = predict_test(
         data, weights, stages=None, tta=args.tta, ensemble=args.ensemble, rescale=args.rescale,
         out=args.out, step_frames=args.step_frames, batch_size=args.batch_size, device=args.device,
