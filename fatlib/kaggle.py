@@ -393,6 +393,10 @@ def register_cli(subparsers) -> None:
 
 
 def _cli(args) -> int:
+    from .preflight import check_writable
+
+    shipped = sum(p.stat().st_size for w in args.weights or [] for p in Path(w).rglob("*") if p.is_file())
+    check_writable(Path(args.out).parent, expected_bytes=shipped, what="--out folder")
     out = build_dataset(args.weights, args.out, stages=args.stages, wheel=args.wheel, dep_wheels=args.dep_wheels,
                         input_roots=args.input_roots, overwrite=args.force)
     manifest = json.loads((out / "manifest.json").read_text())

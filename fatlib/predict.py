@@ -569,14 +569,16 @@ def register_cli(subparsers) -> None:
 
 def _cli(args) -> int:
     from .data import FatData
-    from .runs import Roots
-
     from .kaggle import verify_shipped
+    from .preflight import check_writable, submission_bytes
+    from .runs import Roots
 
     default_device(args.device)  # a bad --device fails before any work
     data = FatData.from_dir(args.data)
     weights = Roots(args.input_roots).find_weights(args.weights, stages=args.stages)  # stage folders
     verify_shipped(weights)  # weights read from a fatlib dataset: its files against manifest.json first
+    check_writable(Path(args.out).parent, expected_bytes=submission_bytes(len(data.test.fnames), len(data.vocab)),
+                   what="--out folder")
     result = predict_test(
         data, weights, stages=None, tta=args.tta, ensemble=args.ensemble, rescale=args.rescale,
         out=args.out, step_frames=args.step_frames, batch_size=args.batch_size, device=args.device,

@@ -632,9 +632,12 @@ def config_from_args(args) -> StageConfig:
 
 def _cli(args) -> int:
     from .data import FatData
+    from .preflight import check_stage_outputs
 
     cfg = config_from_args(args)
     data = FatData.from_dir(args.data)
+    check_stage_outputs(cfg, data, run_dir=Path(args.weights) / args.run, cache_dir=args.cache_dir,
+                        input_roots=args.input_roots)
     res = train_stage(cfg, data, run_dir=Path(args.weights) / args.run, cache_dir=args.cache_dir,
                       progress=not args.quiet, folds=args.folds, input_roots=args.input_roots)
     if res is not None:
