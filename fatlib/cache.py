@@ -172,6 +172,7 @@ def _run_shards(tasks: list[tuple], sizes: list[int], *, n_jobs: int, progress: 
     from fastprogress.fastprogress import progress_bar
 
     bar = progress_bar(range(total), leave=False) if progress else None  # it prints even with display=False
+    _advance(bar, 0)  # fastprogress needs 0 first: a resumed build's first update would fail (no wait_for)
     _advance(bar, done)
     if n_jobs == 1 or len(tasks) <= 1:
         with _single_thread_blas():

@@ -420,7 +420,9 @@ def write_submission(
     if sample_submission is None:
         order, columns = list(range(len(fnames))), vocab
     else:
-        sample = pd.read_csv(sample_submission)
+        from .data import read_table
+
+        sample = read_table(sample_submission, columns=("fname",))  # BOM, spaces, a trailing comma: as the data
         columns = list(sample.columns[1:])
         if list(sample.columns[:1]) != ["fname"] or columns != vocab:
             raise DataError(
@@ -508,6 +510,11 @@ def predict_test(
     """
     from .ensemble import combine_groups
 
+    if not data.test.fnames:
+        listing = data.root / "sample_submission.csv"
+        raise DataError(f"{listing if listing.is_file() else data.test.audio_dir}: lists no test clips (header only?), "
+                        "so there is nothing to predict; use the data set's sample_submission.csv with one row per "
+                        "test clip.")
     loaded = find_models(weights, vocab=data.vocab, stages=stages)
     by_cfg: dict[str, list[LoadedModel]] = {}
     for lm in loaded:

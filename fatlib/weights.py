@@ -191,18 +191,22 @@ def check_compatible(
             )
 
 
-def load_into(model: torch.nn.Module, path: str | os.PathLike, *, strict: bool = True) -> dict[str, Any]:
-    """Load weights into an existing model; shape or key mismatches raise WeightsError. Returns metadata."""
+def check_fits(model: torch.nn.Module, path: str | os.PathLike, *, strict: bool = True) -> dict[str, Any]:
+    """Raise WeightsError (as :func:`load_into` would) when the file's tensor names or shapes do not fit
+    ``model``, reading only the file's header (no tensor data). Returns the metadata."""
+    from safetensors import safe_open
+
     meta = read_metadata(path)
-    state = load_state(path)
-    own = model.state_dict()
-    bad = [
-        f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-        for k, v in state.items()
-        if k in own and own[k].shape != v.shape
-    ]
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
+    with safe_open(str(path), framework="pt") as f:
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    _check_shapes(path, meta, {k: tuple(v.shape) for k, v in model.state_dict().items()}, shapes, strict=strict)
+    return meta
+
+
+def _check_shapes(path, meta: dict[str, Any], own: dict[str, tuple], theirs: dict[str, tuple], *, strict: bool) -> None:
+    bad = [f"{k}: file {v} vs model {own[k]}" for k, v in theirs.items() if k in own and own[k] != v]
+    missing = [k for k in own if k not in theirs]
+    unexpected = [k for k in theirs if k not in own]
     if bad or (strict and (missing or unexpected)):
         raise WeightsError(
             f"{path}: weights do not fit this model ({meta['model_name']} {meta['model_kwargs']}): "
@@ -214,6 +218,15 @@ def load_into(model: torch.nn.Module, path: str | os.PathLike, *, strict: bool =
             + ". Build the model with the name and keyword arguments stored in the file "
             "(fatlib.weights.build_model), or use weights of the same architecture and class count."
         )
+
+
+def load_into(model: torch.nn.Module, path: str | os.PathLike, *, strict: bool = True) -> dict[str, Any]:
+    """Load weights into an existing model; shape or key mismatches raise WeightsError. Returns metadata."""
+    meta = read_metadata(path)
+    state = load_state(path)
+    own = model.state_dict()
+    _check_shapes(path, meta, {k: tuple(v.shape) for k, v in own.items()}, {k: tuple(v.shape) for k, v in state.items()},
+                  strict=strict)
     model.load_state_dict(state, strict=strict)
     return meta
 
