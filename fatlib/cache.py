@@ -299,9 +299,14 @@ def register_cli(subparsers) -> None:
 def _cli(args) -> int:
     from .data import FatData
     from .features import get_preset
+    from .preflight import check_writable, missing_cache_bytes
 
     data = FatData.from_dir(args.data_dir)
     cfg = get_preset(args.preset)
+    todo = [missing_cache_bytes(data.split(n).paths(), cfg, cache_dir=args.cache_dir, name=n,
+                                input_roots=args.input_roots) for n in args.splits]
+    if sum(todo):  # twice the size while a cache is assembled from its shards
+        check_writable(args.cache_dir, expected_bytes=2 * sum(todo), largest_file_bytes=max(todo), what="--cache-dir")
     for name in args.splits:
         split = data.split(name)
         if not split.fnames:

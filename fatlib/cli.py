@@ -2,12 +2,18 @@
 
 Each module that offers a command defines ``register_cli(subparsers)``, which adds its sub-parser
 and sets ``func`` (called with the parsed arguments, returning an exit code).
+
+A failure is one line on stderr, ``error: <file>: <what is wrong>; <the fix>``, and exit code 1: fatlib's
+own errors, a missing package, and OS errors (no permission, no space, a file-size limit, a read-only
+file system). Ctrl-C is ``interrupted`` and exit code 130. ``--debug`` (anywhere on the command line)
+shows the traceback instead.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+import traceback
 
 # modules that contribute commands, in the order of the pipeline
 COMMAND_MODULES = ["synth", "cache", "train", "select", "pipeline", "predict", "kaggle", "demo"]
@@ -20,11 +26,19 @@ class _DescribedSubParsers(argparse._SubParsersAction):
 
     def add_parser(self, name, **kwargs):
         kwargs.setdefault("description", kwargs.get("help"))
-        return super().add_parser(name, **kwargs)
+        parser = super().add_parser(name, **kwargs)
+        _add_debug(parser, default=argparse.SUPPRESS)  # SUPPRESS: a --debug before the command stays set
+        return parser
+
+
+def _add_debug(parser: argparse.ArgumentParser, *, default) -> None:
+    parser.add_argument("--debug", action="store_true", default=default,
+                        help="on an error, show the traceback instead of the one-line message")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fatlib", description=__doc__.splitlines()[0])
+    _add_debug(parser, default=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", action=_DescribedSubParsers)
     for name in COMMAND_MODULES:
         try:
@@ -46,8 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .errors import FatlibError, missing_dependency
+    from .preflight import os_error_line
     from .sysalloc import tune_malloc
 
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
     command = "python -m fatlib"
     tune_malloc()  # process-wide allocator settings for CPU speed (fatlib.sysalloc); this is the entry point
     try:
@@ -59,16 +76,25 @@ def main(argv: list[str] | None = None) -> int:
         command += f" {args.command}"
         return int(args.func(args) or 0)
     except FatlibError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return _fail(f"error: {e}", debug)
     except ModuleNotFoundError as e:  # a package missing anywhere: one line naming it and the fix
         if not e.name or e.name.split(".")[0] == "fatlib":
             raise
-        print(f"error: {missing_dependency(e.name, needed_by=command)}", file=sys.stderr)
-        return 1
+        return _fail(f"error: {missing_dependency(e.name, needed_by=command)}", debug)
+    except OSError as e:  # no permission, no space, a file-size limit, a read-only disk: one line
+        return _fail(f"error: {os_error_line(e)}", debug)
     except KeyboardInterrupt:
-        print(f"\n{command}: interrupted; run it again to go on from the finished work", file=sys.stderr)
-        return 130
+        return _fail(f"interrupted: {command} stopped (Ctrl-C). No file was left half-written and earlier outputs "
+                     "are as they were; run the same command again (caches and training resume where they "
+                     "stopped).", debug, code=130)
+
+
+def _fail(line: str, debug: bool, *, code: int = 1) -> int:
+    """Print the one-line message (after the traceback with --debug) and return the exit code."""
+    if debug:
+        traceback.print_exc()
+    print(line, file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

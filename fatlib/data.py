@@ -9,13 +9,20 @@ Layout of a data directory (Kaggle's, or one written by ``fatlib.synth``)::
 
 Every problem found in a file (unknown labels, duplicate fnames, empty labels, missing audio) is
 reported together in one ``DataError`` naming the file, the rows, a few examples and the fix.
+
+What real CSV files carry is accepted (:func:`read_table`): a UTF-8 byte order mark, spaces around
+header names, a trailing comma (an empty last column), blank lines. A row with more fields than the
+header is refused, naming its line (an unquoted ``A,B`` labels field would otherwise lose ``B``), unless
+the extra fields are empty. A clip whose file name on disk is another Unicode normalisation of its CSV
+name (NFD on disk, NFC in the CSV: macOS copies) is found under its name on disk.
 """
 from __future__ import annotations
 
 import csv
 import os
+import unicodedata
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -67,19 +74,66 @@ def parse_labels(labels: str) -> list[str]:
     return [name.strip() for name in str(labels).split(",") if name.strip()]
 
 
-def _read_csv(path: Path, *, columns) -> pd.DataFrame:
+def _read_rows(path: Path, *, columns) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of each row of a CSV (BOM stripped, blank lines dropped); DataError when it
+    cannot be read."""
     if not path.is_file():
         raise DataError(f"{path}: file not found; {_HOW_TO_GET_DATA}")
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not a readable CSV ({e}); it must have a header row "
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            rows = [(reader.line_num, row) for row in reader if row]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise DataError(f"{path}: not a readable CSV ({e}); save it as UTF-8 text with a header row "
                         f"with columns {', '.join(columns)}") from e
+    if not rows:
+        raise DataError(f"{path}: empty file; it must have a header row with columns {', '.join(columns)}")
+    return rows
+
+
+def _header(path: Path, row: list[str], *, columns) -> list[str]:
+    """Header names stripped of spaces; an empty last name (a trailing comma) dropped."""
+    header = [c.strip() for c in row]
+    while header and header[-1] == "":
+        header.pop()
+    blank = [i + 1 for i, c in enumerate(header) if not c]
+    dups = sorted({c for c in header if header.count(c) > 1})
+    if blank or dups:
+        raise DataError(f"{path}: the header has " + ("; ".join(
+            ([f"no name in column(s) {blank[:_N_EXAMPLES]}"] if blank else [])
+            + ([f"duplicated column(s) {dups[:_N_EXAMPLES]}"] if dups else [])))
+            + f"; the header must name each column once (including {', '.join(columns)})")
+    return header
+
+
+def read_table(path, *, columns) -> pd.DataFrame:
+    """A data CSV as strings (no NaN: empty fields are ``""``), with the quirks of real files accepted
+    (module doc) and the ``columns`` required. ``fname`` values are stripped of spaces.
+
+    A DataError names the file and what is wrong: missing file or columns, no header, a row with more
+    non-empty fields than the header (its CSV line; quote fields holding commas: ``"A,B"``)."""
+    path = Path(path)
+    rows = _read_rows(path, columns=columns)
+    header = _header(path, rows[0][1], columns=columns)
+    n = len(header)
+    long = [(line, row) for line, row in rows[1:] if any(c.strip() for c in row[n:])]
+    if long:
+        raise DataError(
+            f"{path}: {len(long)} row(s) have more fields than the header's {n} ({', '.join(header)}) (CSV lines "
+            f"{[line for line, _ in long[:_N_EXAMPLES]]}: {', '.join(','.join(r) for _, r in long[:2])}); quote a "
+            'field that holds commas ("A,B") or add the column to the header'
+        )
+    df = pd.DataFrame([row[:n] + [""] * (n - len(row)) for _, row in rows[1:]], columns=header, dtype=str)
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise DataError(f"{path}: missing column(s) {missing} (has {list(df.columns)}); "
                         f"the header must include {', '.join(columns)}")
+    if "fname" in df.columns:
+        df["fname"] = df["fname"].str.strip()
     return df
+
+
+_read_csv = read_table
 
 
 def _train_label_csvs(data_dir: Path) -> list[Path]:
@@ -92,14 +146,11 @@ def load_vocabulary(data_dir) -> list[str]:
     data_dir = Path(data_dir)
     sub = data_dir / "sample_submission.csv"
     if sub.is_file():
-        with open(sub, newline="") as f:
-            columns = [c.strip() for c in next(csv.reader(f), [])]  # pandas would rename duplicates
+        columns = _header(sub, _read_rows(sub, columns=("fname", "<classes>"))[0][1], columns=("fname", "<classes>"))
         vocab = columns[1:]
-        dups = sorted({c for c in vocab if vocab.count(c) > 1})
-        if not columns or columns[0] != "fname" or not vocab or dups:
+        if not columns or columns[0] != "fname" or not vocab:
             raise DataError(f"{sub}: the header must be fname followed by each class name once "
-                            f"(got {columns[:4]}..., duplicated: {dups[:_N_EXAMPLES]}); "
-                            "use Kaggle's sample_submission.csv or regenerate the data set")
+                            f"(got {columns[:4]}...); use Kaggle's sample_submission.csv or regenerate the data set")
         return vocab
     csvs = _train_label_csvs(data_dir)
     if not csvs:
@@ -145,8 +196,9 @@ def _problem(what: str, rows: list[int], examples: list[str], fix: str) -> str:
     return f"  - {len(rows)} row(s) {what} (CSV lines {[r + 2 for r in rows[:_N_EXAMPLES]]}: {shown}); {fix}"
 
 
-def _check_fnames(fnames: list[str], *, audio_dir: Path, check_files: bool) -> list[str]:
-    problems = []
+def _check_fnames(fnames: list[str], *, audio_dir: Path, check_files: bool) -> tuple[list[str], dict[str, str]]:
+    """(problems, {CSV name: name on disk} for files stored under another Unicode normalisation)."""
+    problems, on_disk = [], {}
     series = pd.Series(fnames)
     empty = np.flatnonzero(series.str.strip() == "").tolist()
     if empty:
@@ -161,12 +213,17 @@ def _check_fnames(fnames: list[str], *, audio_dir: Path, check_files: bool) -> l
                             "or pass check_files=False to read the labels only")
         else:
             present = {entry.name for entry in os.scandir(audio_dir)}
-            missing = [r for r, f in enumerate(fnames) if f and f not in present]
+            absent = [f for f in fnames if f and f not in present]
+            if absent:  # the same name in another normalisation (NFD on disk, NFC in the CSV, or the reverse)?
+                by_nfc = {unicodedata.normalize("NFC", name): name for name in present}
+                on_disk = {f: by_nfc[unicodedata.normalize("NFC", f)] for f in absent
+                           if unicodedata.normalize("NFC", f) in by_nfc}
+            missing = [r for r, f in enumerate(fnames) if f and f not in present and f not in on_disk]
             if missing:
                 problems.append(_problem(f"name audio missing from {audio_dir}", missing,
                                          [fnames[r] for r in missing],
                                          "copy the missing wav files there or remove their rows"))
-    return problems
+    return problems, on_disk
 
 
 def _raise_problems(csv_path: Path, n_rows: int, problems: list[str]) -> None:
@@ -187,9 +244,10 @@ class Split:
     audio_dir: Path
     fnames: list[str]
     targets: np.ndarray | None
+    on_disk: dict[str, str] = field(default_factory=dict)  # fname -> file name, where they differ (NFD/NFC)
 
     def paths(self) -> list[Path]:
-        return [self.audio_dir / f for f in self.fnames]
+        return [self.audio_dir / self.on_disk.get(f, f) for f in self.fnames]
 
     def __len__(self) -> int:
         return len(self.fnames)
@@ -207,7 +265,7 @@ def read_split(csv_path, vocab, *, audio_dir, check_files=True, allow_empty_labe
     fnames = df["fname"].str.strip().tolist()
     label_lists = [parse_labels(s) for s in df["labels"]]
     targets, unknown = _multihot(label_lists, vocab)
-    problems = _check_fnames(fnames, audio_dir=audio_dir, check_files=check_files)
+    problems, on_disk = _check_fnames(fnames, audio_dir=audio_dir, check_files=check_files)
     if unknown:
         rows = sorted(unknown)
         problems.append(_problem(f"name classes not in the vocabulary of {len(vocab)}", rows,
@@ -220,7 +278,7 @@ def read_split(csv_path, vocab, *, audio_dir, check_files=True, allow_empty_labe
             problems.append(_problem("have an empty labels field", empty, [fnames[r] for r in empty],
                                      "give every training clip at least one label or remove the row"))
     _raise_problems(csv_path, len(df), problems)
-    return Split(_split_name(csv_path), audio_dir, fnames, targets)
+    return Split(_split_name(csv_path), audio_dir, fnames, targets, on_disk)
 
 
 def _read_test(root: Path, vocab: list[str], *, check_files: bool):
@@ -239,9 +297,9 @@ def _read_test(root: Path, vocab: list[str], *, check_files: bool):
         fnames = labelled.fnames
     else:
         fnames = []
-    problems = _check_fnames(fnames, audio_dir=audio_dir, check_files=check_files and bool(fnames))
+    problems, on_disk = _check_fnames(fnames, audio_dir=audio_dir, check_files=check_files and bool(fnames))
     _raise_problems(sub if sub.is_file() else audio_dir, len(fnames), problems)
-    test = Split("test", audio_dir, fnames, None)
+    test = Split("test", audio_dir, fnames, None, on_disk)
     if labelled is None:
         return test, None, None
     row = {f: i for i, f in enumerate(labelled.fnames)}

@@ -82,5 +82,8 @@ def register_cli(subparsers) -> None:
 
 
 def _cli(args) -> int:
+    from .preflight import check_writable
+
+    check_writable(args.out, what="--out folder")
     run_demo(args.out, size=args.size, seed=args.seed, epochs=args.epochs, progress=not args.quiet)
     return 0

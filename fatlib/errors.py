@@ -30,6 +30,10 @@ class DependencyError(FatlibError, ImportError):
     """A package fatlib needs is not installed."""
 
 
+class OutputError(FatlibError, OSError):
+    """An output cannot be written: no permission, a read-only file system, no space, a file-size limit."""
+
+
 # import name -> package name, where they differ
 PACKAGE_NAMES = {"iterstrat": "iterative-stratification", "sklearn": "scikit-learn", "yaml": "pyyaml"}
 

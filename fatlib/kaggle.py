@@ -122,21 +122,45 @@ def download_dependency_wheels(dest: str | os.PathLike, *, find_links: str | os.
 
 def check_weights_file(path: str | os.PathLike) -> dict[str, Any]:
     """Load a weights file as the kernel will (:func:`fatlib.weights.build_model`: metadata, the model it
-    names, every tensor; checksums where the file carries them) and check its tensors are finite.
+    names, every tensor checked against the file's checksum; an older file without one is loaded with a
+    warning) and check its feature settings are valid and its tensors finite.
     Returns its metadata; a WeightsError names the file."""
     import torch
 
+    from .features import MelConfig
     from .weights import build_model
 
     try:
         model, meta = build_model(path)
     except ModelError as e:  # the metadata names a model or arguments this fatlib cannot build
         raise WeightsError(f"{path}: {e}") from e
+    try:
+        MelConfig.from_dict(meta["mel_config"])
+    except (TypeError, ValueError) as e:
+        raise WeightsError(f"{path}: the stored feature settings are invalid ({e}); re-save the weights.") from e
     bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         raise WeightsError(f"{path}: NaN or infinite values in {bad[:3]}; the file is damaged or the training "
                            "diverged. Retrain that fold, or leave its stage out (--stages).")
     return meta
+
+
+def dataset_root(path: str | os.PathLike) -> Path | None:
+    """The fatlib dataset folder (holding manifest.json) that ``path`` lies in, or None."""
+    path = Path(path).resolve()
+    for folder in [path, *path.parents]:
+        if (folder / "manifest.json").is_file() and (folder / "wheels").is_dir():
+            return folder
+    return None
+
+
+def verify_shipped(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """:func:`verify_dataset` for every fatlib dataset that one of ``paths`` (weights folders) lies in, once
+    each: what ``predict`` does before predicting with weights read from a dataset. Returns the datasets."""
+    roots = list(dict.fromkeys(r for r in map(dataset_root, paths) if r is not None))
+    for root in roots:
+        verify_dataset(root)
+    return roots
 
 
 def stage_dirs(weights, *, stages: Sequence[str] | None = None, input_roots: Sequence = ()) -> list[Path]:
@@ -368,6 +392,10 @@ def register_cli(subparsers) -> None:
 
 
 def _cli(args) -> int:
+    from .preflight import check_writable
+
+    shipped = sum(p.stat().st_size for w in args.weights or [] for p in Path(w).rglob("*") if p.is_file())
+    check_writable(Path(args.out).parent, expected_bytes=shipped, what="--out folder")
     out = build_dataset(args.weights, args.out, stages=args.stages, wheel=args.wheel, dep_wheels=args.dep_wheels,
                         input_roots=args.input_roots, overwrite=args.force)
     manifest = json.loads((out / "manifest.json").read_text())

@@ -272,6 +272,7 @@ def _cli(args) -> int:
         selection["stage4"] = {"threshold": args.stage4_threshold}
     data = FatData.from_dir(args.data)
     args.run = run_name(args)
+    _check_outputs(args, data, model=model, over=over)
     common = dict(run=args.run, recipe=args.recipe, model=model, weights_root=args.weights, cache_dir=args.cache_dir,
                   progress=not args.quiet, input_roots=args.input_roots)
     if args.stage in STAGES:
@@ -289,6 +290,22 @@ def _cli(args) -> int:
         summary = warmup(data, selection=selection, stage_overrides=per_stage, **common, **over)
     print(f"ensemble CV lwlrap {summary['cv_lwlrap_ensemble']:.4f} -> {Path(args.weights) / args.run / 'summary.json'}")
     return 0
+
+
+def _check_outputs(args, data, *, model, over) -> None:
+    """Before any stage: the run folder and the cache folder can take what the stages will write."""
+    from .preflight import check_stage_outputs, check_writable
+    from .recipes import load_recipe
+
+    run_dir = Path(args.weights) / args.run
+    if args.stage == "ensemble":
+        check_writable(run_dir, what="run folder (--weights/--run)")
+        return
+    first = args.stage if args.stage in STAGES else "stage1"
+    cfg = StageConfig.from_dict({**load_recipe(args.recipe).stage_fields(first), **({"model": model} if model else {}),
+                                 **over, "name": first})
+    check_stage_outputs(cfg, data, run_dir=run_dir, cache_dir=args.cache_dir, input_roots=args.input_roots,
+                        n_stages=1 if args.stage in STAGES else len(STAGES))
 
 
 def register_cli(subparsers) -> None:

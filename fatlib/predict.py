@@ -85,7 +85,7 @@ def predict_clips(
     (n_models, n_clips, n_classes) for :mod:`fatlib.ensemble`. The models are moved to ``device``
     and set to eval mode, and run under ``torch.inference_mode`` (with float16 autocast on CUDA).
     """
-    from fastprogress.fastprogress import progress_bar
+    from .progress import progress as show_progress
 
     check_scheme(tta)
     check_positive(step_frames=step_frames, length_quantum_frames=length_quantum_frames, batch_size=batch_size)
@@ -107,8 +107,7 @@ def predict_clips(
     for m in models:
         m.to(device).eval()
     chunks = source.batches(groups)
-    if progress:
-        chunks = progress_bar(chunks, total=len(groups))
+    chunks = show_progress(chunks, total=len(groups), label="predict: batches of clips", show=progress)
     in_cfg = cfg.replace(normalize="none") if cfg.normalize == "clip" else cfg  # clips normalised in clip_crops
     with torch.inference_mode():
         for idx, specs in chunks:
@@ -164,6 +163,11 @@ def predict_test(
     """
     from .ensemble import combine_groups
 
+    if not data.test.fnames:
+        listing = data.root / "sample_submission.csv"
+        raise DataError(f"{listing if listing.is_file() else data.test.audio_dir}: lists no test clips (header only?), "
+                        "so there is nothing to predict; use the data set's sample_submission.csv with one row per "
+                        "test clip.")
     loaded = find_models(weights, vocab=data.vocab, stages=stages)
     by_input: dict[tuple[str, int], list[LoadedModel]] = {}
     for lm in loaded:
@@ -175,8 +179,8 @@ def predict_test(
             [lm.model for lm in members], data.test.paths(), members[0].mel_config, tta=tta, step_frames=step,
             reduce=None, **predict_kw,
         )
-        for lm, s in zip(members, scores):
-            check_finite_scores(s, lm.path)
+        for lm, mat in zip(members, scores):
+            check_finite_scores(mat, lm.path, fnames=data.test.fnames)
         mats += list(scores)
         groups += [lm.group for lm in members]
     combined, _ = combine_groups(mats, groups, method=ensemble, rescale=rescale)
@@ -191,13 +195,14 @@ def predict_test(
     return {"submission": out, "groups": list(dict.fromkeys(groups)), "n_models": len(loaded), "evaluation": evaluation}
 
 
-def check_finite_scores(scores: np.ndarray, model_path) -> None:
-    """DataError naming the weights file when one model's scores hold NaN or infinite values."""
-    bad = ~np.isfinite(scores).all(axis=-1)
-    if bad.any():
-        raise DataError(
-            f"{model_path}: this model gives NaN or infinite scores for {int(bad.sum())} of {len(bad)} clip(s); "
-            "retrain or drop this fold (check its training log for a diverged loss)."
+def check_finite_scores(scores: np.ndarray, model_path, *, fnames: Sequence[str] | None = None) -> None:
+    """WeightsError naming the weights file whose scores (n_clips, n_classes) hold NaN or infinity."""
+    bad = np.flatnonzero(~np.isfinite(scores).all(axis=-1))
+    if len(bad):
+        which = f" (e.g. {[fnames[i] for i in bad[:3]]})" if fnames is not None else ""
+        raise WeightsError(
+            f"{model_path}: this model's scores are NaN or infinite for {len(bad)} of {len(scores)} clips{which}; "
+            "its weights are damaged or its training diverged. Retrain that fold, or leave its stage out (--stages)."
         )
 
 
@@ -228,11 +233,16 @@ def register_cli(subparsers) -> None:
 
 def _cli(args) -> int:
     from .data import FatData
+    from .kaggle import verify_shipped
+    from .preflight import check_writable, submission_bytes
     from .runs import Roots
 
     default_device(args.device)  # a bad --device fails before any work
     data = FatData.from_dir(args.data)
     weights = Roots(args.input_roots).find_weights(args.weights, stages=args.stages)  # stage folders
+    verify_shipped(weights)  # weights read from a fatlib dataset: its files against manifest.json first
+    check_writable(Path(args.out).parent, expected_bytes=submission_bytes(len(data.test.fnames), len(data.vocab)),
+                   what="--out folder")
     result = predict_test(
         data, weights, stages=None, tta=args.tta, ensemble=args.ensemble, rescale=args.rescale,
         out=args.out, step_frames=args.step_frames, batch_size=args.batch_size, device=args.device,

@@ -217,9 +217,11 @@ def run_rule(
 
 def _cli(args) -> int:
     from .data import FatData
+    from .preflight import check_writable
 
     data = FatData.from_dir(args.data)
     run_dir = Path(args.weights) / args.run
+    check_writable(Path(args.out).parent, what="--out folder")
     folds = noisy_folds(data, run_dir=run_dir, n_folds=args.n_folds, seed=args.folds_seed)
     params = {}
     if args.threshold is not None:

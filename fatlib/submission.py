@@ -48,7 +48,9 @@ def write_submission(
     if sample_submission is None:
         order, columns = list(range(len(fnames))), vocab
     else:
-        sample = pd.read_csv(sample_submission)
+        from .data import read_table
+
+        sample = read_table(sample_submission, columns=("fname",))  # BOM, spaces, a trailing comma: as the data
         columns = list(sample.columns[1:])
         if list(sample.columns[:1]) != ["fname"] or columns != vocab:
             raise DataError(

@@ -391,10 +391,15 @@ def register_cli(subparsers) -> None:
 
 
 def _cli(args) -> int:
+    from .preflight import check_writable
+
     kw = dict(SIZES[args.size])
     for key in ("n_classes", "n_curated", "n_noisy", "n_test", "max_seconds"):
         if getattr(args, key) is not None:
             kw[key] = getattr(args, key)
+    longest = int((kw["max_seconds"] or 30.0) * args.sample_rate * 2) + 44  # 16-bit PCM
+    n_clips = kw["n_curated"] + kw["n_noisy"] + kw["n_test"]
+    check_writable(args.out, expected_bytes=n_clips * longest // 2, largest_file_bytes=longest, what="output folder")
     out = make_dataset(args.out, noise_rate=args.noise_rate, sample_rate=args.sample_rate, seed=args.seed,
                        progress=True, n_jobs=args.jobs, **kw)
     print(f"wrote {kw['n_curated']} curated, {kw['n_noisy']} noisy, {kw['n_test']} test clips "

@@ -473,6 +473,36 @@ def _check_components(cfg: StageConfig, *, n_classes: int) -> None:
     create_model(cfg.model, n_classes=n_classes, in_channels=mel.channels, **cfg.model_kwargs)
 
 
+def _check_before_writing(cfg: StageConfig, data, *, stage_dir: Path, todo: list[int], roots) -> None:
+    """What can be checked before config.json is written: a refused run must not leave a config.json that
+    makes its corrected rerun fail as "started with other settings". Split sizes, and the init_from stage:
+    found, and each fold to train has weights of this model, vocabulary and width (auto scaling's)."""
+    from .autoscale import dataset_width
+    from .models import create_model
+    from .weights import check_compatible, check_fits, read_metadata
+
+    if data.curated.targets is None or len(data.curated.fnames) < cfg.n_folds:
+        raise DataError(f"{data.root / 'train_curated.csv'}: {len(data.curated.fnames)} labelled clips; the curated "
+                        f"split needs at least n_folds={cfg.n_folds}. Add clips or lower --n-folds.")
+    if cfg.train_on == "noisy" and len(data.noisy.fnames) < cfg.n_folds:
+        raise DataError(f"{data.root / 'train_noisy.csv'}: {len(data.noisy.fnames)} clips; train_on='noisy' needs at "
+                        f"least n_folds={cfg.n_folds}. Add clips or train on curated.")
+    if not cfg.init_from:
+        return
+    init_dir = roots.find_stage(cfg.init_from)
+    if init_dir is None:
+        raise DataError(f"init_from={cfg.init_from!r}: no such stage folder; train that stage first or fix the path.")
+    kwargs = dict(cfg.model_kwargs)
+    if cfg.auto_scale and "width_mult" not in kwargs:  # the width effective_config will choose
+        kwargs["width_mult"] = dataset_width(len(data.curated.fnames) + len(data.noisy.fnames))
+    model = create_model(cfg.model, n_classes=len(data.vocab), in_channels=cfg.mel_config().channels, **kwargs)
+    for k in todo:
+        if not fold_done(stage_dir, k):
+            path = Path(init_dir) / f"fold{k}.safetensors"
+            check_compatible(path, read_metadata(path), model_name=cfg.model, vocab=data.vocab)
+            check_fits(model, path)
+
+
 def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = True, folds=None,
                 cbs=(), input_roots=()) -> StageResult | None:
     """Train (or finish) stage ``cfg`` on ``data`` (a FatData) in ``run_dir/cfg.name``; see the module doc.
@@ -500,6 +530,7 @@ def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = 
     _tune_cpu(_device())
     main = is_main_process()
     roots.adopt_stage(stage_dir)  # an earlier session's finished folds of this stage, copied here first
+    _check_before_writing(cfg, data, stage_dir=stage_dir, todo=todo, roots=roots)
     if main:
         _check_config(stage_dir, cfg)
     inp = _prepare(cfg, data, run_dir, cache_dir, progress, roots)
@@ -645,10 +676,13 @@ def config_from_args(args) -> StageConfig:
 
 def _cli(args) -> int:
     from .data import FatData
+    from .preflight import check_stage_outputs
 
     cfg = config_from_args(args)
     data = FatData.from_dir(args.data)
-    res = train_stage(cfg, data, run_dir=Path(args.weights) / run_name(args), cache_dir=args.cache_dir,
+    run_dir = Path(args.weights) / run_name(args)
+    check_stage_outputs(cfg, data, run_dir=run_dir, cache_dir=args.cache_dir, input_roots=args.input_roots)
+    res = train_stage(cfg, data, run_dir=run_dir, cache_dir=args.cache_dir,
                       progress=not args.quiet, folds=args.folds, input_roots=args.input_roots)
     if res is not None:
         print(result_line(cfg.name, res))

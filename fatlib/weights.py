@@ -2,20 +2,47 @@
 arguments, the feature preset and the vocabulary, so a mismatch is caught at load time.
 
 Nothing here unpickles: tensors come from safetensors, metadata from JSON strings.
+
+Every file carries ``sha256``: the SHA-256 of its metadata and tensors (:func:`content_sha256`), checked
+whenever its tensors are loaded, so a flipped bit is a WeightsError naming the file instead of a model
+that silently scores differently (or NaN). Files saved before the checksum existed still load, with a
+warning (once per file) that they are unverified.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
-from .errors import WeightsError
+from .errors import ModelError, WeightsError
 from .io import atomic_path
 
 FORMAT_VERSION = "1"
+CHECKSUM_KEY = "sha256"  # metadata key of content_sha256 (absent from files saved before it existed)
+_RESAVE = "Re-save it with fatlib.weights.save_weights (or retrain that fold)"
+
+
+class UnverifiedWeightsWarning(UserWarning):
+    """A weights file without a checksum (saved by an older fatlib) was loaded unverified."""
+
+
+def content_sha256(meta: dict[str, str], state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of the raw metadata strings (all but the checksum itself) and of every tensor's name,
+    dtype, shape and bytes, in name order: independent of the file layout, so it can be checked on
+    the loaded tensors."""
+    h = hashlib.sha256()
+    for key in sorted(k for k in meta if k != CHECKSUM_KEY):
+        h.update(f"meta|{key}|{meta[key]}|".encode())
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"tensor|{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def save_weights(
@@ -40,13 +67,39 @@ def save_weights(
         "vocab": json.dumps(list(vocab)),
         "extra": json.dumps(extra or {}, sort_keys=True),
     }
+    meta[CHECKSUM_KEY] = content_sha256(meta, state)
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=meta)
     return Path(path)
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The metadata of a weights file, decoded: model_name, model_kwargs, mel_config, vocab, extra."""
+    """The metadata of a weights file, decoded: model_name, model_kwargs, mel_config, vocab, extra.
+    Their types are checked (a damaged header is a WeightsError naming the file); the tensors are not
+    read here (:func:`load_state` checks them against the checksum)."""
+    meta = _raw_metadata(path)
+    try:
+        out = {
+            "model_name": meta["model_name"],
+            "model_kwargs": json.loads(meta["model_kwargs"]),
+            "mel_config": json.loads(meta["mel_config"]),
+            "vocab": json.loads(meta["vocab"]),
+            "extra": json.loads(meta.get("extra", "{}")),
+        }
+    except (KeyError, json.JSONDecodeError) as e:
+        raise WeightsError(f"{path}: damaged fatlib metadata ({type(e).__name__}: {e}). {_RESAVE}.") from e
+    vocab = out["vocab"]
+    wrong = [k for k, typ in (("model_kwargs", dict), ("mel_config", dict), ("extra", dict), ("vocab", list))
+             if not isinstance(out[k], typ)]
+    if not wrong and not (vocab and all(isinstance(v, str) and v for v in vocab) and len(set(vocab)) == len(vocab)):
+        wrong = ["vocab (class names: non-empty, distinct strings)"]
+    if wrong:
+        raise WeightsError(f"{path}: damaged fatlib metadata: {', '.join(wrong)} of the wrong form. {_RESAVE}.")
+    return out
+
+
+def _raw_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The metadata strings of a fatlib weights file; WeightsError if missing, unreadable or not fatlib's."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
@@ -64,25 +117,41 @@ def read_metadata(path: str | os.PathLike) -> dict[str, Any]:
             f"{path}: no fatlib metadata (format {meta.get('fatlib_format')!r}). "
             "Save weights with fatlib.weights.save_weights so the model name, preset and vocabulary travel with them."
         )
-    try:
-        return {
-            "model_name": meta["model_name"],
-            "model_kwargs": json.loads(meta["model_kwargs"]),
-            "mel_config": json.loads(meta["mel_config"]),
-            "vocab": json.loads(meta["vocab"]),
-            "extra": json.loads(meta.get("extra", "{}")),
-        }
-    except (KeyError, json.JSONDecodeError) as e:
-        raise WeightsError(
-            f"{path}: damaged fatlib metadata ({type(e).__name__}: {e}). Re-save it with fatlib.weights.save_weights."
-        ) from e
+    return meta
 
 
 def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file, checked against its checksum (WeightsError naming the file when
+    they differ: the file was damaged after it was saved). A file without a checksum loads with an
+    UnverifiedWeightsWarning."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     read_metadata(path)  # validates the file first
-    return load_file(str(path), device="cpu")
+    meta = _raw_metadata(path)
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, RuntimeError, ValueError) as e:
+        raise WeightsError(f"{path}: the tensors cannot be read ({e}). {_RESAVE}.") from e
+    expected = meta.get(CHECKSUM_KEY)
+    if expected is None:
+        warnings.warn(f"{path}: unverified (no checksum: saved by an older fatlib); re-save it with "
+                      "fatlib.weights.save_weights to have it checked on every load", UnverifiedWeightsWarning,
+                      stacklevel=2)
+    elif content_sha256(meta, state) != expected:
+        raise WeightsError(f"{path}: damaged: its contents differ from the checksum stored when it was saved "
+                           "(a changed bit in the tensors or metadata). Copy it again from where it was trained, "
+                           "or retrain that fold.")
+    return state
+
+
+def verify_weights(path: str | os.PathLike) -> bool:
+    """Check a weights file's metadata and tensors against its checksum (WeightsError naming the file when
+    damaged). Returns False for an older file without a checksum (nothing to check), True otherwise."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnverifiedWeightsWarning)
+        load_state(path)
+    return CHECKSUM_KEY in _raw_metadata(path)
 
 
 def check_compatible(
@@ -122,18 +191,22 @@ def check_compatible(
             )
 
 
-def load_into(model: torch.nn.Module, path: str | os.PathLike, *, strict: bool = True) -> dict[str, Any]:
-    """Load weights into an existing model; shape or key mismatches raise WeightsError. Returns metadata."""
+def check_fits(model: torch.nn.Module, path: str | os.PathLike, *, strict: bool = True) -> dict[str, Any]:
+    """Raise WeightsError (as :func:`load_into` would) when the file's tensor names or shapes do not fit
+    ``model``, reading only the file's header (no tensor data). Returns the metadata."""
+    from safetensors import safe_open
+
     meta = read_metadata(path)
-    state = load_state(path)
-    own = model.state_dict()
-    bad = [
-        f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-        for k, v in state.items()
-        if k in own and own[k].shape != v.shape
-    ]
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
+    with safe_open(str(path), framework="pt") as f:
+        shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    _check_shapes(path, meta, {k: tuple(v.shape) for k, v in model.state_dict().items()}, shapes, strict=strict)
+    return meta
+
+
+def _check_shapes(path, meta: dict[str, Any], own: dict[str, tuple], theirs: dict[str, tuple], *, strict: bool) -> None:
+    bad = [f"{k}: file {v} vs model {own[k]}" for k, v in theirs.items() if k in own and own[k] != v]
+    missing = [k for k in own if k not in theirs]
+    unexpected = [k for k in theirs if k not in own]
     if bad or (strict and (missing or unexpected)):
         raise WeightsError(
             f"{path}: weights do not fit this model ({meta['model_name']} {meta['model_kwargs']}): "
@@ -145,6 +218,15 @@ def load_into(model: torch.nn.Module, path: str | os.PathLike, *, strict: bool =
             + ". Build the model with the name and keyword arguments stored in the file "
             "(fatlib.weights.build_model), or use weights of the same architecture and class count."
         )
+
+
+def load_into(model: torch.nn.Module, path: str | os.PathLike, *, strict: bool = True) -> dict[str, Any]:
+    """Load weights into an existing model; shape or key mismatches raise WeightsError. Returns metadata."""
+    meta = read_metadata(path)
+    state = load_state(path)
+    own = model.state_dict()
+    _check_shapes(path, meta, {k: tuple(v.shape) for k, v in own.items()}, {k: tuple(v.shape) for k, v in state.items()},
+                  strict=strict)
     model.load_state_dict(state, strict=strict)
     return meta
 
@@ -155,6 +237,10 @@ def build_model(path: str | os.PathLike, **overrides) -> tuple[torch.nn.Module, 
 
     meta = read_metadata(path)
     kwargs = {**meta["model_kwargs"], **overrides}
-    model = create_model(meta["model_name"], **kwargs)
+    try:
+        model = create_model(meta["model_name"], **kwargs)
+    except (ModelError, TypeError, ValueError) as e:  # a model name or options this fatlib cannot build
+        raise WeightsError(f"{path}: its metadata names a model this fatlib cannot build ({e}). Use weights "
+                           "saved by this fatlib version, or re-save them with a registered model.") from e
     load_into(model, path)
     return model, meta

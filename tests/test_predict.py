@@ -398,6 +398,6 @@ def test_predict_uses_the_oof_step_stored_in_the_weights(tiny_dataset, tiny_mel,
     with torch.no_grad():
         next(p for p in model.parameters() if p.dim() == 1).fill_(float("nan"))
     save_weights(tmp_path / "nan" / "stage2" / "fold3.safetensors", model, **kw)
-    with pytest.raises(DataError, match=r"stage2/fold3\.safetensors: this model gives NaN"):
+    with pytest.raises(WeightsError, match=r"stage2/fold3\.safetensors: this model.s scores are NaN"):
         predict.predict_test(data, tmp_path / "nan", out=tmp_path / "d.csv", **run)
     assert not (tmp_path / "d.csv").exists()

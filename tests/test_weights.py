@@ -65,3 +65,54 @@ def test_foreign_and_corrupt_files_are_refused(tmp_path):
         read_metadata(junk)
     with pytest.raises(WeightsError, match="not found"):
         read_metadata(tmp_path / "missing.safetensors")
+
+
+def _flip_last_tensor_bit(path):
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01  # the low bit of the last tensor byte: a change of ~1e-7 relative
+    path.write_bytes(bytes(data))
+
+
+def test_a_flipped_bit_in_the_tensors_is_refused_by_name(tmp_path):
+    from fatlib.weights import verify_weights
+
+    path = _save(tmp_path)
+    assert verify_weights(path) is True
+    _flip_last_tensor_bit(path)
+    read_metadata(path)  # the header is intact
+    with pytest.raises(WeightsError, match=r"fold0.safetensors: damaged.*checksum"):
+        load_into(_net(), path)
+    with pytest.raises(WeightsError, match="damaged"):
+        verify_weights(path)
+
+
+def test_changed_metadata_is_refused(tmp_path):
+    path = _save(tmp_path)
+    data = path.read_bytes()
+    assert data.count(b"Meow") == 1
+    path.write_bytes(data.replace(b"Meow", b"Meox"))  # same length: the file still parses
+    with pytest.raises(WeightsError, match="damaged"):
+        load_into(_net(), path)
+
+
+def test_a_file_without_checksum_loads_with_a_warning(tmp_path):
+    import json
+
+    from safetensors.torch import save_file
+
+    from fatlib.weights import UnverifiedWeightsWarning, verify_weights
+
+    src = _net()
+    path = tmp_path / "old.safetensors"
+    meta = {"fatlib_format": "1", "model_name": "tiny", "model_kwargs": "{}", "mel_config": json.dumps(MEL),
+            "vocab": json.dumps(VOCAB), "extra": "{}"}
+    save_file({k: v.contiguous() for k, v in src.state_dict().items()}, str(path), metadata=meta)
+    with pytest.warns(UnverifiedWeightsWarning, match="old.safetensors: unverified .*re-save"):
+        load_into(_net(), path)
+    assert verify_weights(path) is False
+
+
+def test_metadata_of_the_wrong_form_is_refused(tmp_path):
+    path = _save(tmp_path, vocab=["Bark", "Bark", "Purr"])
+    with pytest.raises(WeightsError, match="fold0.safetensors: damaged fatlib metadata: vocab"):
+        read_metadata(path)

@@ -1,0 +1,175 @@
+"""Before the long work: can a command's outputs be written? And an OS error as one line.
+
+:func:`check_writable` is what every command calls on each output folder before it starts computing:
+it writes and removes a probe file there (permission, read-only file system, a file-size limit below
+4 KiB), compares the free disk space with the expected size of the outputs where it is known, and the
+largest expected file with the process's file-size limit (``ulimit -f``). A refusal is an
+:class:`~fatlib.errors.OutputError` naming the folder and the fix, raised before anything is written.
+
+:func:`os_error_line` turns an OSError that still happens later (a disk filling up during the run)
+into the same kind of line; :func:`fatlib.cli.main` prints it instead of a traceback. Outputs are
+written atomically (:mod:`fatlib.io`), so a failed write leaves the earlier file as it was.
+
+The ``*_bytes`` functions estimate output sizes from what is known before the work.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import re
+import secrets
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+from .errors import OutputError
+
+PROBE_BYTES = 4096
+_TMP_NAME = re.compile(r"^\.(.+)\.[0-9a-f]{8}\.tmp$")  # fatlib.io's temporary files: name the real target
+_ELSEWHERE = "another output folder (--out, --weights, --cache-dir)"
+# errno -> (what happened, the fix)
+_REASONS = {
+    errno.EACCES: ("permission denied", f"give yourself write permission there (chmod u+w) or choose {_ELSEWHERE}"),
+    errno.EPERM: ("operation not permitted", f"give yourself write permission there or choose {_ELSEWHERE}"),
+    errno.EROFS: ("read-only file system", f"choose {_ELSEWHERE} on a writable disk (on Kaggle: the working "
+                  "folder /kaggle/working; ../input is read-only)"),
+    errno.ENOSPC: ("no space left on the device", f"free some space (`df -h` shows what is left) or choose {_ELSEWHERE} "
+                   "on another disk"),
+    errno.EDQUOT: ("disk quota exceeded", f"free some space or choose {_ELSEWHERE}"),
+    errno.EFBIG: ("file too large for the file system or for this process's file-size limit (ulimit -f)",
+                  "raise the limit (`ulimit -f unlimited`) or write to a file system that takes large files"),
+}
+
+
+def os_error_line(e: OSError, *, what: str | None = None) -> str:
+    """One line for an OSError: the path, what happened and the fix (known errnos), else its message.
+    ``what``: the output the path is (e.g. "--out folder")."""
+    path = e.filename if e.filename is not None else e.filename2
+    if path is not None:
+        p = Path(os.fsdecode(path))
+        m = _TMP_NAME.match(p.name)
+        path = p.with_name(m.group(1)) if m else p
+    reason, fix = _REASONS.get(e.errno, (e.strerror or str(e), "check the path and try again"))
+    where = f"{path}: " if path is not None else ""
+    if e.errno not in _REASONS:
+        return f"{where}{reason}; {fix}."
+    return f"{where}cannot write{f' ({what})' if what else ''}: {reason}; {fix}. Earlier outputs are left as " \
+           "they were."
+
+
+def check_writable(
+    folder: str | os.PathLike,
+    *,
+    expected_bytes: int | None = None,
+    largest_file_bytes: int | None = None,
+    what: str = "output folder",
+) -> Path:
+    """Refuse (OutputError naming ``folder`` and the fix) when ``folder`` cannot take the outputs: a probe
+    file cannot be written there (or, when ``folder`` does not exist yet, in its nearest existing parent),
+    fewer than ``expected_bytes`` are free, or ``largest_file_bytes`` (default ``expected_bytes``) is above
+    the file-size limit. Nothing is left behind. Returns ``folder``."""
+    folder = Path(folder)
+    existing = folder
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"{existing}: not a folder, so the {what} {folder} cannot be made there; "
+                          f"choose {_ELSEWHERE}.")
+    probe = existing / f".fatlib-probe-{os.getpid()}-{secrets.token_hex(4)}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            written = 0
+            while written < PROBE_BYTES:  # a write stopped short by a limit fails on the next one
+                written += os.write(fd, b"\0" * (PROBE_BYTES - written))
+        finally:
+            os.close(fd)
+    except OSError as e:
+        e.filename, e.filename2 = str(folder), None
+        raise OutputError(os_error_line(e, what=what)) from e
+    finally:
+        try:
+            probe.unlink()
+        except OSError:
+            pass
+    if expected_bytes:
+        free = shutil.disk_usage(existing).free
+        if free < expected_bytes:
+            raise OutputError(
+                f"{folder}: the {what} needs about {_size(expected_bytes)}, and its disk has {_size(free)} free; "
+                f"free some space (`df -h {existing}`) or choose {_ELSEWHERE} on another disk."
+            )
+    largest = largest_file_bytes if largest_file_bytes is not None else expected_bytes
+    limit = _file_size_limit()
+    if largest and limit is not None and largest > limit:
+        raise OutputError(
+            f"{folder}: the {what} gets a file of about {_size(largest)}, above this process's file-size limit of "
+            f"{_size(limit)} (ulimit -f); raise it (`ulimit -f unlimited`) or choose {_ELSEWHERE}."
+        )
+    return folder
+
+
+def _file_size_limit() -> int | None:
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return None
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB" if n >= 2**10 else f"{n} bytes"
+
+
+# ---------------------------------------------------------------------------------- expected sizes
+def submission_bytes(n_clips: int, n_classes: int) -> int:
+    """A submission CSV: one row per clip, ``fname`` and a probability (~12 characters) per class."""
+    return (n_clips + 1) * (48 + 12 * n_classes)
+
+
+def cache_bytes(paths: Sequence[str | os.PathLike], cfg) -> int:
+    """The float16 log-mels of ``paths`` under MelConfig ``cfg``, estimated from the wav sizes (16-bit:
+    2 bytes a sample become ``2 * n_mels / hop_length`` bytes)."""
+    wav = sum(os.stat(p).st_size for p in paths)
+    return int(wav * cfg.n_mels / cfg.hop_length)
+
+
+def weights_bytes(model) -> int:
+    """One fold's safetensors file: every float32 tensor of the state dict."""
+    return sum(t.numel() * t.element_size() for t in model.state_dict().values()) + 65536
+
+
+def missing_cache_bytes(paths, cfg, *, cache_dir, name: str, input_roots=()) -> int:
+    """:func:`cache_bytes` of a split, or 0 when its cache is complete already (in ``cache_dir`` or an input
+    root): then nothing is written there."""
+    from .cache import _split_hash
+    from .runs import Roots
+
+    paths = [Path(p) for p in paths]
+    if not paths:
+        return 0
+    index = Path(cache_dir) / f"{name}-{_split_hash(paths, cfg)}.json"
+    return 0 if Roots(input_roots).find(index) is not None else cache_bytes(paths, cfg)
+
+
+def check_stage_outputs(cfg, data, *, run_dir, cache_dir, input_roots=(), n_stages: int = 1) -> None:
+    """Before training ``n_stages`` stages like StageConfig ``cfg`` on ``data`` (a FatData): the stage folder
+    (all of ``run_dir`` when ``n_stages`` > 1) must take ``n_folds`` weights files per stage, and ``cache_dir``
+    the caches not built yet (twice their size while a cache is assembled from its shards)."""
+    from .autoscale import dataset_width
+    from .models import create_model
+
+    mel = cfg.mel_config()
+    kwargs = dict(cfg.model_kwargs)
+    if cfg.auto_scale and "width_mult" not in kwargs:  # the width auto scaling will choose
+        kwargs["width_mult"] = dataset_width(len(data.curated.fnames) + len(data.noisy.fnames))
+    fold = weights_bytes(create_model(cfg.model, n_classes=len(data.vocab), in_channels=mel.channels, **kwargs))
+    out = Path(run_dir) if n_stages > 1 else Path(run_dir) / cfg.name
+    check_writable(out, expected_bytes=fold * cfg.n_folds * n_stages, largest_file_bytes=fold,
+                   what="stage folder (--weights/--run)")
+    caches = [missing_cache_bytes(split.paths(), mel, cache_dir=cache_dir, name=name, input_roots=input_roots)
+              for name, split in (("curated", data.curated), ("noisy", data.noisy))]
+    if sum(caches):
+        check_writable(cache_dir, expected_bytes=2 * sum(caches), largest_file_bytes=max(caches),
+                       what="feature cache folder (--cache-dir)")

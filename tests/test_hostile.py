@@ -1,0 +1,476 @@
+"""Hostile input through the command line: each case of the table below is a command a user types on a
+damaged or unusual data set, weights file or disk. Each asserts the exit code, the key words of the
+one-line message (the file and the fix) and that outputs that existed before (an old ``submission.csv``,
+an earlier stage's weights) are byte-identical afterwards. The README's "Reliability" section lists the
+same cases.
+
+Every case runs :func:`fatlib.cli.main`, which is what ``python -m fatlib`` runs, in its own process:
+one runner process imports fatlib once and forks a child per case (starting ~50 interpreters that import
+torch would take minutes on 2 cores). What a case needs the outside world to do is arranged in the child
+before ``main`` runs: a file-size limit (``setrlimit``), a full disk (``shutil.disk_usage`` reporting
+almost no space free), Ctrl-C (KeyboardInterrupt raised by the first forward pass), a kill (SIGKILL while
+the cache is assembled or while fold 1 trains). :func:`test_python_m_fatlib_entry_point` runs the real
+``python -m fatlib`` for two cases to show the entry point behaves the same. The in-process cases of
+tests/test_bad_input.py (every audio corruption at cache and predict, CSV problems reported together)
+are not repeated here beyond one CLI case each.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+ROOT_USER = hasattr(os, "geteuid") and os.geteuid() == 0  # root writes through any permission bits
+SR = 44100
+MEL = dict(n_mels=32, n_fft=1024, hop_length=512, crop_frames=32)
+OLD_SUBMISSION = b"fname,old\nx.wav,0.5\n"
+PREDICT = ["predict", "--data", "data", "--weights", "w/run", "--out", "out/submission.csv", "--device", "cpu",
+           "--batch-size", "4"]
+TRAIN = ["train-stage", "--data", "data", "--run", "run", "--weights", "w", "--cache-dir", "cache", "--stage", "s2",
+         "--n-folds", "2", "--epochs", "1", "--batch-size", "4", "--no-auto-scale", "--mel", json.dumps(MEL),
+         "--model-kwargs", '{"width_mult": 0.125}', "--quiet", "--augment"]  # no augmentation
+CACHE = ["cache", "--data", "data", "--splits", "curated", "--cache-dir", "cache", "--jobs", "1"]
+
+
+@dataclass
+class Case:
+    """One row of the table: ``setup(case_dir)`` damages a fresh copy of the base folder, then
+    ``python -m fatlib <argv>`` runs in it."""
+
+    name: str
+    what: str  # the README's words for the case
+    setup: Callable[[Path], None] | None
+    argv: list[str]
+    code: int
+    words: tuple[str, ...] = ()  # in stderr (errors) or stdout (success)
+    creates: tuple[str, ...] = ()  # files that must exist afterwards
+    then: list[str] | None = None  # a second command (the fix, or the rerun after a kill) and its code 0
+    hooks: dict = field(default_factory=dict)  # fsize, free_bytes, interrupt, kill (see RUNNER)
+    needs_non_root: bool = False
+
+
+# ------------------------------------------------------------------------------------ damage helpers
+def _weights(d: Path) -> Path:
+    return d / "w" / "run" / "s1" / "fold0.safetensors"
+
+
+def _flip(offset_from_end: int, mask: int):
+    def setup(d: Path) -> None:
+        data = bytearray(_weights(d).read_bytes())
+        data[-offset_from_end] ^= mask
+        _weights(d).write_bytes(bytes(data))
+    return setup
+
+
+def _save(d: Path, *, model_name="cnn_model_1", n_classes=None, vocab=None, width=0.125, nan=False, path=None,
+          extra_kwargs=None):
+    from fatlib.data import load_vocabulary
+    from fatlib.features import get_preset
+    from fatlib.models import create_model
+    from fatlib.weights import save_weights
+
+    mel = get_preset("cnn128", **MEL)
+    vocab = vocab or load_vocabulary(d / "data")
+    model = create_model("cnn_model_1", n_classes=len(vocab), in_channels=mel.channels, width_mult=width)
+    if nan:
+        with __import__("torch").no_grad():
+            next(model.parameters()).fill_(float("nan"))
+    kwargs = {"n_classes": n_classes or len(vocab), "in_channels": mel.channels, "width_mult": width,
+              **(extra_kwargs or {})}
+    save_weights(path or _weights(d), model, model_name=model_name, model_kwargs=kwargs, mel_config=mel.to_dict(),
+                 vocab=vocab)
+
+
+def _edit(rel: str, fn):
+    def setup(d: Path) -> None:
+        p = d / "data" / rel
+        p.write_bytes(fn(p.read_bytes()))
+    return setup
+
+
+def _lines(rel: str, fn):
+    return _edit(rel, lambda b: fn(b.decode().splitlines()).encode())
+
+
+def _first_test_clip(d: Path) -> Path:
+    name = (d / "data" / "sample_submission.csv").read_text().splitlines()[1].split(",")[0]
+    return d / "data" / "test" / name
+
+
+def _rewrite_clip(fn):
+    def setup(d: Path) -> None:
+        path = _first_test_clip(d)
+        y, _ = sf.read(path, dtype="float32")
+        fn(path, y)
+    return setup
+
+
+def _rename_test_clip(new_name: str, *, on_disk: str | None = None):
+    """The first test clip renamed to ``new_name`` in the CSVs and ``on_disk`` (default the same) on disk."""
+    def setup(d: Path) -> None:
+        path = _first_test_clip(d)
+        old = path.name
+        path.rename(path.with_name(on_disk or new_name))
+        for csv in ("sample_submission.csv",):
+            p = d / "data" / csv
+            p.write_text(p.read_text(encoding="utf-8").replace(old, new_name), encoding="utf-8")
+    return setup
+
+
+def _chmod(rel: str, mode: int):
+    def setup(d: Path) -> None:
+        (d / rel).mkdir(parents=True, exist_ok=True)
+        (d / rel).chmod(mode)
+    return setup
+
+
+def _all(*fns):
+    def setup(d: Path) -> None:
+        for fn in fns:
+            fn(d)
+    return setup
+
+
+def _garbage(path, y):
+    path.write_bytes(b"RIFF\x00\x00not a wave file" * 8)
+
+
+def _subtypes(d: Path) -> None:
+    names = [line.split(",")[0] for line in (d / "data" / "sample_submission.csv").read_text().splitlines()[1:]]
+    for name, subtype in zip(names, ("PCM_U8", "PCM_24", "PCM_32", "FLOAT")):
+        path = d / "data" / "test" / name
+        y, _ = sf.read(path, dtype="float32")
+        sf.write(path, y, SR, subtype=subtype)
+
+
+def _stereo_48k(path, y):
+    import librosa
+
+    y48 = librosa.resample(y, orig_sr=SR, target_sr=48000)
+    sf.write(path, np.stack([y48, 0.5 * y48], axis=1), 48000)
+
+
+def _fake_dataset(d: Path) -> None:
+    """A fatlib Kaggle dataset folder whose manifest says config.json has other bytes than it has."""
+    from fatlib.kaggle import _sha256
+
+    ds = d / "ds"
+    stage = ds / "weights" / "run" / "s1"
+    stage.mkdir(parents=True)
+    (ds / "wheels").mkdir()
+    shutil.copy(_weights(d), stage / "fold0.safetensors")
+    (stage / "config.json").write_text('{"n_folds": 1}\n')
+    files = {p.relative_to(ds).as_posix(): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+             for p in sorted(ds.rglob("*")) if p.is_file()}
+    (ds / "manifest.json").write_text(json.dumps({"files": files, "stages": []}))
+    (stage / "config.json").write_text('{"n_folds": 2}\n')  # same size, other bytes
+
+
+def _init_stage_of_width(width: float):
+    def setup(d: Path) -> None:
+        for k in (0, 1):
+            _save(d, width=width, path=d / "w" / "run" / "s1" / f"fold{k}.safetensors")
+    return setup
+
+
+def _predict_with(out="out/submission.csv"):
+    return [*PREDICT[:5], "--out", out, *PREDICT[7:]]
+
+
+# ------------------------------------------------------------------------------------------ the table
+CASES = [
+    # weights integrity
+    Case("weights_bit_flip", "one bit flipped in a weights file's tensors", _flip(1, 0x01), PREDICT, 1,
+         ("fold0.safetensors", "damaged", "checksum")),
+    Case("weights_exponent_flip", "an exponent bit flipped (a weight becomes huge or NaN)", _flip(2, 0x40), PREDICT, 1,
+         ("fold0.safetensors", "damaged")),
+    Case("weights_nan", "weights saved with NaN (training diverged)", lambda d: _save(d, nan=True), PREDICT, 1,
+         ("fold0.safetensors", "NaN or infinite", "Retrain that fold")),
+    Case("kaggle_dataset_damaged", "kaggle-dataset given a damaged weights file", _flip(1, 0x01),
+         ["kaggle-dataset", "--weights", "w/run", "--out", "out/ds", "--dep-wheels", "nowhere"], 1,
+         ("fold0.safetensors", "damaged")),
+    Case("manifest_mismatch", "predict from a fatlib dataset whose file differs from manifest.json", _fake_dataset,
+         ["predict", "--data", "data", "--weights", "ds/weights/run", "--out", "out/submission.csv", "--device", "cpu"],
+         1, ("config.json", "sha256 differs from manifest.json", "Re-upload")),
+    Case("unknown_model", "weights metadata naming an unknown model", lambda d: _save(d, model_name="no_such_net"),
+         PREDICT, 1, ("fold0.safetensors", "no_such_net", "cannot build")),
+    Case("bad_model_kwargs", "weights metadata with an option the model lacks",
+         lambda d: _save(d, extra_kwargs={"bogus_option": 1}), PREDICT, 1, ("fold0.safetensors", "bogus_option")),
+    Case("other_classes", "weights of another class set", lambda d: _save(d, vocab=["A", "B", "C"]), PREDICT, 1,
+         ("fold0.safetensors", "vocabulary mismatch")),
+    Case("other_model_shape", "weights whose metadata does not fit their tensors",
+         lambda d: _save(d, n_classes=7), PREDICT, 1, ("fold0.safetensors", "do not fit", "shape mismatch")),
+    Case("truncated_weights", "a truncated weights file", _edit("../w/run/s1/fold0.safetensors", lambda b: b[:len(b) // 2]),
+         PREDICT, 1, ("fold0.safetensors", "Re-save it")),
+    # outputs that cannot be written
+    Case("out_not_writable", "an output folder without write permission", _chmod("out", 0o555), PREDICT, 1,
+         ("out", "permission denied", "chmod"), needs_non_root=True),
+    Case("out_under_a_file", "an output path under a file", None, _predict_with("out/submission.csv/new.csv"), 1,
+         ("submission.csv: not a folder",)),
+    Case("file_size_limit", "a file-size limit (ulimit -f) below the outputs", None, PREDICT, 1,
+         ("file-size limit", "ulimit -f"), hooks={"fsize": 2048}),
+    Case("disk_full", "a full disk at predict --out", None, PREDICT, 1, ("out", "free", "free some space"),
+         hooks={"free_bytes": 100}),
+    Case("cache_not_writable", "a read-only cache folder", _chmod("cache", 0o555), TRAIN, 1,
+         ("cache", "permission denied"), needs_non_root=True),
+    Case("weights_not_writable", "a read-only weights folder", _chmod("w/run", 0o555), TRAIN, 1,
+         ("s2", "permission denied"), needs_non_root=True),
+    Case("debug_traceback", "the same with --debug", None, [*_predict_with("out/submission.csv/new.csv"), "--debug"],
+         1, ("Traceback", "submission.csv: not a folder")),
+    Case("ctrl_c_predict", "Ctrl-C during predict", None, PREDICT, 130, ("interrupted", "run the same command again"),
+         hooks={"interrupt": "fatlib.predict._forward"}),
+    # CSV quirks and messages that name the file
+    Case("bom_sample", "a UTF-8 BOM in sample_submission.csv", _edit("sample_submission.csv", lambda b: b"\xef\xbb\xbf" + b),
+         PREDICT, 0, ("wrote out/submission.csv",), creates=("out/submission.csv",)),
+    Case("spaces_in_header", "spaces after the commas of its header",
+         _lines("sample_submission.csv", lambda ls: "\n".join([ls[0].replace(",", ", "), *ls[1:]]) + "\n"),
+         PREDICT, 0, ("wrote out/submission.csv",), creates=("out/submission.csv",)),
+    Case("trailing_comma_header", "a trailing comma on every line of it",
+         _lines("sample_submission.csv", lambda ls: "".join(f"{line},\n" for line in ls)),
+         PREDICT, 0, ("wrote out/submission.csv",), creates=("out/submission.csv",)),
+    Case("header_only_sample", "a header-only sample_submission.csv",
+         _lines("sample_submission.csv", lambda ls: ls[0] + "\n"), PREDICT, 1,
+         ("sample_submission.csv", "no test clips")),
+    Case("trailing_comma_row", "an unquoted trailing comma on the first data row of train_curated.csv",
+         _lines("train_curated.csv", lambda ls: "\n".join([ls[0], ls[1] + ",", *ls[2:]]) + "\n"), CACHE, 0,
+         ("curated: 8 clips",)),
+    Case("unquoted_labels", "an unquoted A,B labels field in train_curated.csv",
+         _lines("train_curated.csv", lambda ls: "\n".join([ls[0], ls[1] + ",Accordion", *ls[2:]]) + "\n"), CACHE, 1,
+         ("train_curated.csv", "more fields than the header", "quote a field")),
+    Case("header_only_curated", "a header-only train_curated.csv", _lines("train_curated.csv", lambda ls: ls[0] + "\n"),
+         TRAIN, 1, ("train_curated.csv", "n_folds=2")),
+    Case("empty_csv", "an empty train_curated.csv", _edit("train_curated.csv", lambda b: b""), CACHE, 1,
+         ("train_curated.csv", "empty")),
+    Case("unknown_label", "an unknown label", _lines("train_curated.csv", lambda ls: "\n".join(
+        [ls[0], ls[1].split(",")[0] + ",Not_a_class", *ls[2:]]) + "\n"), CACHE, 1, ("Not_a_class", "fix the spelling")),
+    Case("duplicate_fname", "a duplicated fname", _lines("train_curated.csv", lambda ls: "\n".join([*ls, ls[1]]) + "\n"),
+         CACHE, 1, ("train_curated.csv", "keep one row per clip")),
+    Case("missing_clip", "a listed clip missing from the folder",
+         lambda d: next((d / "data" / "train_curated").glob("*.wav")).unlink(), CACHE, 1,
+         ("train_curated.csv", "copy the missing wav files")),
+    Case("unlisted_clip", "a clip in the folder that no CSV lists",
+         lambda d: shutil.copy(next((d / "data" / "train_curated").glob("*.wav")), d / "data" / "train_curated" / "x.wav"),
+         CACHE, 0, ("curated: 8 clips",)),
+    # settings checked before anything is written
+    Case("init_from_other_width", "train-stage --init-from weights of another width", _init_stage_of_width(0.25),
+         [*TRAIN, "--init-from", "s1"], 1, ("fold0.safetensors", "shape mismatch")),
+    # audio
+    Case("garbage_clip", "a test clip that is not audio", _rewrite_clip(_garbage), PREDICT, 1, ("re-encode it",)),
+    Case("empty_clip", "a test clip with 0 samples", _rewrite_clip(lambda p, y: sf.write(p, y[:0], SR)), PREDICT, 1,
+         ("0 samples; replace it",)),
+    Case("nan_clip", "a test clip with NaN samples",
+         _rewrite_clip(lambda p, y: sf.write(p, np.where(np.arange(len(y)) == 5, np.nan, y), SR, subtype="FLOAT")),
+         PREDICT, 1, ("NaN or infinite; re-export",)),
+    Case("wav_subtypes", "8-, 24-, 32-bit and float wavs", _subtypes, PREDICT, 0, ("wrote",)),
+    Case("stereo_48k", "a 48 kHz stereo clip", _rewrite_clip(_stereo_48k), PREDICT, 0, ("wrote",)),
+    Case("clip_10ms", "a 10 ms clip", _rewrite_clip(lambda p, y: sf.write(p, y[: SR // 100], SR)), PREDICT, 0,
+         ("wrote",)),
+    Case("non_ascii_name", "a non-ASCII file name", _rename_test_clip("Über café ✓.wav"), PREDICT, 0, ("wrote",)),
+    Case("nfd_name", "a clip stored under its NFD name while the CSV has NFC",
+         _rename_test_clip("café.wav", on_disk=unicodedata.normalize("NFD", "café.wav")), PREDICT, 0, ("wrote",)),
+    Case("read_only_input", "a read-only data folder", lambda d: _chmod_tree(d / "data", 0o555, 0o444), PREDICT, 0,
+         ("wrote",)),
+    # interrupted runs resume
+    Case("kill_during_cache", "the cache build killed (SIGKILL)", None, CACHE, -9, creates=(), then=CACHE,
+         hooks={"kill": "fatlib.cache._assemble"}),
+    Case("kill_during_fold", "training killed during fold 2 of 2", None, TRAIN, -9, then=TRAIN,
+         hooks={"kill": "fatlib.train._train_fold", "kill_on_call": 2}),
+]
+
+
+def _chmod_tree(root: Path, dir_mode: int, file_mode: int) -> None:
+    for p in sorted(root.rglob("*"), reverse=True):
+        p.chmod(dir_mode if p.is_dir() else file_mode)
+    root.chmod(dir_mode)
+
+
+RUNNER = r'''
+import json, os, resource, shutil, signal, sys, time, traceback
+from fatlib import cli
+cli.build_parser()  # imports every command module once, before forking
+# what every case would import or compile again on its own, done once here (no torch op before the forks)
+import fastai.learner, fastai.callback.schedule, fastai.callback.progress, fastai.callback.training  # noqa
+import fatlib.plots, fatlib.report, librosa.filters, librosa.effects, fastprogress  # noqa
+from fatlib.features import clip_wave, get_preset
+clip_wave(sys.argv[3], get_preset("cnn128", **json.loads(sys.argv[4])))  # librosa's first-call compilation
+
+def hook(target, action, on_call=1):
+    mod, name = target.rsplit(".", 1)
+    module = __import__(mod, fromlist=[name])
+    original, calls = getattr(module, name), [0]
+    def wrapper(*a, **kw):
+        calls[0] += 1
+        if calls[0] >= on_call:
+            action()
+        return original(*a, **kw)
+    setattr(module, name, wrapper)
+
+def ctrl_c():
+    raise KeyboardInterrupt
+
+results = {}
+for case in json.load(open(sys.argv[1])):
+    runs = [case["argv"]] + ([case["then"]] if case["then"] else [])
+    codes, start, cpu = [], time.time(), 0.0
+    for i, argv in enumerate(runs):
+        pid = os.fork()
+        if pid == 0:
+            code = 99
+            try:
+                os.chdir(case["dir"])
+                os.umask(0o022)
+                for fd, suffix in ((1, "out"), (2, "err")):
+                    os.dup2(os.open(f"run{i}.{suffix}", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd)
+                hooks = case["hooks"] if i == 0 else {}
+                if "fsize" in hooks:
+                    resource.setrlimit(resource.RLIMIT_FSIZE, (hooks["fsize"], resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+                if "free_bytes" in hooks:
+                    usage = shutil.disk_usage
+                    shutil.disk_usage = lambda p: usage(p)._replace(free=hooks["free_bytes"])
+                if "interrupt" in hooks:
+                    hook(hooks["interrupt"], ctrl_c)
+                if "kill" in hooks:
+                    hook(hooks["kill"], lambda: os.kill(os.getpid(), signal.SIGKILL), hooks.get("kill_on_call", 1))
+                code = cli.main(argv)
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 1
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        _, status, usage = os.wait4(pid, 0)
+        codes.append(os.waitstatus_to_exitcode(status))
+        cpu += usage.ru_utime + usage.ru_stime
+    results[case["name"]] = codes
+    print(f"{case['name']}: {time.time() - start:.1f} s, cpu {cpu:.1f} s", file=sys.stderr)
+json.dump(results, open(sys.argv[2], "w"))
+'''
+
+
+def _snapshot(d: Path) -> dict[str, bytes]:
+    """Every file that was there before the command, except the data and inputs the case damaged."""
+    skip = ("data/", "ds/")
+    return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*"))
+            if p.is_file() and not p.relative_to(d).as_posix().startswith(skip)}
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    """A tiny data set, one untrained fold of a tiny model, an old submission.csv and an earlier stage s0."""
+    from fatlib.synth import make_dataset
+
+    d = tmp_path_factory.mktemp("hostile_base")
+    make_dataset(d / "data", n_classes=3, n_curated=8, n_noisy=4, n_test=4, max_seconds=1.0, seed=5)
+    (d / "data" / "test_labels.csv").unlink()  # no evaluation plot to draw in every case
+    _save(d)
+    (d / "out").mkdir()
+    (d / "out" / "submission.csv").write_bytes(OLD_SUBMISSION)
+    (d / "w" / "run" / "s0").mkdir(parents=True)
+    (d / "w" / "run" / "s0" / "metrics.json").write_text('{"old": true}\n')
+    return d
+
+
+@pytest.fixture(scope="module")
+def ran(base, tmp_path_factory):
+    """Every case run once (module scope): {name: (case dir, exit codes, before, log of the first run)}."""
+    work = tmp_path_factory.mktemp("hostile_cases")
+    todo, before = [], {}
+    for case in CASES:
+        if case.needs_non_root and ROOT_USER:
+            continue
+        d = Path(shutil.copytree(base, work / case.name, symlinks=True))
+        if case.setup is not None:
+            case.setup(d)
+        before[case.name] = _snapshot(d)
+        todo.append({"name": case.name, "dir": str(d), "argv": case.argv, "then": case.then, "hooks": case.hooks})
+    (work / "cases.json").write_text(json.dumps(todo))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
+    clip = next((base / "data" / "train_curated").glob("*.wav"))
+    proc = subprocess.run([sys.executable, "-c", RUNNER, str(work / "cases.json"), str(work / "results.json"),
+                           str(clip), json.dumps(MEL)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    print(proc.stderr)
+    codes = json.loads((work / "results.json").read_text())
+    yield {name: (work / name, codes[name], before[name]) for name in codes}
+    for name in codes:  # let pytest remove the folders the cases made read-only
+        for p in [work / name, *(work / name).rglob("*")]:
+            if p.is_dir() and not p.is_symlink():
+                p.chmod(0o755)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_case(case, ran):
+    if case.needs_non_root and ROOT_USER:
+        pytest.skip("root writes through permission bits: run as a normal user")
+    d, codes, before = ran[case.name]
+    err = (d / "run0.err").read_text(errors="replace")
+    log = (d / "run0.out").read_text(errors="replace") + err
+    assert codes[0] == case.code, f"exit code {codes[0]}, expected {case.code}:\n{log[-3000:]}"
+    for word in case.words:
+        assert word in log, f"{word!r} not in the output:\n{log[-3000:]}"
+    if case.code not in (0, -9):  # an error line (problems of a data set listed below it), no traceback
+        if "--debug" not in case.argv:
+            assert err.startswith(("error: ", "interrupted: ")) and "Traceback" not in err, err
+        else:
+            assert "Traceback" in err and err.rstrip().splitlines()[-1].startswith("error: "), err
+    for rel in case.creates:
+        assert (d / rel).is_file(), f"{rel} was not written"
+    replaced = set(case.creates) | ({"out/submission.csv"} if case.code == 0 and case.argv[0] == "predict" else set())
+    for rel, content in before.items():
+        if rel not in replaced:
+            assert (d / rel).read_bytes() == content, f"{rel} changed though the command failed or did not write it"
+    assert not [p for p in d.rglob("*.tmp")] or case.code == -9, "temporary files left behind"
+    if case.then is not None:
+        assert codes[1] == 0, (d / "run1.err").read_text()[-3000:]
+
+
+def test_successful_predictions_are_complete_and_0644(ran):
+    """The accepted quirks give the usual submission: the classes of sample_submission.csv (no BOM, no
+    spaces, no '' class), every test clip, the NFC name of a clip stored as NFD, mode 0644."""
+    import pandas as pd
+
+    for name in ("bom_sample", "spaces_in_header", "trailing_comma_header", "nfd_name", "non_ascii_name"):
+        d = ran[name][0]
+        sub = pd.read_csv(d / "out" / "submission.csv")
+        assert list(sub.columns) == ["fname", "Accelerating_and_revving_and_vroom", "Accordion", "Acoustic_guitar"], name
+        assert len(sub) == 4 and np.isfinite(sub.iloc[:, 1:].to_numpy()).all(), name
+        assert stat.S_IMODE((d / "out" / "submission.csv").stat().st_mode) == 0o644, name
+    assert "café.wav" in set(pd.read_csv(ran["nfd_name"][0] / "out" / "submission.csv")["fname"])
+
+
+def test_refused_init_from_leaves_nothing_that_blocks_the_fix(ran):
+    d = ran["init_from_other_width"][0]
+    assert not (d / "w" / "run" / "s2" / "config.json").exists()
+
+
+def test_killed_runs_resume(ran):
+    d = ran["kill_during_cache"][0]
+    assert len(list((d / "cache").glob("curated-*.json"))) == 1 and not list((d / "cache").glob("*.parts"))
+    d = ran["kill_during_fold"][0]
+    assert "s2 fold 1/2" not in (d / "run1.out").read_text() + (d / "run1.err").read_text()  # fold 1 was finished before the kill: not retrained
+    assert (d / "w" / "run" / "s2" / "metrics.json").is_file()
+
+
+def test_python_m_fatlib_entry_point(base, tmp_path):
+    """The real ``python -m fatlib``: a refusal is one line and exit 1 (--debug: the debug_traceback case)."""
+    d = Path(shutil.copytree(base, tmp_path / "case"))
+    _flip(1, 0x01)(d)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    res = subprocess.run([sys.executable, "-m", "fatlib", *PREDICT], cwd=d, capture_output=True, text=True, env=env)
+    assert res.returncode == 1 and res.stderr.startswith("error: ") and res.stderr.count("\n") == 1, res.stderr
+    assert "fold0.safetensors: damaged" in res.stderr
+    assert (d / "out" / "submission.csv").read_bytes() == OLD_SUBMISSION
