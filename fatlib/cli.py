@@ -55,7 +55,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 2
         command += f" {args.command}"
-        return int(args.func(args) or 0)
+        try:
+            return int(args.func(args) or 0)
+        finally:
+            distrib = sys.modules.get("fatlib.distrib")  # loaded by the training commands only
+            if distrib is not None:
+                distrib.shutdown()  # leave the process group of a torchrun / accelerate job (no-op otherwise)
     except FatlibError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
