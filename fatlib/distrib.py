@@ -47,10 +47,10 @@ def use_distributed() -> bool:
 
 
 def device() -> torch.device:
-    """This process's device: ``cuda:LOCAL_RANK`` in a job on GPUs, else cuda or cpu."""
-    if use_distributed() and torch.cuda.is_available():
+    """This process's device: ``cuda:LOCAL_RANK`` on GPUs (cuda:0 alone), else the CPU."""
+    if torch.cuda.is_available():
         return torch.device("cuda", local_rank() % torch.cuda.device_count())
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device("cpu")
 
 
 def _timeout() -> datetime.timedelta:
@@ -101,6 +101,23 @@ def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
     _state["barrier_group"] = None
+
+
+@contextlib.contextmanager
+def alone():
+    """This process as a job of one while the block runs: fastai reads ``WORLD_SIZE`` / ``RANK`` from
+    the environment (and would gather every batch's metrics over the processes), so a fold trained
+    by one process of a fold-parallel job sets them to 1 / 0 and back afterwards."""
+    saved = {k: os.environ.get(k) for k in ("WORLD_SIZE", "RANK")}
+    os.environ.update(WORLD_SIZE="1", RANK="0")
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def my_folds(folds: list[int], *, fold_parallel: bool) -> list[int]:

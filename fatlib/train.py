@@ -510,9 +510,12 @@ def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = 
     pending = [k for k in todo if not fold_done(stage_dir, k)]  # the same list on every process
     for k in distrib.my_folds(pending, fold_parallel=cfg.fold_parallel):
         log(f"{cfg.name} fold {k + 1}/{cfg.n_folds}: training on {sum(len(r) for _, r, _ in _train_parts(inp, k)[0])} clips")
-        _train_fold(inp, eff, k, stage_dir, bars=bars, log=log, cbs=cbs)
         if _data_parallel(cfg):
+            _train_fold(inp, eff, k, stage_dir, bars=bars, log=log, cbs=cbs)
             distrib.barrier()  # rank 0 has written fold k
+        else:  # one process, or this process's own fold of a fold-parallel job
+            with distrib.alone():
+                _train_fold(inp, eff, k, stage_dir, bars=bars, log=log, cbs=cbs)
     distrib.barrier()  # every process's folds are written
     res = None
     if main and all(fold_done(stage_dir, k) for k in range(cfg.n_folds)):
