@@ -495,6 +495,8 @@ def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = 
         raise DataError(f"selection_csv={cfg.selection_csv}: not found; run `python -m fatlib select` first.")
     _check_components(cfg, n_classes=len(data.vocab))
     _tune_cpu(_device())
+    if _data_parallel(cfg):
+        import accelerate  # noqa: F401  (fastai's DistributedTrainer needs it: fail now, not after the cache build)
     main = is_main_process()
     with distrib.main_first():  # rank 0 writes the config, fold lists and caches; the others then read them
         if main:

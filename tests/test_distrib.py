@@ -6,7 +6,8 @@ One launch serves every test here (each launch pays the imports of torch and fas
   would use, so its out-of-fold predictions equal the one-process run's up to float rounding (1e-4);
 - stage2 data parallel (DistributedDataParallel over gloo): each batch is split over the two
   processes and BatchNorm statistics are per process (torch has no SyncBatchNorm on CPU), so the
-  training steps differ slightly from one process: out-of-fold probabilities within 0.05 of it.
+  training steps differ slightly from one process: out-of-fold probabilities within 0.05 of it
+  (measured: stage1 identical, stage2 at most 0.009 apart, the same CV lwlrap).
 """
 from __future__ import annotations
 
@@ -38,8 +39,9 @@ data = FatData.from_dir(data_dir)
 r1 = warmup_stage("stage1", data, run="r", weights_root=weights, cache_dir=cache, progress=False,
                   fold_parallel=True, **kw)
 r2 = warmup_stage("stage2", data, run="r", weights_root=weights, cache_dir=cache, progress=False, **kw)
-print("RESULT", json.dumps({"rank": distrib.rank(), "world": distrib.world_size(),
-                            "stage1": r1 is not None, "stage2": r2 is not None}), flush=True)
+with open(f"{weights}/returned-{distrib.rank()}.json", "w") as f:
+    json.dump({"rank": distrib.rank(), "world": distrib.world_size(), "stage1": r1 is not None,
+               "stage2": r2 is not None}, f)
 """
 
 
@@ -50,25 +52,23 @@ def _torchrun() -> list[str]:
 
 @pytest.fixture(scope="module")
 def runs(tiny_dataset, tmp_path_factory):
-    """(two-process run dir, one-process run dir, cache dir, the launch's output)."""
-    from fatlib.data import FatData
-    from fatlib.pipeline import warmup_stage
-
+    """(two-process weights root, one-process weights root, files of the cache folder)."""
     root = tmp_path_factory.mktemp("distrib")
     script = root / "two_stages.py"
     script.write_text(SCRIPT)
+    # one thread per process: comparable runs, and no threads spinning against each other on 2 cores
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
-    cmd = [*_torchrun(), "--standalone", "--nproc_per_node", "2", str(script),
-           str(tiny_dataset), str(root / "w2"), str(root / "cache"), json.dumps(TINY)]
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=root)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    caches = sorted(p.name for p in (root / "cache").iterdir())
-    # the reference: one process, same stages, reading the caches the job built
-    data = FatData.from_dir(tiny_dataset)
-    for stage in ("stage1", "stage2"):
-        warmup_stage(stage, data, run="r", weights_root=root / "w1", cache_dir=root / "cache", progress=False, **TINY)
-    return root / "w2" / "r", root / "w1" / "r", caches, res.stdout
+    env.pop("WORLD_SIZE", None)
+    for launch, weights in (([*_torchrun(), "--standalone", "--nproc_per_node", "2"], root / "w2"),
+                            ([sys.executable], root / "w1")):  # the reference: one process, the same script
+        weights.mkdir()
+        cmd = [*launch, str(script), str(tiny_dataset), str(weights), str(root / "cache"), json.dumps(TINY)]
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=root)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        if weights.name == "w2":  # before the reference run opens them
+            caches = sorted(p.name for p in (root / "cache").iterdir())
+    return root / "w2", root / "w1", caches
 
 
 def _oof(run_dir: Path, stage: str) -> np.ndarray:
@@ -77,16 +77,15 @@ def _oof(run_dir: Path, stage: str) -> np.ndarray:
 
 @pytest.mark.slow
 def test_two_processes_finish_every_stage_with_one_cache(runs):
-    two, _, caches, out = runs
-    results = sorted((json.loads(line.split(" ", 1)[1]) for line in out.splitlines() if line.startswith("RESULT")),
-                     key=lambda r: r["rank"])
+    two, _, caches = runs
+    results = [json.loads((two / f"returned-{r}.json").read_text()) for r in range(2)]
     # rank 0 returns the stage results, rank 1 None, both only after the stage was written
     assert results == [{"rank": 0, "world": 2, "stage1": True, "stage2": True},
                        {"rank": 1, "world": 2, "stage1": False, "stage2": False}]
     # one build of each cache (curated, noisy): a data file and its metadata, nothing left over
     assert len(caches) == 4 and sum(n.endswith(".f16") for n in caches) == 2, caches
     for stage in ("stage1", "stage2"):
-        d = two / stage
+        d = two / "r" / stage
         assert (d / "metrics.json").is_file() and (d / "oof_curated.csv").is_file()
         assert all((d / f"fold{k}.done").exists() for k in range(2))
         assert not list(d.glob("*.tmp"))
@@ -94,7 +93,8 @@ def test_two_processes_finish_every_stage_with_one_cache(runs):
 
 @pytest.mark.slow
 def test_fold_parallel_trains_each_fold_once_as_one_process_would(runs):
-    two, one, _, _ = runs
+    two, one, _ = runs
+    two, one = two / "r", one / "r"
     log = (two / "stage1" / "log.txt").read_text()
     for k in (1, 2):
         assert log.count(f"stage1 fold {k}/2: training") == 1, log
@@ -105,7 +105,8 @@ def test_fold_parallel_trains_each_fold_once_as_one_process_would(runs):
 
 @pytest.mark.slow
 def test_data_parallel_predictions_close_to_one_process(runs):
-    two, one, _, _ = runs
+    two, one, _ = runs
+    two, one = two / "r", one / "r"
     log = (two / "stage2" / "log.txt").read_text()
     assert log.count("stage2 fold 1/2: training") == 1  # rank 0 alone writes the log
     diff = np.abs(_oof(two, "stage2") - _oof(one, "stage2")).max()
