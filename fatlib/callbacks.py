@@ -12,6 +12,13 @@ import time
 import numpy as np
 from fastai.callback.core import Callback
 from fastai.callback.tracker import TrackerCallback
+from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+
+def _plain(model):
+    """The model inside a (Distributed)DataParallel wrapper: data-parallel training unwraps it in its
+    ``after_fit`` before KeepBest's, so the weights are kept and restored without the wrapper's prefix."""
+    return model.module if isinstance(model, (DataParallel, DistributedDataParallel)) else model
 
 
 class EpochLog(Callback):
@@ -58,9 +65,9 @@ class KeepBest(TrackerCallback):
         super().after_epoch()
         if self.new_best and np.isfinite(self.best):
             self.best_epoch = self.epoch
-            self.best_state = {k: v.detach().clone() for k, v in self.learn.model.state_dict().items()}
+            self.best_state = {k: v.detach().clone() for k, v in _plain(self.learn.model).state_dict().items()}
 
     def after_fit(self):
         super().after_fit()
         if self.best_state is not None:
-            self.learn.model.load_state_dict(self.best_state)
+            _plain(self.learn.model).load_state_dict(self.best_state)

@@ -74,7 +74,12 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 2
         command += f" {args.command}"
-        return int(args.func(args) or 0)
+        try:
+            return int(args.func(args) or 0)
+        finally:
+            distrib = sys.modules.get("fatlib.distrib")  # loaded by the training commands only
+            if distrib is not None:
+                distrib.shutdown()  # leave the process group of a torchrun / accelerate job (no-op otherwise)
     except FatlibError as e:
         return _fail(f"error: {e}", debug)
     except ModuleNotFoundError as e:  # a package missing anywhere: one line naming it and the fix

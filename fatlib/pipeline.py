@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import distrib
 from .errors import DataError
 from .folds import noisy_folds
 from .io import write_csv, write_json
@@ -129,17 +130,19 @@ def warmup_stage(
         "selection_csv": sel_path and str(sel_path),
     })
     cfg = folds_for_data(cfg, data)
-    roots.adopt_stage(run_dir / stage)  # an earlier session's finished folds of this stage: resume after them
-    if plan["rule"]:
-        nz_folds = noisy_folds(data, run_dir=run_dir, n_folds=cfg.n_folds, seed=cfg.folds_seed)
-        sel = run_rule(plan["rule"], stage_dirs=[found[s] for s in plan["sources"]], targets=data.noisy.targets,
-                       folds=nz_folds, fnames=data.noisy.fnames, vocab=data.vocab,
-                       **{**plan["selection"], **rec.selection.get(stage, {}), **(selection or {})})
-        _write_selection(sel.to_frame(data.noisy.fnames, data.vocab), sel_path, n_folds=cfg.n_folds)
-        if progress:
-            print(f"{stage}: {len(sel)} of {len(data.noisy.fnames)} noisy clips selected -> {sel_path}")
-    elif selection:
+    if distrib.is_main_process():  # one writer; the other processes of a job wait, then read
+        roots.adopt_stage(run_dir / stage)  # an earlier session's finished folds of this stage: resume after them
+        if plan["rule"]:
+            nz_folds = noisy_folds(data, run_dir=run_dir, n_folds=cfg.n_folds, seed=cfg.folds_seed)
+            sel = run_rule(plan["rule"], stage_dirs=[found[s] for s in plan["sources"]], targets=data.noisy.targets,
+                           folds=nz_folds, fnames=data.noisy.fnames, vocab=data.vocab,
+                           **{**plan["selection"], **rec.selection.get(stage, {}), **(selection or {})})
+            _write_selection(sel.to_frame(data.noisy.fnames, data.vocab), sel_path, n_folds=cfg.n_folds)
+            if progress:
+                print(f"{stage}: {len(sel)} of {len(data.noisy.fnames)} noisy clips selected -> {sel_path}")
+    if selection and not plan["rule"]:
         raise DataError(f"warmup_stage({stage!r}): selection={selection} given, but only stage3 and stage4 select.")
+    distrib.barrier()
     return train_stage(cfg, data, run_dir=run_dir, cache_dir=cache_dir, progress=progress, folds=folds, cbs=cbs,
                        input_roots=roots.inputs)
 
@@ -226,18 +229,24 @@ def warmup(
     "stage4" to the selection parameters on top of the recipe's.
     ``input_roots``: earlier sessions' outputs (see :func:`warmup_stage`); a stage finished there is copied
     into ``weights_root`` (so this session's output holds the whole run) and not trained again.
+    Launched as several processes (:mod:`fatlib.distrib`; ``fold_parallel=True`` to spread the folds),
+    rank 0 writes every output and returns the summary; the other processes return None after it.
     """
     stage_overrides = dict(stage_overrides or {})
     selection = dict(selection or {})
     unknown = sorted((set(stage_overrides) | set(selection)) - set(STAGES))
     if unknown:
         raise DataError(f"stage_overrides / selection: unknown stages {unknown}; use stage1..stage4.")
-    for stage in STAGES:
+    for stage in STAGES:  # each stage returns on every process only after its outputs are written
         warmup_stage(stage, data, run=run, recipe=recipe, model=model, weights_root=weights_root,
                      cache_dir=cache_dir, selection=selection.get(stage), progress=progress, cbs=cbs,
                      input_roots=input_roots,
                      **{**overrides, **stage_overrides.get(stage, {})})
-    return stage_ensemble(data, run=run, weights_root=weights_root, progress=progress, input_roots=input_roots)
+    summary = None
+    if distrib.is_main_process():
+        summary = stage_ensemble(data, run=run, weights_root=weights_root, progress=progress, input_roots=input_roots)
+    distrib.barrier()
+    return summary
 
 
 def stage_oof(run_dir, stage: str, *, fnames=None) -> np.ndarray:
@@ -285,9 +294,11 @@ def _cli(args) -> int:
         raise DataError("--folds needs --stage stage1..stage4 (one stage at a time)")
     if args.stage == "ensemble":
         summary = stage_ensemble(data, run=args.run, weights_root=args.weights, progress=not args.quiet,
-                                 input_roots=args.input_roots)
+                                 input_roots=args.input_roots) if distrib.is_main_process() else None
     else:
         summary = warmup(data, selection=selection, stage_overrides=per_stage, **common, **over)
+    if summary is None:  # not the main process of a job
+        return 0
     print(f"ensemble CV lwlrap {summary['cv_lwlrap_ensemble']:.4f} -> {Path(args.weights) / args.run / 'summary.json'}")
     return 0
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from . import distrib
+from .distrib import is_main_process
 from .errors import DataError
 from .folds import curated_folds, noisy_folds, read_selection
 from .io import save_npy, write_csv, write_json, write_text
@@ -29,7 +30,7 @@ from .io import save_npy, write_csv, write_json, write_text
 TRAIN_ON = ("noisy", "curated", "curated+selected")
 KEEP = ("last", "best")
 # fields that may change between runs of a stage without making its finished folds stale
-RUNTIME_FIELDS = ("n_workers", "cache_jobs", "mixed_precision")
+RUNTIME_FIELDS = ("n_workers", "cache_jobs", "mixed_precision", "fold_parallel")
 
 
 @dataclass
@@ -80,6 +81,7 @@ class StageConfig:
     pct_start: float = 0.25
     grad_clip: float | None = None
     sound_mix_p: float = 0.5
+    fold_parallel: bool = False  # launched as W processes: process r trains folds r, r+W, ... (fatlib.distrib)
 
     def __post_init__(self):
         self.validate()
@@ -163,23 +165,8 @@ class StageResult:
 
 
 # ------------------------------------------------------------------------------------ environment
-def world_size() -> int:
-    """Processes in the job (``WORLD_SIZE`` set by ``accelerate launch`` / torchrun; 1 otherwise)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def use_distributed() -> bool:
-    return world_size() > 1
-
-
 def _device() -> torch.device:
-    if use_distributed() and torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return distrib.device()
 
 
 def _tune_cpu(device: torch.device) -> None:
@@ -330,8 +317,10 @@ def _make_learner(inp: _Inputs, cfg: StageConfig, k: int, parts, stage_dir: Path
 
         wave_aug = WaveAugment(sample_rate=mel.sample_rate)
     valid_src = inp.cur_paths if cfg.wave_augment else inp.cur_cache
+    # data parallel: each process takes its share of a batch, so batch_size stays the clips per step
+    per_process = max(1, cfg.batch_size // distrib.world_size()) if _data_parallel(cfg) else cfg.batch_size
     dls = build_dataloaders(parts, [(valid_src, valid_rows, inp.cur_y[valid_rows])], cfg=mel, mode=mode,
-                            batch_size=cfg.batch_size, n_workers=cfg.n_workers, augment=wave_aug, device=device,
+                            batch_size=per_process, n_workers=cfg.n_workers, augment=wave_aug, device=device,
                             mix_p=cfg.sound_mix_p)
     model = create_model(cfg.model, n_classes=len(inp.vocab), in_channels=mel.channels, **cfg.model_kwargs)
     if cfg.init_from:
@@ -343,8 +332,9 @@ def _make_learner(inp: _Inputs, cfg: StageConfig, k: int, parts, stage_dir: Path
     fold_cbs = ([WaveToMel(mel)] if cfg.wave_augment else []) + [
         get_augment(name, seed=cfg.seed * 1000 + k) for name in cfg.augment
     ]
-    fold_cbs += [EpochLog(log, prefix=f"{cfg.name} fold {k + 1}/{cfg.n_folds} "),
-                 CSVLogger(fname=f"fold{k}_history.csv")]
+    fold_cbs += [EpochLog(log, prefix=f"{cfg.name} fold {k + 1}/{cfg.n_folds} ")]
+    if is_main_process() or not _data_parallel(cfg):  # one writer of the fold's history
+        fold_cbs += [CSVLogger(fname=f"fold{k}_history.csv")]
     fold_cbs += [KeepBest("lwlrap")] if cfg.keep == "best" else []
     fold_cbs += [GradientClip(cfg.grad_clip)] if cfg.grad_clip else []
     learn = Learner(dls, model, loss_func=get_loss(cfg.loss), metrics=[LwlrapMetric()], cbs=fold_cbs + list(cbs),
@@ -354,13 +344,16 @@ def _make_learner(inp: _Inputs, cfg: StageConfig, k: int, parts, stage_dir: Path
     return learn
 
 
+def _data_parallel(cfg: StageConfig) -> bool:
+    """Several processes training one fold together (not fold parallel)."""
+    return distrib.use_distributed() and not cfg.fold_parallel
+
+
 def _fit(learn, cfg: StageConfig) -> None:
     import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle)
 
-    if use_distributed():
-        import fastai.distributed  # noqa: F401  (adds distrib_ctx)
-
-        with learn.distrib_ctx():
+    if _data_parallel(cfg):
+        with distrib.data_parallel(learn):
             learn.fit_one_cycle(cfg.epochs, lr_max=cfg.lr, pct_start=cfg.pct_start)
     else:
         learn.fit_one_cycle(cfg.epochs, lr_max=cfg.lr, pct_start=cfg.pct_start)
@@ -395,8 +388,8 @@ def _train_fold(inp: _Inputs, cfg: StageConfig, k: int, stage_dir: Path, *, bars
     else:  # plain lines from EpochLog; no bar redraws, no fastai table printed a second time
         with learn.no_bar(), learn.no_logging():
             _fit(learn, cfg)
-    if not is_main_process():
-        return
+    if _data_parallel(cfg) and not is_main_process():
+        return  # rank 0 predicts out of fold and writes the fold; the others wait at the next barrier
     model = learn.model
     cur_valid = np.flatnonzero(inp.cur_folds == k)
     noisy_valid = np.flatnonzero(inp.noisy_folds == k)
@@ -515,6 +508,11 @@ def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = 
     (fatlib.runs.Roots), read-only: init_from and caches are read there, and this stage's finished
     folds are copied from there first. Returns None until every fold is done, and on processes other
     than the main one.
+
+    Launched as several processes (``torchrun`` / ``accelerate launch``, :mod:`fatlib.distrib`), each
+    fold is trained by all of them together (data parallel), or with ``cfg.fold_parallel`` process r
+    trains folds r, r+W, ...; rank 0 alone builds the caches (the others wait, then open them) and
+    writes the stage's outputs, and every process returns only after they are written.
     """
     from .progress import LineLog, bars_enabled
     from .runs import Roots
@@ -528,26 +526,37 @@ def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = 
         raise DataError(f"selection_csv={cfg.selection_csv}: not found; run `python -m fatlib select` first.")
     _check_components(cfg, n_classes=len(data.vocab))
     _tune_cpu(_device())
+    if _data_parallel(cfg):
+        import accelerate  # noqa: F401  (fastai's DistributedTrainer needs it: fail now, not after the cache build)
     main = is_main_process()
-    roots.adopt_stage(stage_dir)  # an earlier session's finished folds of this stage, copied here first
-    _check_before_writing(cfg, data, stage_dir=stage_dir, todo=todo, roots=roots)
-    if main:
-        _check_config(stage_dir, cfg)
-    inp = _prepare(cfg, data, run_dir, cache_dir, progress, roots)
-    log = LineLog(stage_dir / "log.txt" if main else None, echo=main)
+    with distrib.main_first():  # rank 0 writes the config, fold lists and caches; the others then read them
+        if main:
+            roots.adopt_stage(stage_dir)  # an earlier session's finished folds of this stage, copied here first
+            _check_before_writing(cfg, data, stage_dir=stage_dir, todo=todo, roots=roots)
+            _check_config(stage_dir, cfg)
+        inp = _prepare(cfg, data, run_dir, cache_dir, progress, roots)
+    writes = main or cfg.fold_parallel  # fold parallel: every process trains (and logs) its own folds
+    log = LineLog(stage_dir / "log.txt" if writes else None, echo=writes)
     eff, chosen = effective_config(inp.cfg, n_train=_n_train(inp), n_dataset=len(inp.cur_y) + len(inp.noisy_y))
-    log(f"{cfg.name}: {cfg.model}, {chosen}")
+    if main:
+        log(f"{cfg.name}: {cfg.model}, {chosen}")
     bars = progress and bars_enabled()
-    for k in todo:
-        if fold_done(stage_dir, k):
-            continue
+    pending = [k for k in todo if not fold_done(stage_dir, k)]  # the same list on every process
+    for k in distrib.my_folds(pending, fold_parallel=cfg.fold_parallel):
         log(f"{cfg.name} fold {k + 1}/{cfg.n_folds}: training on {sum(len(r) for _, r, _ in _train_parts(inp, k)[0])} clips")
-        _train_fold(inp, eff, k, stage_dir, bars=bars, log=log, cbs=cbs)
-    if not main or not all(fold_done(stage_dir, k) for k in range(cfg.n_folds)):
-        return None
-    res = _finish(inp, stage_dir)
-    noisy = f", noisy {res.cv_noisy:.4f}" if res.cv_noisy is not None else ""
-    log(f"{cfg.name}: CV lwlrap curated {res.cv_curated:.4f}{noisy} -> {stage_dir}", echo=False)
+        if _data_parallel(cfg):
+            _train_fold(inp, eff, k, stage_dir, bars=bars, log=log, cbs=cbs)
+            distrib.barrier()  # rank 0 has written fold k
+        else:  # one process, or this process's own fold of a fold-parallel job
+            with distrib.alone():
+                _train_fold(inp, eff, k, stage_dir, bars=bars, log=log, cbs=cbs)
+    distrib.barrier()  # every process's folds are written
+    res = None
+    if main and all(fold_done(stage_dir, k) for k in range(cfg.n_folds)):
+        res = _finish(inp, stage_dir)
+        noisy = f", noisy {res.cv_noisy:.4f}" if res.cv_noisy is not None else ""
+        log(f"{cfg.name}: CV lwlrap curated {res.cv_curated:.4f}{noisy} -> {stage_dir}", echo=False)
+    distrib.barrier()  # metrics.json written: the next stage may start on every process
     return res
 
 
@@ -640,6 +649,8 @@ def stage_overrides(args) -> dict:
             over[name] = value
     if args.wave_augment:
         over["wave_augment"] = True
+    if getattr(args, "fold_parallel", False):
+        over["fold_parallel"] = True
     return over
 
 
@@ -684,7 +695,7 @@ def _cli(args) -> int:
     check_stage_outputs(cfg, data, run_dir=run_dir, cache_dir=args.cache_dir, input_roots=args.input_roots)
     res = train_stage(cfg, data, run_dir=run_dir, cache_dir=args.cache_dir,
                       progress=not args.quiet, folds=args.folds, input_roots=args.input_roots)
-    if res is not None:
+    if res is not None:  # None: folds left to train, or not the main process
         print(result_line(cfg.name, res))
     return 0
 
@@ -747,6 +758,10 @@ def add_stage_arguments(p: argparse.ArgumentParser, *, stage: str | None = None)
     p.add_argument("--workers", type=int, default=None, help=f"DataLoader worker processes ({d('n_workers')})")
     p.add_argument("--wave-augment", action="store_true",
                    help="on-the-fly waveforms with WaveAugment (default: random crops of the feature cache)")
+    p.add_argument("--fold-parallel", action="store_true",
+                   help="launched as W processes (torchrun --nproc_per_node W -m fatlib ...): process r trains folds "
+                   "r, r+W, ... on its own GPU, no gradient sync (default: the processes train each fold together, "
+                   "data parallel)")
     p.add_argument("--quiet", action="store_true",
                    help="no progress bars; the per-epoch and per-fold lines stay (default: bars in a terminal or "
                    "notebook, plain lines elsewhere)")

@@ -122,30 +122,3 @@ def test_stage_config_json_roundtrip_and_validation(tmp_path):
         StageConfig(name="x", train_on="everything")
     with pytest.raises(DataError, match="selection_csv"):
         StageConfig(name="x", train_on="curated+selected")
-
-
-def test_distributed_branch_chosen_from_env(monkeypatch):
-    import contextlib
-
-    from fatlib import train
-
-    calls = []
-
-    class FakeLearner:
-        @contextlib.contextmanager
-        def distrib_ctx(self):
-            calls.append("distrib")
-            yield self
-
-        def fit_one_cycle(self, n, lr_max, pct_start=0.25):
-            calls.append(("fit", n, lr_max))
-
-    cfg = StageConfig(name="x", epochs=3, lr=0.01)
-    monkeypatch.setenv("WORLD_SIZE", "1")
-    train._fit(FakeLearner(), cfg)
-    assert calls == [("fit", 3, 0.01)]
-    calls.clear()
-    monkeypatch.setenv("WORLD_SIZE", "2")
-    assert train.use_distributed()
-    train._fit(FakeLearner(), cfg)
-    assert calls == ["distrib", ("fit", 3, 0.01)]
