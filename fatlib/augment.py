@@ -13,7 +13,7 @@ global RNG, so ``torch.manual_seed`` still makes runs reproducible); tensors may
 keep their dtype. :func:`apply_augment` runs a callback on ``(x, y)`` without a Learner (tests, plots).
 
 Names for stage configs: :data:`AUGMENTS` / :func:`get_augment` ("specmix", "mixup", "ormixup",
-"mixup_specmix", "specaugment", "zoomcrop"). There is deliberately no time flip (9th place: lowers CV).
+"mixup_specmix", "specaugment", "zoomcrop", and "ormixup_wave", which mixes waveforms before the log-mel). There is deliberately no time flip (9th place: lowers CV).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ from fatlib.errors import DataError
 
 __all__ = [
     "AUGMENTS", "BatchAugment", "Mixup", "MixupSpecMix", "ORMixup", "SpecAugment", "SpecMix",
-    "SpecMixParams", "ZoomCrop", "apply_augment", "check_batch", "get_augment", "make_generator",
+    "SpecMixParams", "WaveORMixup", "ZoomCrop", "apply_augment", "check_batch", "get_augment", "make_generator",
     "mixup", "or_mixup", "spec_augment", "specmix", "specmix_mask", "specmix_params", "specmix_share",
     "zoom_crop",
 ]
@@ -325,6 +325,27 @@ class ZoomCrop(BatchAugment):
         return zoom_crop(x, generator=self.generator, max_zoom=self.max_zoom, p=self.p), y
 
 
+class WaveORMixup(ORMixup):
+    """OR-mixup of waveforms (3rd place: "a mix of two sounds lets you hear both"): the same draws as
+    :class:`ORMixup`, applied to the (batch, samples) waveform batch of the on-the-fly path before
+    ``fatlib.datasets.WaveToMel`` turns it into log-mels (``order`` below WaveToMel's), so the model
+    hears the sum of the two sounds. Needs ``wave_augment`` training (a StageConfig refuses it without)."""
+
+    order = -20
+    needs_waves = True
+
+    def before_batch(self):
+        x, y = self.learn.xb[0], self.learn.yb[0]
+        if not torch.is_tensor(x) or x.ndim != 2 or not x.is_floating_point():
+            got = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            raise DataError(f"WaveORMixup: x must be a float waveform batch (batch, samples), got {got}; "
+                            "use it with wave_augment = true (on-the-fly waveforms)")
+        check_batch(x[:, None, None, :], y, where="WaveORMixup")
+        x_new, y_new = self.augment(x, y)
+        self.learn.xb = (x_new, *self.learn.xb[1:])
+        self.learn.yb = (y_new, *self.learn.yb[1:])
+
+
 AUGMENTS: dict[str, type[BatchAugment]] = {
     "specmix": SpecMix,
     "mixup": Mixup,
@@ -332,6 +353,7 @@ AUGMENTS: dict[str, type[BatchAugment]] = {
     "mixup_specmix": MixupSpecMix,
     "specaugment": SpecAugment,
     "zoomcrop": ZoomCrop,
+    "ormixup_wave": WaveORMixup,
 }
 
 

@@ -274,10 +274,10 @@ def _assemble(shard_paths: list[Path], index_path: Path, paths: list[Path], cfg:
             with np.load(sp) as z:
                 f.write(np.ascontiguousarray(z["data"], dtype=DTYPE).tobytes())
                 lengths.extend(int(n) for n in z["lengths"])
-    sizes = np.asarray(lengths, dtype=np.int64) * cfg.n_mels
+    sizes = np.asarray(lengths, dtype=np.int64) * cfg.feature_rows
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     write_json(index_path, {
-        "format": FORMAT_VERSION, "cfg": cfg.to_dict(), "n_mels": cfg.n_mels, "dtype": "float16",
+        "format": FORMAT_VERSION, "cfg": cfg.to_dict(), "n_mels": cfg.feature_rows, "dtype": "float16",
         "fnames": [p.name for p in paths], "lengths": lengths, "offsets": offsets.tolist(),
         "total": int(sizes.sum()),
     })

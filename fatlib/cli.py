@@ -16,9 +16,9 @@ import sys
 import traceback
 
 # modules that contribute commands, in the order of the pipeline
-COMMAND_MODULES = ["synth", "cache", "train", "select", "pipeline", "predict", "kaggle", "demo"]
+COMMAND_MODULES = ["synth", "cache", "train", "select", "pipeline", "recipe_run", "predict", "kaggle", "demo"]
 # commands that read earlier sessions' outputs: they get --input-roots (fatlib.runs)
-INPUT_ROOT_COMMANDS = ["cache", "train-stage", "warmup", "predict", "kaggle-dataset"]
+INPUT_ROOT_COMMANDS = ["cache", "train-stage", "warmup", "run", "predict", "kaggle-dataset"]
 
 
 class _DescribedSubParsers(argparse._SubParsersAction):

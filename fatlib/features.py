@@ -43,6 +43,15 @@ class MelConfig:
     ``normalize``: "clip" standardises with the mean and standard deviation of the whole clip, then
     crops (the 12th-place kernel: a quiet crop of a loud clip stays quiet); "crop" standardises each
     crop on its own; "global" uses ``global_mean`` / ``global_std``; "none" feeds dB.
+
+    Parameters of other solutions (their defaults leave every earlier config, and its cache key, as it was):
+    ``n_ffts``: several STFT sizes at the same hop, one input channel each (95th place: 896, 1792, 3584);
+    ``n_fft`` is then unused and ``channels`` must equal ``len(n_ffts)``; the cache stores the
+    resolutions stacked along the mel axis (``feature_rows`` = ``n_mels * len(n_ffts)`` rows).
+    ``log_offset``: None gives dB (power_to_db, top 80 dB); a number gives ``log(mel + log_offset)``
+    (natural log of the power mel, no clamp; 3rd place: 1e-4). ``min_seconds``: clips shorter than this
+    many seconds are extended (by ``min_length``) to it even where the crop is shorter (95th place:
+    repeated to 3 s); None: to the crop only.
     """
 
     sample_rate: int = 44100
@@ -59,6 +68,9 @@ class MelConfig:
     global_std: float = 21.6
     channels: int = 3
     schema: int = CONFIG_SCHEMA
+    n_ffts: tuple = ()
+    log_offset: float | None = None
+    min_seconds: float | None = None
 
     def __post_init__(self):
         for name in ("sample_rate", "n_mels", "n_fft", "hop_length", "crop_frames", "channels"):
@@ -89,11 +101,26 @@ class MelConfig:
             raise DataError(f"MelConfig.schema must be {CONFIG_SCHEMA} (older dicts: use MelConfig.from_dict), got {self.schema!r}")
         if not self.global_std > 0:
             raise DataError(f"MelConfig.global_std must be > 0 dB, got {self.global_std!r}")
-        if self.n_mels > self.n_fft // 2 + 1:
-            raise DataError(
-                f"MelConfig.n_mels={self.n_mels} exceeds the {self.n_fft // 2 + 1} STFT bins of "
-                f"n_fft={self.n_fft}; lower n_mels or raise n_fft"
-            )
+        if isinstance(self.n_ffts, (str, bytes)) or not isinstance(self.n_ffts, (list, tuple)):
+            raise DataError(f"MelConfig.n_ffts must be a list of STFT sizes (or empty), got {self.n_ffts!r}")
+        ffts = tuple(self.n_ffts)
+        if any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in ffts):
+            raise DataError(f"MelConfig.n_ffts must hold positive integers (samples), got {list(ffts)}")
+        object.__setattr__(self, "n_ffts", tuple(int(v) for v in ffts))
+        if self.n_ffts and self.channels != len(self.n_ffts):
+            raise DataError(f"MelConfig.channels={self.channels} but n_ffts={list(self.n_ffts)} gives one channel "
+                            f"per STFT size; set channels={len(self.n_ffts)}")
+        for name in ("log_offset", "min_seconds"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not v > 0):
+                raise DataError(f"MelConfig.{name} must be None or a number > 0, got {v!r}")
+            object.__setattr__(self, name, None if v is None else float(v))
+        for n_fft in self.n_ffts or (self.n_fft,):
+            if self.n_mels > n_fft // 2 + 1:
+                raise DataError(
+                    f"MelConfig.n_mels={self.n_mels} exceeds the {n_fft // 2 + 1} STFT bins of "
+                    f"n_fft={n_fft}; lower n_mels or raise n_fft"
+                )
 
     def replace(self, **changes) -> MelConfig:
         """A copy with some fields changed (validated); unknown fields raise a ValueError listing the valid ones."""
@@ -101,7 +128,15 @@ class MelConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The fields as a dict; the later parameters (``n_ffts``, ``log_offset``, ``min_seconds``) only
+        where set, so configs without them keep their earlier dicts and cache keys."""
+        d = dataclasses.asdict(self)
+        for name, default in LATER_FIELDS.items():
+            if d[name] == default:
+                del d[name]
+        if "n_ffts" in d:
+            d["n_ffts"] = list(d["n_ffts"])
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> MelConfig:
@@ -125,6 +160,25 @@ class MelConfig:
         """Samples a clip is extended to before the STFT: ``crop_frames * hop_length``."""
         return self.crop_frames * self.hop_length
 
+    @property
+    def min_samples(self) -> int:
+        """Samples every clip is extended to: the crop, or ``min_seconds`` where that is longer."""
+        extra = 0 if self.min_seconds is None else int(round(self.min_seconds * self.sample_rate))
+        return max(self.crop_samples, extra)
+
+    @property
+    def resolutions(self) -> tuple:
+        """The STFT sizes, one per feature block: ``n_ffts``, or ``(n_fft,)``."""
+        return self.n_ffts or (self.n_fft,)
+
+    @property
+    def feature_rows(self) -> int:
+        """Rows of a clip's stored features: ``n_mels`` per STFT size."""
+        return self.n_mels * len(self.resolutions)
+
+
+LATER_FIELDS = {"n_ffts": (), "log_offset": None, "min_seconds": None}  # left out of to_dict at these values
+
 
 def _check_fields(d: dict) -> None:
     valid = [f.name for f in dataclasses.fields(MelConfig)]
@@ -141,11 +195,25 @@ PRESETS: dict[str, MelConfig] = {
         n_mels=64, n_fft=1920, hop_length=690, crop_frames=256, normalize="global",
         global_mean=-35.7, global_std=21.6, channels=1,
     ),
+    # 95th place: 128 mels at hop 512, STFT sizes 896/1792/3584 as the three channels, 3 s crops
+    # (258 frames at 44.1 kHz), clips repeated to at least 3 s; trimming and per-clip standardisation
+    # are not published (fatlib keeps cnn128's)
+    "multires128": MelConfig(
+        n_mels=128, n_fft=1792, hop_length=512, n_ffts=(896, 1792, 3584), channels=3,
+        crop_frames=258, min_length="repeat", min_seconds=3.0,
+    ),
+    # 3rd place: 128 mels, n_fft 2048, hop 1024, log(mel + 1e-4), no trimming published; the write-up
+    # trains on 8-15 s segments: fatlib uses fixed 8 s crops (345 frames); 1 channel (the frequency
+    # encoding channel is the model's freq_encoding option)
+    "log128": MelConfig(
+        n_mels=128, n_fft=2048, hop_length=1024, crop_frames=345, log_offset=1e-4, channels=1,
+        trim_top_db=None,
+    ),
 }
 
 
 def get_preset(name: str, **overrides) -> MelConfig:
-    """The preset ``name`` ("cnn128" or "dense64"), with ``overrides`` applied (validated)."""
+    """The preset ``name`` (see :data:`PRESETS`), with ``overrides`` applied (validated)."""
     if name not in PRESETS:
         raise DataError(f"unknown mel preset {name!r}; valid presets: {sorted(PRESETS)}")
     return PRESETS[name].replace(**overrides)
@@ -158,17 +226,22 @@ def _check_cfg(cfg) -> MelConfig:
 
 
 def log_mel(y: np.ndarray, cfg: MelConfig) -> np.ndarray:
-    """librosa reference log-mel of a 1-D waveform: (n_mels, 1 + len(y) // hop_length) float32 dB."""
+    """librosa reference log-mel of a 1-D waveform: (cfg.feature_rows, 1 + len(y) // hop_length) float32
+    (dB, or ``log(mel + log_offset)``; several STFT sizes: their blocks stacked along the rows)."""
     import librosa
 
     from .audio import _check_wave
 
     _check_cfg(cfg)
     y = np.asarray(_check_wave(y), dtype=np.float32)
+    if cfg.n_ffts:  # one block of n_mels rows per STFT size, stacked
+        return np.concatenate([log_mel(y, cfg.replace(n_fft=n, n_ffts=(), channels=1)) for n in cfg.n_ffts])
     mel = librosa.feature.melspectrogram(
         y=y, sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length, n_mels=cfg.n_mels,
         fmin=cfg.fmin, fmax=cfg.fmax, power=2.0, center=True, window="hann", pad_mode="constant",
     )
+    if cfg.log_offset is not None:
+        return np.log(mel + cfg.log_offset).astype(np.float32)
     return librosa.power_to_db(mel, ref=1.0, amin=AMIN, top_db=TOP_DB).astype(np.float32)
 
 
@@ -188,6 +261,10 @@ class LogMel(nn.Module):
 
         super().__init__()
         self.cfg = _check_cfg(cfg)
+        # several STFT sizes: one LogMel per size, outputs stacked along the mel axis (as log_mel)
+        self.parts = nn.ModuleList([LogMel(cfg.replace(n_fft=n, n_ffts=(), channels=1)) for n in cfg.n_ffts])
+        if cfg.n_ffts:
+            return
         fb = librosa.filters.mel(
             sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax
         )
@@ -210,6 +287,8 @@ class LogMel(nn.Module):
             waves = waves.unsqueeze(0)
         if waves.dim() != 2:
             raise DataError(f"LogMel expects (batch, samples) waveforms, got shape {tuple(waves.shape)}")
+        if len(self.parts):
+            return torch.cat([part(waves) for part in self.parts], dim=1)
         return self._to_db(self._mel_power(waves, center=True))
 
     def long_clip(self, wave: torch.Tensor, *, frames_per_pass: int) -> torch.Tensor:
@@ -218,6 +297,8 @@ class LogMel(nn.Module):
         10-minute clip: 20 MB of mel power instead of about 1 GB of complex STFT)."""
         if wave.dim() != 1:
             raise DataError(f"LogMel.long_clip expects one (samples,) waveform, got shape {tuple(wave.shape)}")
+        if len(self.parts):
+            return torch.cat([part.long_clip(wave, frames_per_pass=frames_per_pass) for part in self.parts], dim=0)
         n_fft, hop = self.cfg.n_fft, self.cfg.hop_length
         padded = torch.nn.functional.pad(wave.to(self.window.dtype), (n_fft // 2, n_fft // 2))
         n_frames = 1 + (len(padded) - n_fft) // hop
@@ -238,21 +319,25 @@ class LogMel(nn.Module):
         return torch.cat([torch.matmul(getattr(self, f"mel_block{i}"), power[:, c0:c1])
                           for i, (c0, c1) in enumerate(self._bins)], dim=1)  # (B, n_mels, frames)
 
-    @staticmethod
-    def _to_db(mel: torch.Tensor) -> torch.Tensor:
+    def _to_db(self, mel: torch.Tensor) -> torch.Tensor:
+        if self.cfg.log_offset is not None:  # log(mel + offset) scaling (3rd place), no dB or clamp
+            return torch.log(mel + self.cfg.log_offset)
         db = 10.0 * torch.log10(mel.clamp(min=AMIN))
         peak = db.amax(dim=(-2, -1), keepdim=True)
         return torch.maximum(db, peak - TOP_DB)
 
     def extra_repr(self) -> str:
         c = self.cfg
+        if c.n_ffts:
+            return f"n_mels={c.n_mels}, n_ffts={list(c.n_ffts)}, hop_length={c.hop_length}, sample_rate={c.sample_rate}"
         return f"n_mels={c.n_mels}, n_fft={c.n_fft}, hop_length={c.hop_length}, sample_rate={c.sample_rate}"
 
 
 def clip_wave(path_or_y, cfg: MelConfig, *, min_samples: int | None = None) -> np.ndarray:
     """A clip's waveform as every feature path sees it: loaded at ``cfg.sample_rate`` Hz when given a
     path (:func:`load_audio`), trimmed (``cfg.trim_top_db``), then extended to ``min_samples`` samples
-    (default ``cfg.crop_samples``) by ``cfg.min_length``. Returns float32 1-D.
+    (default ``cfg.crop_samples``; never fewer than ``cfg.min_seconds``) by ``cfg.min_length``.
+    Returns float32 1-D.
 
     The one implementation of these steps: :func:`clip_features` (the cache), ``fatlib.predict``
     (features from audio) and ``fatlib.datasets.WaveDataset`` (on-the-fly training) all call it.
@@ -264,7 +349,10 @@ def clip_wave(path_or_y, cfg: MelConfig, *, min_samples: int | None = None) -> n
         y = path_or_y
     if cfg.trim_top_db is not None:
         y = trim_silence(y, top_db=cfg.trim_top_db)
-    return fix_length(y, min_samples=cfg.crop_samples if min_samples is None else min_samples, mode=cfg.min_length)
+    want = cfg.crop_samples if min_samples is None else min_samples
+    if cfg.min_seconds is not None:  # a minimum length independent of the crop (95th place: 3 s)
+        want = max(want, cfg.min_samples)
+    return fix_length(y, min_samples=want, mode=cfg.min_length)
 
 
 def clip_features(path_or_y, cfg: MelConfig) -> np.ndarray:
@@ -323,10 +411,13 @@ def to_model_input(spec_batch, cfg: MelConfig, *, stats=None) -> torch.Tensor:
     ``stats``: (B, 2) whole-clip (mean, std) for ``normalize="clip"`` (see :func:`normalize`)."""
     _check_cfg(cfg)
     x = spec_batch if isinstance(spec_batch, torch.Tensor) else torch.from_numpy(np.asarray(spec_batch))
-    if x.dim() != 3 or x.shape[1] != cfg.n_mels:
+    if x.dim() != 3 or x.shape[1] != cfg.feature_rows:
         raise DataError(
-            f"to_model_input expects (batch, n_mels={cfg.n_mels}, frames), got shape {tuple(x.shape)}; "
-            "check that the features were made with the same MelConfig"
+            f"to_model_input expects (batch, n_mels={cfg.n_mels}"
+            + (f" x {len(cfg.n_ffts)} STFT sizes = {cfg.feature_rows} rows" if cfg.n_ffts else "")
+            + f", frames), got shape {tuple(x.shape)}; check that the features were made with the same MelConfig"
         )
     x = normalize(x.float(), cfg, stats=stats).unsqueeze(1)
+    if cfg.n_ffts:  # (B, 1, n_ffts * n_mels, T) -> one channel per STFT size
+        return x.reshape(x.shape[0], len(cfg.n_ffts), cfg.n_mels, x.shape[-1]).contiguous()
     return x.expand(-1, cfg.channels, -1, -1).contiguous() if cfg.channels > 1 else x.contiguous()

@@ -3,8 +3,10 @@
 For every (clip, positive label) pair the precision at that label's rank is (positive labels ranked at
 or above it) / (its 1-based rank). A class's lwlrap is the mean over its pairs; the overall value is
 the mean over all pairs (= per-class values weighted by each class's share of positive labels).
-Ranks come from a stable descending sort of the scores (ties: the lower class index ranks first),
-as in the official code. A label is positive where ``truth > 0``; clips without one contribute nothing.
+Ranks are those of the official code, ``np.argsort(scores)[::-1]``: an ascending stable sort read
+backwards, so among exactly equal scores the higher class index ranks first (a stage-4 "lwlrap == 1"
+decision on tied scores goes as it did in 2019; numpy >= 1.25's default argsort may be a SIMD sort with
+no defined tie order, so the sort here is explicitly stable). A label is positive where ``truth > 0``; clips without one contribute nothing.
 Scores may be logits or probabilities: only their order matters.
 """
 from __future__ import annotations
@@ -39,7 +41,7 @@ def _precisions(truth, scores) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"lwlrap: truth has shape {truth.shape} but scores {scores.shape}; "
                         "both must be (n_clips, n_classes) in the same vocabulary order")
     pos = truth > 0
-    order = np.argsort(-scores, axis=1, kind="stable")
+    order = np.argsort(scores, axis=1, kind="stable")[:, ::-1]  # official: argsort()[::-1], ties -> higher index
     pos_sorted = np.take_along_axis(pos, order, axis=1)
     hits = np.cumsum(pos_sorted, axis=1)
     ranks = np.arange(1, pos.shape[1] + 1)

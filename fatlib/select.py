@@ -145,20 +145,16 @@ def select_pseudo_labels(
 
     Rounds 1..max_rounds: the ``round_index * round_size`` clips whose noisy labels equal the model's
     top-k classes (k = number of noisy labels), ranked by the mean probability of those labels
-    (``score``), keeping the noisy labels. Later rounds: every clip, labels replaced by predictions
-    ``>= threshold`` (the top class when none passes); ``score`` is the top probability.
+    (``score``), keeping the noisy labels. Later rounds: the ``max_rounds * round_size`` clips kept so
+    far keep their noisy labels (first, as before); every other clip gets the predictions ``>= threshold``
+    as labels (the top class when none passes), ``score`` its top probability. The write-up gives no
+    threshold value: 0.5 is fatlib's choice.
     """
     p = _check("probs", probs, ndim=2).astype(float)
     y = _check("targets", targets, len(p), ndim=2)
     f = _check("folds", folds, len(p)).astype(int)
     if round_index < 1:
         raise DataError(f"round_index={round_index}: rounds are numbered from 1.")
-    if round_index > max_rounds:
-        new = (p >= threshold).astype(np.float32)
-        new[np.arange(len(p)), p.argmax(axis=1)] = 1.0
-        top = p.max(axis=1)
-        order = np.argsort(-top, kind="stable")
-        return Selection(order, new[order], top[order], f[order])
     k = (y > 0.5).sum(axis=1)
     rank = np.argsort(-p, axis=1, kind="stable")
     agree = np.array(
@@ -166,8 +162,17 @@ def select_pseudo_labels(
     )
     mean_p = (p * (y > 0.5)).sum(axis=1) / np.maximum(k, 1)
     cand = np.flatnonzero(agree)
-    order = cand[np.argsort(-mean_p[cand], kind="stable")][: round_index * round_size]
-    return Selection(order, y[order].astype(np.float32), mean_p[order], f[order])
+    order = cand[np.argsort(-mean_p[cand], kind="stable")][: min(round_index, max_rounds) * round_size]
+    if round_index <= max_rounds:
+        return Selection(order, y[order].astype(np.float32), mean_p[order], f[order])
+    new = (p >= threshold).astype(np.float32)
+    new[np.arange(len(p)), p.argmax(axis=1)] = 1.0
+    top = p.max(axis=1)
+    rest = np.setdiff1d(np.arange(len(p)), order)
+    rest = rest[np.argsort(-top[rest], kind="stable")]
+    rows = np.concatenate([order, rest]).astype(int)
+    targets = np.concatenate([y[order].astype(np.float32), new[rest]])
+    return Selection(rows, targets, np.concatenate([mean_p[order], top[rest]]), f[rows])
 
 
 # ---------------------------------------------------------------------------------------------- CLI

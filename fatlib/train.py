@@ -29,6 +29,9 @@ from .io import save_npy, write_csv, write_json, write_text
 
 TRAIN_ON = ("noisy", "curated", "curated+selected")
 KEEP = ("last", "best")
+# learning-rate schedules: fastai's one-cycle; linear warm-up over pct_start then cosine to 0 (9th place);
+# constant lr cut by fastai's ReduceLROnPlateau when the validation loss stalls (fine-tuning)
+SCHEDULES = ("one_cycle", "warmup_cosine", "plateau")
 # fields that may change between runs of a stage without making its finished folds stale
 RUNTIME_FIELDS = ("n_workers", "cache_jobs", "mixed_precision", "fold_parallel")
 
@@ -39,7 +42,12 @@ class StageConfig:
     ``wd`` decoupled weight decay, ``epochs`` passes over the training split, ``batch_size`` clips,
     ``tta_step_frames`` frames between TTA windows (None: 3/8 of the crop, 48 for 128),
     ``pct_start`` share of the steps spent warming the learning rate up, ``grad_clip`` maximum
-    gradient norm (None: no clipping).
+    gradient norm (None: no clipping), ``schedule`` one of :data:`SCHEDULES` ("warmup_cosine": a
+    linear warm-up over ``pct_start`` of the steps, then cosine decay to 0, the 9th place's 10 % warm-up;
+    "plateau": ``lr`` held and divided by 10 by fastai's ``ReduceLROnPlateau`` after an epoch without a
+    lower validation loss). ``wave_effects``: effect -> probability for the on-the-fly waveform
+    effects (``fatlib.wave_augment``; empty: WaveAugment's defaults), ``wave_p`` the share of clips
+    that get any effect.
 
     ``auto_scale`` (default): ``batch_size``, ``lr`` and ``epochs`` are the recipe's values for a data
     set the size of FSDKaggle2019, and are scaled to the data at hand (fewer clips: smaller batches,
@@ -82,6 +90,9 @@ class StageConfig:
     grad_clip: float | None = None
     sound_mix_p: float = 0.5
     fold_parallel: bool = False  # launched as W processes: process r trains folds r, r+W, ... (fatlib.distrib)
+    schedule: str = "one_cycle"
+    wave_effects: dict = field(default_factory=dict)
+    wave_p: float = 0.75
 
     def __post_init__(self):
         self.validate()
@@ -109,6 +120,10 @@ class StageConfig:
             bad(f"pct_start={self.pct_start}, grad_clip={self.grad_clip}", "need 0 <= pct_start < 1 and grad_clip > 0 or None")
         if not 0 <= self.sound_mix_p <= 1:
             bad(f"sound_mix_p={self.sound_mix_p}", "use a share in [0, 1] (0: off)")
+        if self.schedule not in SCHEDULES:
+            bad(f"schedule={self.schedule!r}", f"use one of {SCHEDULES}")
+        if not 0 <= self.wave_p <= 1:
+            bad(f"wave_p={self.wave_p}", "use a probability in [0, 1]")
         if not isinstance(self.min_steps, int) or self.min_steps < 1:
             bad(f"min_steps={self.min_steps!r}", "use an integer >= 1")
         if isinstance(self.augment, str):
@@ -315,7 +330,7 @@ def _make_learner(inp: _Inputs, cfg: StageConfig, k: int, parts, stage_dir: Path
     if cfg.wave_augment:
         from .wave_augment import WaveAugment
 
-        wave_aug = WaveAugment(sample_rate=mel.sample_rate)
+        wave_aug = WaveAugment(sample_rate=mel.sample_rate, p=cfg.wave_p, probs=cfg.wave_effects or None)
     valid_src = inp.cur_paths if cfg.wave_augment else inp.cur_cache
     # data parallel: each process takes its share of a batch, so batch_size stays the clips per step
     per_process = max(1, cfg.batch_size // distrib.world_size()) if _data_parallel(cfg) else cfg.batch_size
@@ -354,9 +369,25 @@ def _fit(learn, cfg: StageConfig) -> None:
 
     if _data_parallel(cfg):
         with distrib.data_parallel(learn):
-            learn.fit_one_cycle(cfg.epochs, lr_max=cfg.lr, pct_start=cfg.pct_start)
+            _fit_schedule(learn, cfg)
     else:
+        _fit_schedule(learn, cfg)
+
+
+def _fit_schedule(learn, cfg: StageConfig) -> None:
+    """Fit ``cfg.epochs`` epochs under ``cfg.schedule`` (fastai's schedulers and callbacks)."""
+    from fastai.callback.schedule import ParamScheduler, SchedCos, SchedLin, combine_scheds
+    from fastai.callback.tracker import ReduceLROnPlateau
+
+    if cfg.schedule == "one_cycle":
         learn.fit_one_cycle(cfg.epochs, lr_max=cfg.lr, pct_start=cfg.pct_start)
+    elif cfg.schedule == "warmup_cosine":
+        warm = cfg.pct_start
+        sched = combine_scheds([warm, 1 - warm], [SchedLin(cfg.lr / 100, cfg.lr), SchedCos(cfg.lr, 0.0)]) if warm \
+            else SchedCos(cfg.lr, 0.0)
+        learn.fit(cfg.epochs, lr=cfg.lr, cbs=ParamScheduler({"lr": sched}))
+    else:
+        learn.fit(cfg.epochs, lr=cfg.lr, cbs=ReduceLROnPlateau(monitor="valid_loss", patience=1, factor=10.0))
 
 
 def _history(learn) -> dict:
@@ -462,7 +493,13 @@ def _check_components(cfg: StageConfig, *, n_classes: int) -> None:
     mel = cfg.mel_config()
     get_loss(cfg.loss)
     for name in cfg.augment:
-        get_augment(name)
+        if getattr(get_augment(name), "needs_waves", False) and not cfg.wave_augment:
+            raise DataError(f"StageConfig {cfg.name!r}: augment {name!r} mixes waveforms; set wave_augment = true "
+                            "(on-the-fly waveforms) or use 'ormixup' on log-mels")
+    if cfg.wave_effects:
+        from .wave_augment import WaveAugment
+
+        WaveAugment(probs=cfg.wave_effects)  # unknown effect names: one clear error now
     create_model(cfg.model, n_classes=n_classes, in_channels=mel.channels, **cfg.model_kwargs)
 
 

@@ -2,11 +2,12 @@
 
 Each effect is a function ``effect(y, *, sample_rate, rng) -> y`` on a mono float32 1-D waveform.
 :class:`WaveAugment` applies them with probability ``p`` per clip (0.75 in the 3rd-place solution), each
-effect then with its own probability, in the order speed, pitch shift, reverb, overdrive. It is a plain
+effect then with its own probability, in the order speed, tempo, pitch shift, reverb, overdrive
+(``tempo`` changes the tempo and keeps the pitch; ``speed`` changes both; the default set has speed, not tempo). It is a plain
 callable ``y -> y`` meant for a torch Dataset's ``__getitem__`` (the on-the-fly path in
 :mod:`fatlib.datasets`).
 
-Length policy: ``speed`` changes the length (a clip played at speed s has ``round(len(y) / s)``
+Length policy: ``speed`` and ``tempo`` change the length (a clip played at speed s has ``round(len(y) / s)``
 samples: +-10 % at the default range); every other effect keeps the length (reverb keeps the first
 ``len(y)`` samples of the convolution, so the tail beyond the clip is dropped). The caller fixes the
 length afterwards (``fatlib.audio.fix_length`` or its crop).
@@ -22,7 +23,7 @@ from scipy.signal import fftconvolve
 
 from fatlib.errors import AudioError, DataError
 
-__all__ = ["EFFECTS", "WaveAugment", "overdrive", "pitch_shift", "reverb", "speed"]
+__all__ = ["EFFECTS", "WaveAugment", "overdrive", "pitch_shift", "reverb", "speed", "tempo"]
 
 
 def _check_wave(y, *, where: str) -> np.ndarray:
@@ -49,6 +50,14 @@ def speed(y: np.ndarray, *, sample_rate: int, rng: np.random.Generator, low: flo
     return librosa.resample(y, orig_sr=sample_rate * s, target_sr=sample_rate, res_type="soxr_mq")
 
 
+def tempo(y: np.ndarray, *, sample_rate: int, rng: np.random.Generator, low: float = 0.9,
+          high: float = 1.1) -> np.ndarray:
+    """Change the tempo by r ~ U(low, high) without changing the pitch (``librosa.effects.time_stretch``,
+    phase vocoder): about ``len(y) / r`` samples."""
+    r = rng.uniform(low, high)
+    return librosa.effects.time_stretch(y, rate=r)
+
+
 def reverb(y: np.ndarray, *, sample_rate: int, rng: np.random.Generator, rt60_seconds=(0.2, 1.0),
            wet=(0.1, 0.5)) -> np.ndarray:
     """Synthetic room: convolve with an exponentially decaying noise impulse response (decay by 60 dB
@@ -71,8 +80,9 @@ def overdrive(y: np.ndarray, *, sample_rate: int, rng: np.random.Generator, gain
 
 
 EFFECTS: dict[str, Callable[..., np.ndarray]] = {
-    "speed": speed, "pitch_shift": pitch_shift, "reverb": reverb, "overdrive": overdrive,
+    "speed": speed, "tempo": tempo, "pitch_shift": pitch_shift, "reverb": reverb, "overdrive": overdrive,
 }
+DEFAULT_EFFECTS = ("speed", "pitch_shift", "reverb", "overdrive")  # WaveAugment's default set
 
 
 class WaveAugment:
@@ -91,7 +101,7 @@ class WaveAugment:
             raise DataError(f"p={p!r} must be a probability in [0, 1]")
         if int(sample_rate) != sample_rate or sample_rate <= 0:
             raise DataError(f"sample_rate={sample_rate!r} must be a positive int (Hz)")
-        probs = {name: 0.5 for name in EFFECTS} if probs is None else dict(probs)
+        probs = {name: 0.5 for name in DEFAULT_EFFECTS} if probs is None else dict(probs)
         unknown = sorted(set(probs) - set(EFFECTS))
         if unknown:
             raise DataError(f"unknown waveform effects {unknown}; choose from {sorted(EFFECTS)}")

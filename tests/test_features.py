@@ -162,3 +162,54 @@ def test_to_model_input_channels():
     assert one.shape == (4, 1, 64, 16)
     with pytest.raises(ValueError, match="n_mels=128"):
         to_model_input(x[:, :64], get_preset("cnn128"))
+
+
+# ---------------------------------------------------------------- presets of the 95th and 3rd places
+def test_multires_preset_is_one_channel_per_stft_size():
+    from fatlib.features import LogMel, clip_wave, get_preset, log_mel, to_model_input
+
+    cfg = get_preset("multires128", crop_frames=32)
+    assert cfg.resolutions == (896, 1792, 3584) and cfg.feature_rows == 3 * 128 and cfg.hop_length == 512
+    y = np.random.default_rng(0).standard_normal(22050).astype(np.float32) * 0.1  # 0.5 s
+    wave = clip_wave(y, cfg)
+    assert len(wave) == 3 * 44100  # repeated to the 3 s minimum, though the crop is 0.37 s
+    assert np.allclose(wave[22050:44100], y)  # tiled, not zero-padded
+    ref = log_mel(wave, cfg)
+    assert ref.shape == (384, 1 + len(wave) // 512)
+    for i, n_fft in enumerate(cfg.n_ffts):  # each block is the single-resolution log-mel of that size
+        single = log_mel(wave, get_preset("cnn128", n_fft=n_fft, hop_length=512))
+        assert np.allclose(ref[128 * i:128 * (i + 1)], single)
+    torch_out = LogMel(cfg)(torch.from_numpy(wave))[0].numpy()
+    assert np.abs(torch_out - ref).max() < 1e-3
+    x = to_model_input(ref[None, :, :32], cfg)
+    assert x.shape == (1, 3, 128, 32)
+    assert not torch.allclose(x[0, 0], x[0, 2])  # different resolutions, not copies
+
+
+def test_log_offset_preset_is_log_of_mel_plus_eps():
+    import librosa
+
+    from fatlib.features import LogMel, get_preset, log_mel
+
+    cfg = get_preset("log128")
+    assert (cfg.n_mels, cfg.n_fft, cfg.hop_length, cfg.log_offset) == (128, 2048, 1024, 1e-4)
+    y = np.random.default_rng(1).standard_normal(44100).astype(np.float32) * 0.1
+    mel = librosa.feature.melspectrogram(y=y, sr=44100, n_fft=2048, hop_length=1024, n_mels=128, fmin=20.0,
+                                         fmax=22050.0, power=2.0, pad_mode="constant")
+    assert np.allclose(log_mel(y, cfg), np.log(mel + 1e-4), atol=1e-5)
+    assert np.abs(LogMel(cfg)(torch.from_numpy(y))[0].numpy() - log_mel(y, cfg)).max() < 1e-3
+
+
+def test_later_fields_keep_earlier_configs_and_keys():
+    from fatlib.errors import DataError
+    from fatlib.features import MelConfig, get_preset
+
+    for name in ("cnn128", "dense64"):
+        d = get_preset(name).to_dict()
+        assert not {"n_ffts", "log_offset", "min_seconds"} & set(d)
+    cfg = get_preset("multires128")
+    assert MelConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(DataError, match="channels=3"):
+        get_preset("cnn128", n_ffts=[512, 1024])
+    with pytest.raises(DataError, match="min_seconds"):
+        get_preset("cnn128", min_seconds=-1)

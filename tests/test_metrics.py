@@ -58,13 +58,41 @@ def test_single_class_is_perfect():
     assert lwlrap(truth[:, None], np.array([[0.1], [0.5], [0.3], [0.2]])) == 1.0
 
 
-def test_ties_use_stable_descending_order():
-    truth = np.array([[0, 1, 0]], dtype=np.float32)
+def _official_lwlrap(truth, scores):
+    """The competition's reference code (per-clip precisions with ``np.argsort(scores)[::-1]``,
+    label-weighted), transcribed. 2019's numpy sorted fewer than 16 values by insertion sort (stable);
+    numpy >= 1.25 may use a SIMD sort with no defined tie order, hence ``kind="stable"`` here."""
+    hits_sum, n_pos = 0.0, 0
+    for t, s in zip(truth, scores):
+        pos = np.flatnonzero(t > 0)
+        if not len(pos):
+            continue
+        retrieved = np.argsort(s, kind="stable")[::-1]
+        rank = np.zeros(len(s), dtype=int)
+        rank[retrieved] = range(len(s))
+        true_at = np.zeros(len(s), dtype=bool)
+        true_at[rank[pos]] = True
+        cum = np.cumsum(true_at)
+        hits_sum += float((cum[rank[pos]] / (1 + rank[pos])).sum())
+        n_pos += len(pos)
+    return hits_sum / n_pos
+
+
+def test_ties_go_to_the_higher_class_index_as_the_official_code():
     tied = np.array([[0.5, 0.5, 0.5]])
-    # stable descending sort keeps column order among ties: class 1 has rank 2
-    assert lwlrap(truth, tied) == pytest.approx(0.5)
-    assert lwlrap(np.array([[1, 0, 0]]), tied) == 1.0
-    assert lwlrap(np.array([[0, 0, 1]]), tied) == pytest.approx(1 / 3)
+    # argsort()[::-1]: among equal scores the highest class index ranks first
+    assert lwlrap(np.array([[0, 0, 1]]), tied) == 1.0
+    assert lwlrap(np.array([[0, 1, 0]]), tied) == pytest.approx(0.5)
+    assert lwlrap(np.array([[1, 0, 0]]), tied) == pytest.approx(1 / 3)
+    # a stage-4 "lwlrap3 == 1" decision on exactly equal scores: kept only when the tie goes its way
+    truth = np.array([[1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 1]], dtype=np.float32)
+    scores = np.array([[0.9, 0.9, 0.1, 0.0], [0.2, 0.0, 0.7, 0.7], [0.3, 0.6, 0.6, 0.6]])
+    assert per_sample_lwlrap(truth, scores).tolist() == pytest.approx([0.5, 1.0, 1.0])
+    assert lwlrap(truth, scores) == pytest.approx(_official_lwlrap(truth, scores))
+    rng = np.random.default_rng(0)  # many ties (scores on a coarse grid): same as the official code
+    truth = (rng.random((200, 12)) < 0.2).astype(np.float32)
+    scores = rng.integers(0, 4, (200, 12)) / 4
+    assert lwlrap(truth, scores) == pytest.approx(_official_lwlrap(truth, scores))
 
 
 def test_torch_input_matches_numpy():

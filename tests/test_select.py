@@ -86,11 +86,16 @@ def test_pseudo_label_rounds_then_relabel():
     assert r2.indices.tolist() == [0, 3]
     r9 = select_pseudo_labels(p, targets=y, folds=[0, 1, 0, 1], round_index=3, round_size=1, max_rounds=2,
                               threshold=0.65)
-    assert len(r9) == 4
+    assert len(r9) == 4 and r9.indices.tolist()[:2] == [0, 3]  # the kept clips first, as in round 2
     relabel = dict(zip(r9.indices.tolist(), r9.targets.tolist()))
     assert relabel[2] == [1, 0, 0]  # noisy label c replaced by the prediction a
     assert relabel[3] == [1, 1, 0]
     assert relabel[1] == [0, 1, 0]  # nothing >= 0.65: top class kept
+    low = select_pseudo_labels(p, targets=y, folds=[0, 1, 0, 1], round_index=3, round_size=1, max_rounds=2,
+                               threshold=0.15)
+    relabel = dict(zip(low.indices.tolist(), low.targets.tolist()))
+    assert relabel[0] == [1, 0, 0]  # kept in the rounds: keeps its noisy label (prediction: a and b)
+    assert relabel[1] == [1, 1, 0] and relabel[2] == [1, 0, 1]  # the others: thresholded predictions
 
 
 def test_write_and_read_roundtrip(tmp_path):

@@ -122,3 +122,39 @@ def test_stage_config_json_roundtrip_and_validation(tmp_path):
         StageConfig(name="x", train_on="everything")
     with pytest.raises(DataError, match="selection_csv"):
         StageConfig(name="x", train_on="curated+selected")
+
+
+@pytest.mark.parametrize("schedule", ["one_cycle", "warmup_cosine", "plateau"])
+def test_schedules_shape_the_learning_rate(schedule):
+    """9th place: 10 % linear warm-up then cosine to 0; plateau: lr held, cut 10x when valid loss stalls."""
+    import fastai.callback.progress  # noqa: F401  (Learner.no_bar)
+    import torch
+    from fastai.data.core import DataLoaders
+    from fastai.learner import Learner
+    from torch import nn
+    from torch.utils.data import TensorDataset
+
+    from fatlib import train
+
+    torch.manual_seed(0)
+    w = torch.randn(4, 2)
+    xt, xv = torch.randn(64, 4), torch.randn(16, 4)
+    ds = TensorDataset(xt, xt @ w)
+    valid = TensorDataset(xv, -(xv @ w))  # learning the training set makes the validation loss worse
+    dls = DataLoaders.from_dsets(ds, valid, bs=8)
+    learn = Learner(dls, nn.Linear(4, 2), loss_func=nn.MSELoss())
+    cfg = StageConfig(name="x", epochs=10, lr=0.01, pct_start=0.1, schedule=schedule)
+    with learn.no_bar(), learn.no_logging():
+        train._fit(learn, cfg)
+    lrs = np.array(learn.recorder.lrs)
+    assert len(lrs) == 80
+    if schedule == "warmup_cosine":
+        assert lrs[0] == pytest.approx(1e-4) and lrs.argmax() in (7, 8) and lrs.max() == pytest.approx(0.01, rel=0.02)
+        assert lrs[-1] < 1e-4 and np.all(np.diff(lrs[9:]) <= 0)  # cosine decay after the warm-up
+    elif schedule == "plateau":
+        steps = np.log10(lrs[::8] / 0.01)  # one lr per epoch: 0.01, then divided by 10 at each stall
+        assert steps[0] == pytest.approx(0) and steps[-1] < -1 and np.allclose(steps, np.round(steps))
+    else:
+        assert lrs.max() == pytest.approx(0.01, rel=0.02) and lrs[0] < 0.001
+    with pytest.raises(DataError, match="schedule"):
+        StageConfig(name="x", schedule="cosine")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fatlib.errors import AudioError, DataError
-from fatlib.wave_augment import EFFECTS, WaveAugment, overdrive, pitch_shift, reverb, speed
+from fatlib.wave_augment import EFFECTS, WaveAugment, overdrive, pitch_shift, reverb, speed, tempo
 
 SR = 16000
 
@@ -35,6 +35,14 @@ def test_speed_changes_length_and_pitch_together():
     out = speed(y, sample_rate=SR, rng=np.random.default_rng(1))
     assert abs(len(out) - len(y) / s) <= 1
     assert _peak_hz(out) == pytest.approx(440 * s, rel=0.01)
+
+
+def test_tempo_changes_length_but_not_pitch():
+    y = _sine(seconds=2.0)
+    r = np.random.default_rng(3).uniform(0.9, 1.1)
+    out = tempo(y, sample_rate=SR, rng=np.random.default_rng(3))
+    assert abs(r - 1) > 0.02 and abs(len(out) - len(y) / r) <= 0.01 * len(y)
+    assert _peak_hz(out) == pytest.approx(440, rel=0.005)   # speed would move it to 440 * r
 
 
 def test_reverb_adds_a_decaying_tail_and_keeps_length():
@@ -84,7 +92,8 @@ def test_wave_augment_rejects_bad_input_and_settings():
         WaveAugment(probs={"flanger": 0.5})
     with pytest.raises(DataError, match="p="):
         WaveAugment(p=1.5)
-    assert set(EFFECTS) == {"speed", "pitch_shift", "reverb", "overdrive"}
+    assert set(EFFECTS) == {"speed", "tempo", "pitch_shift", "reverb", "overdrive"}
+    assert set(WaveAugment().probs) == {"speed", "pitch_shift", "reverb", "overdrive"}  # tempo: on request
 
 
 class _Clips(torch.utils.data.Dataset):

@@ -7,8 +7,15 @@ pseudo-labelling, TTA and ensemble of one write-up. Its tables:
   one stage on curated; "pseudo_label": a curated stage, then rounds of pseudo-labelled noisy clips);
 - ``[stage]``: :class:`fatlib.train.StageConfig` fields for every stage;
 - ``[stages.<name>]``: fields for one stage on top of ``[stage]`` (e.g. its epochs);
-- ``[selection.<name>]``: the selection rule's parameters before that stage;
+- ``[selection.<name>]``: the selection rule's parameters before that stage; in a "single" recipe also
+  ``rule`` (``fatlib.select.RULES``) and ``sources`` (the stages whose outputs it reads);
+- ``[pseudo]`` ("pseudo_label" recipes): ``from_stage``, ``rounds``, ``round_size``, ``max_rounds``,
+  ``threshold``, ``init_from_previous`` (see ``fatlib.recipe_run``);
 - ``[predict]``: ``tta``, ``stages``, ``ensemble``, ``rescale``.
+
+In a "single" or "pseudo_label" recipe the ``[stages.<name>]`` tables run in file order; ``init_from``
+there may name an earlier stage. ``python -m fatlib run RECIPE`` runs a whole recipe
+(:mod:`fatlib.recipe_run`); ``--set key=value`` changes a loaded recipe (:func:`apply_sets`).
 
 ``load_recipe(name_or_path)`` reads one of the files shipped here (``list_recipes()``) or any path;
 command-line options and ``--config`` override its values. The command line's defaults are the
@@ -26,7 +33,10 @@ from ..errors import DataError
 DEFAULT_RECIPE = "12th_place"
 HERE = Path(__file__).resolve().parent
 PIPELINES = ("warmup", "single", "pseudo_label")
-TOP_KEYS = {"name", "title", "pipeline", "stage", "stages", "selection", "predict", "notes"}
+TOP_KEYS = {"name", "title", "pipeline", "stage", "stages", "selection", "predict", "notes", "pseudo"}
+SELECTION_KEYS = {"rule", "sources", "threshold", "max_per_fold_label", "n_best", "max_per_class", "round_size",
+                  "max_rounds"}
+PSEUDO_KEYS = {"from_stage", "rounds", "round_size", "max_rounds", "threshold", "init_from_previous"}
 PREDICT_KEYS = {"tta", "stages", "ensemble", "rescale", "step_frames"}
 
 
@@ -56,6 +66,7 @@ class Recipe:
     stages: dict = field(default_factory=dict)
     selection: dict = field(default_factory=dict)
     predict: dict = field(default_factory=dict)
+    pseudo: dict = field(default_factory=dict)
 
     def stage_fields(self, stage: str | None = None) -> dict[str, Any]:
         """StageConfig fields of ``stage``: ``[stage]`` with ``[stages.<stage>]`` on top."""
@@ -76,10 +87,13 @@ def resolve_recipe_path(name_or_path: str | os.PathLike) -> Path:
                     "pass one of those names or the path of a .toml recipe")
 
 
-def load_recipe(name_or_path: str | os.PathLike = DEFAULT_RECIPE) -> Recipe:
-    """Read and check a recipe (a shipped name or a path); problems are one DataError naming the file."""
+def load_recipe(name_or_path: str | os.PathLike | Recipe = DEFAULT_RECIPE) -> Recipe:
+    """Read and check a recipe (a shipped name or a path; a Recipe is returned as it is); problems are
+    one DataError naming the file."""
     from ..train import StageConfig
 
+    if isinstance(name_or_path, Recipe):
+        return name_or_path
     path = resolve_recipe_path(name_or_path)
     try:
         raw = _toml().loads(path.read_text(encoding="utf-8"))
@@ -98,6 +112,13 @@ def load_recipe(name_or_path: str | os.PathLike = DEFAULT_RECIPE) -> Recipe:
     bad = sorted(set(raw.get("predict", {})) - PREDICT_KEYS)
     if bad:
         problems.append(f"[predict] has unknown keys {bad} (valid: {sorted(PREDICT_KEYS)})")
+    for stage, table in raw.get("selection", {}).items():
+        bad = sorted(set(table) - SELECTION_KEYS)
+        if bad:
+            problems.append(f"[selection.{stage}] has unknown keys {bad} (valid: {sorted(SELECTION_KEYS)})")
+    bad = sorted(set(raw.get("pseudo", {})) - PSEUDO_KEYS)
+    if bad:
+        problems.append(f"[pseudo] has unknown keys {bad} (valid: {sorted(PSEUDO_KEYS)})")
     pipeline = raw.get("pipeline", "warmup")
     if pipeline not in PIPELINES:
         problems.append(f"pipeline={pipeline!r} is not one of {PIPELINES}")
@@ -106,4 +127,63 @@ def load_recipe(name_or_path: str | os.PathLike = DEFAULT_RECIPE) -> Recipe:
     return Recipe(name=raw.get("name", path.stem), path=path, title=raw.get("title", ""), pipeline=pipeline,
                   stage=dict(raw.get("stage", {})), stages={k: dict(v) for k, v in raw.get("stages", {}).items()},
                   selection={k: dict(v) for k, v in raw.get("selection", {}).items()},
-                  predict=dict(raw.get("predict", {})))
+                  predict=dict(raw.get("predict", {})), pseudo=dict(raw.get("pseudo", {})))
+
+
+def _parse_value(text: str):
+    """A --set value: JSON (numbers, true/false, null, lists, objects), else the plain string."""
+    import json
+
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_sets(recipe: Recipe, sets) -> Recipe:
+    """A copy of ``recipe`` with ``key=value`` changes (values JSON, else strings):
+
+    - ``field=value``: a StageConfig field for every stage (it replaces the stages' own values);
+    - ``field.key=value`` for the dict fields (``model_kwargs.width_mult=0.125``, ``mel.crop_frames=32``):
+      one entry of the dict, for every stage;
+    - ``stages.<stage>.field=value``, ``selection.<stage>.key=value``, ``predict.key=value``,
+      ``pseudo.key=value``: one entry of that table.
+
+    A bad key is one DataError naming it and the valid ones.
+    """
+    import copy
+
+    from ..train import StageConfig
+
+    rec = copy.deepcopy(recipe)
+    fields = set(StageConfig.__dataclass_fields__)
+    tables = {"predict": (rec.predict, PREDICT_KEYS), "pseudo": (rec.pseudo, PSEUDO_KEYS)}
+    for item in sets or ():
+        key, sep, text = str(item).partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise DataError(f"--set {item!r}: write key=value, e.g. --set epochs=1 or --set model_kwargs.width_mult=0.125")
+        value = _parse_value(text)
+        head = parts[0]
+        if head in tables and len(parts) == 2:
+            table, valid = tables[head]
+            if parts[1] not in valid:
+                raise DataError(f"--set {item!r}: [{head}] has no key {parts[1]!r} (valid: {sorted(valid)})")
+            table[parts[1]] = value
+        elif head == "selection" and len(parts) == 3 and parts[2] in SELECTION_KEYS:
+            rec.selection.setdefault(parts[1], {})[parts[2]] = value
+        elif head == "stages" and len(parts) == 3 and parts[2] in fields:
+            rec.stages.setdefault(parts[1], {})[parts[2]] = value
+        elif head in fields and len(parts) == 1:
+            rec.stage[head] = value
+            for table in rec.stages.values():
+                table.pop(head, None)
+        elif head in ("model_kwargs", "mel") and len(parts) == 2:
+            for table in [rec.stage, *rec.stages.values()]:
+                if head in table or table is rec.stage:
+                    table[head] = {**table.get(head, {}), parts[1]: value}
+        else:
+            raise DataError(f"--set {item!r}: unknown key {key!r}; use a StageConfig field ({', '.join(sorted(fields))}), "
+                            "model_kwargs.<name>, mel.<name>, stages.<stage>.<field>, selection.<stage>.<key>, "
+                            "predict.<key> or pseudo.<key>")
+    return rec
