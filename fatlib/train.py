@@ -713,7 +713,7 @@ def add_stage_arguments(p: argparse.ArgumentParser, *, stage: str | None = None)
     p.add_argument("--wave-augment", action="store_true",
                    help="on-the-fly waveforms with WaveAugment (default: random crops of the feature cache)")
     p.add_argument("--fold-parallel", action="store_true",
-                   help="launched as W processes (torchrun --nproc_per_node W -m fatlib ...): process r trains folds "
+                   help="launched as W processes (torchrun --nproc_per_node W -m fatlib -- ...): process r trains folds "
                    "r, r+W, ... on its own GPU, no gradient sync (default: the processes train each fold together, "
                    "data parallel)")
     p.add_argument("--quiet", action="store_true",

@@ -134,3 +134,16 @@ def test_one_process_needs_no_process_group(monkeypatch):
     assert distrib.my_folds([0, 1, 2, 3, 4], fold_parallel=True) == [1, 3]
     assert distrib.my_folds([0, 1, 2], fold_parallel=False) == [0, 1, 2]
 
+
+
+def test_fold_parallel_from_the_command_line():
+    from fatlib.cli import build_parser
+    from fatlib.pipeline import STAGES
+    from fatlib.train import config_from_args, stage_overrides
+
+    parser = build_parser()
+    args = parser.parse_args(["train-stage", "--run", "r", "--fold-parallel"])
+    assert config_from_args(args).fold_parallel is True
+    assert config_from_args(parser.parse_args(["train-stage", "--run", "r"])).fold_parallel is False
+    args = parser.parse_args(["warmup", "--run", "r", "--fold-parallel", "--stage", STAGES[0]])
+    assert stage_overrides(args)["fold_parallel"] is True
