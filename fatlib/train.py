@@ -126,6 +126,8 @@ class StageConfig:
             bad(f"wave_p={self.wave_p}", "use a probability in [0, 1]")
         if not isinstance(self.min_steps, int) or self.min_steps < 1:
             bad(f"min_steps={self.min_steps!r}", "use an integer >= 1")
+        if not isinstance(self.fold_parallel, bool):
+            bad(f"fold_parallel={self.fold_parallel!r}", "use True or False")
         if isinstance(self.augment, str):
             self.augment = [self.augment]
         return self
@@ -576,7 +578,10 @@ def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = 
     log = LineLog(stage_dir / "log.txt" if writes else None, echo=writes)
     eff, chosen = effective_config(inp.cfg, n_train=_n_train(inp), n_dataset=len(inp.cur_y) + len(inp.noisy_y))
     if main:
-        log(f"{cfg.name}: {cfg.model}, {chosen}")
+        how = ""
+        if distrib.use_distributed():
+            how = f"; {distrib.world_size()} processes, " + ("fold parallel" if cfg.fold_parallel else "data parallel")
+        log(f"{cfg.name}: {cfg.model}, {chosen}{how}")
     bars = progress and bars_enabled()
     pending = [k for k in todo if not fold_done(stage_dir, k)]  # the same list on every process
     for k in distrib.my_folds(pending, fold_parallel=cfg.fold_parallel):
@@ -796,7 +801,7 @@ def add_stage_arguments(p: argparse.ArgumentParser, *, stage: str | None = None)
     p.add_argument("--wave-augment", action="store_true",
                    help="on-the-fly waveforms with WaveAugment (default: random crops of the feature cache)")
     p.add_argument("--fold-parallel", action="store_true",
-                   help="launched as W processes (torchrun --nproc_per_node W -m fatlib ...): process r trains folds "
+                   help="launched as W processes (torchrun --nproc_per_node W -m fatlib -- ...): process r trains folds "
                    "r, r+W, ... on its own GPU, no gradient sync (default: the processes train each fold together, "
                    "data parallel)")
     p.add_argument("--quiet", action="store_true",

@@ -60,6 +60,8 @@ def runs(tiny_dataset, tmp_path_factory):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
+    if sys.platform.startswith("linux"):  # gloo on loopback, whatever the container's host name resolves to
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     for launch, weights in (([*_torchrun(), "--standalone", "--nproc_per_node", "2"], root / "w2"),
                             ([sys.executable], root / "w1")):  # the reference: one process, the same script
         weights.mkdir()
@@ -96,6 +98,7 @@ def test_fold_parallel_trains_each_fold_once_as_one_process_would(runs):
     two, one, _ = runs
     two, one = two / "r", one / "r"
     log = (two / "stage1" / "log.txt").read_text()
+    assert "2 processes, fold parallel" in log
     for k in (1, 2):
         assert log.count(f"stage1 fold {k}/2: training") == 1, log
         assert log.count(f"stage1 fold {k}/2 done") == 1, log
@@ -108,6 +111,7 @@ def test_data_parallel_predictions_close_to_one_process(runs):
     two, one, _ = runs
     two, one = two / "r", one / "r"
     log = (two / "stage2" / "log.txt").read_text()
+    assert "2 processes, data parallel" in log
     assert log.count("stage2 fold 1/2: training") == 1  # rank 0 alone writes the log
     diff = np.abs(_oof(two, "stage2") - _oof(one, "stage2")).max()
     assert diff <= TOL_DATA_PARALLEL, diff
@@ -130,3 +134,16 @@ def test_one_process_needs_no_process_group(monkeypatch):
     assert distrib.my_folds([0, 1, 2, 3, 4], fold_parallel=True) == [1, 3]
     assert distrib.my_folds([0, 1, 2], fold_parallel=False) == [0, 1, 2]
 
+
+
+def test_fold_parallel_from_the_command_line():
+    from fatlib.cli import build_parser
+    from fatlib.pipeline import STAGES
+    from fatlib.train import config_from_args, stage_overrides
+
+    parser = build_parser()
+    args = parser.parse_args(["train-stage", "--run", "r", "--fold-parallel"])
+    assert config_from_args(args).fold_parallel is True
+    assert config_from_args(parser.parse_args(["train-stage", "--run", "r"])).fold_parallel is False
+    args = parser.parse_args(["warmup", "--run", "r", "--fold-parallel", "--stage", STAGES[0]])
+    assert stage_overrides(args)["fold_parallel"] is True
