@@ -92,6 +92,17 @@ def _save(d: Path, *, model_name="cnn_model_1", n_classes=None, vocab=None, widt
                  vocab=vocab)
 
 
+def _strip_checksum(d: Path) -> None:
+    """The weights file as fatlib wrote it before weights carried a checksum."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(_weights(d)), framework="pt") as f:
+        meta = {k: v for k, v in f.metadata().items() if k != "sha256"}
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    save_file(state, str(_weights(d)), metadata=meta)
+
+
 def _edit(rel: str, fn):
     def setup(d: Path) -> None:
         p = d / "data" / rel
@@ -197,6 +208,8 @@ CASES = [
          ("fold0.safetensors", "damaged")),
     Case("weights_nan", "weights saved with NaN (training diverged)", lambda d: _save(d, nan=True), PREDICT, 1,
          ("fold0.safetensors", "NaN or infinite", "Retrain that fold")),
+    Case("weights_without_checksum", "weights saved before checksums existed", _strip_checksum, PREDICT, 0,
+         ("warning: ", "unverified (no checksum", "re-save it"), creates=("out/submission.csv",)),
     Case("kaggle_dataset_damaged", "kaggle-dataset given a damaged weights file", _flip(1, 0x01),
          ["kaggle-dataset", "--weights", "w/run", "--out", "out/ds", "--dep-wheels", "nowhere"], 1,
          ("fold0.safetensors", "damaged")),
