@@ -11,9 +11,12 @@ shows the traceback instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
 import traceback
+import warnings
 
 # modules that contribute commands, in the order of the pipeline
 COMMAND_MODULES = ["synth", "cache", "train", "select", "pipeline", "recipe_run", "predict", "kaggle", "demo"]
@@ -75,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         command += f" {args.command}"
         try:
-            return int(args.func(args) or 0)
+            with _warnings_as_lines():
+                return int(args.func(args) or 0)
         finally:
             distrib = sys.modules.get("fatlib.distrib")  # loaded by the training commands only
             if distrib is not None:
@@ -92,6 +96,25 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(f"interrupted: {command} stopped (Ctrl-C). No file was left half-written and earlier outputs "
                      "are as they were; run the same command again (caches and training resume where they "
                      "stopped).", debug, code=130)
+
+
+@contextlib.contextmanager
+def _warnings_as_lines():
+    """While a command runs, fatlib's own warnings (an unverified weights file, a missing noisy split)
+    print as one line ``warning: ...`` instead of Python's two lines with the source line."""
+    original = warnings.formatwarning
+    package = os.path.dirname(os.path.abspath(__file__))
+
+    def one_line(message, category, filename, lineno, line=None):
+        if os.path.abspath(filename).startswith(package + os.sep):
+            return f"warning: {message}\n"
+        return original(message, category, filename, lineno, line)
+
+    warnings.formatwarning = one_line
+    try:
+        yield
+    finally:
+        warnings.formatwarning = original
 
 
 def _fail(line: str, debug: bool, *, code: int = 1) -> int:

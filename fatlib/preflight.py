@@ -85,8 +85,8 @@ def check_writable(
         finally:
             os.close(fd)
     except OSError as e:
-        e.filename, e.filename2 = str(folder), None
-        raise OutputError(os_error_line(e, what=what)) from e
+        e.filename, e.filename2 = str(existing), None  # where the write failed (folder, or the parent to make it in)
+        raise OutputError(os_error_line(e, what=what if existing == folder else f"{what} {folder}")) from e
     finally:
         try:
             probe.unlink()

@@ -188,3 +188,37 @@ def test_duplicate_class_columns_are_rejected(tmp_path):
     (root / "sample_submission.csv").write_text("fname,Bark,Hi-hat,Bark\nt1.wav,0,0,0\n")
     with pytest.raises(DataError, match="Bark"):
         load_vocabulary(root)
+
+
+def test_real_file_quirks_are_accepted(tmp_path):
+    """A BOM, spaces around header names, a trailing comma, blank lines: read as a person would expect."""
+    from fatlib.data import read_table
+
+    p = tmp_path / "train_curated.csv"
+    p.write_bytes(b"\xef\xbb\xbf fname , labels ,\r\na.wav,\"X,Y\",\r\n\r\nb.wav,Z\r\n")
+    df = read_table(p, columns=("fname", "labels"))
+    assert list(df.columns) == ["fname", "labels"]
+    assert df.to_dict("list") == {"fname": ["a.wav", "b.wav"], "labels": ["X,Y", "Z"]}
+
+
+def test_extra_fields_and_unnamed_columns_are_refused_by_line(tmp_path):
+    from fatlib.data import read_table
+
+    p = tmp_path / "train_curated.csv"
+    p.write_text("fname,labels\na.wav,X\nb.wav,X,Y\n")
+    with pytest.raises(DataError, match=r"train_curated.csv: 1 row\(s\) have more fields .*CSV lines \[3\].*quote"):
+        read_table(p, columns=("fname", "labels"))
+    p.write_text("fname,,labels\na.wav,,X\n")
+    with pytest.raises(DataError, match=r"no name in column\(s\) \[2\]"):
+        read_table(p, columns=("fname", "labels"))
+
+
+def test_a_clip_stored_under_its_nfd_name_is_found(tmp_path):
+    import unicodedata
+
+    nfc = unicodedata.normalize("NFC", "café.wav")
+    (tmp_path / "audio").mkdir()
+    (tmp_path / "audio" / unicodedata.normalize("NFD", nfc)).write_bytes(b"")
+    (tmp_path / "t.csv").write_text(f"fname,labels\n{nfc},A\n", encoding="utf-8")
+    split = read_split(tmp_path / "t.csv", ["A"], audio_dir=tmp_path / "audio")
+    assert split.fnames == [nfc] and split.paths()[0].is_file()
