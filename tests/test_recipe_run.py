@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fatlib.recipe_run import plan
+from fatlib.errors import DataError
+from fatlib.recipe_run import _check, plan
 from fatlib.recipes import apply_sets, list_recipes, load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,15 +80,12 @@ def test_every_recipe_runs_end_to_end(name, mini_dataset, tmp_path):
         assert all(truth[f] == lab for f, lab in zip(r1["fname"], r1["labels"]))
     if name == "12th_place":
         assert (run_dir / "stage3" / "selected.csv").exists() and (run_dir / "stage4" / "selected.csv").exists()
-
-
-def test_a_rerun_resumes_without_training_again(mini_dataset, tmp_path):
-    _run("95th_place", mini_dataset, tmp_path)
-    run_dir = tmp_path / "w" / "95th_place"
-    done = {p: p.stat().st_mtime_ns for p in run_dir.glob("*/fold*.safetensors")}
-    res, rec = _run("95th_place", mini_dataset, tmp_path)
-    assert done and {p: p.stat().st_mtime_ns for p in run_dir.glob("*/fold*.safetensors")} == done
-    assert json.loads((run_dir / "steps.json").read_text())["steps"] == plan(rec)
+    if name == "95th_place":  # a rerun resumes: nothing is trained again, the steps stay the same
+        done = {p: p.stat().st_mtime_ns for p in run_dir.glob("*/fold*.safetensors")}
+        res, rec = _run(name, mini_dataset, tmp_path)
+        assert done and {p: p.stat().st_mtime_ns for p in run_dir.glob("*/fold*.safetensors")} == done
+        assert json.loads((run_dir / "steps.json").read_text())["steps"] == plan(rec)
+        assert "[run] train curated done" in res.stdout
 
 
 def test_bad_set_is_one_clear_line(tmp_path):
@@ -95,6 +93,5 @@ def test_bad_set_is_one_clear_line(tmp_path):
                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert res.returncode == 1 and res.stderr.count("\n") == 1
     assert "epoch=1" in res.stderr and "epochs" in res.stderr
-    res = subprocess.run([sys.executable, "-m", "fatlib", "run", "3rd_place", "--set", 'predict.stages=["round9"]'],
-                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert res.returncode == 1 and "3rd_place.toml" in res.stderr and "round9" in res.stderr
+    with pytest.raises(DataError, match=r"3rd_place.toml.*round9"):  # checked before any work
+        _check(apply_sets(load_recipe("3rd_place"), ['predict.stages=["round9"]']))
