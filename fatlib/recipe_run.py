@@ -117,7 +117,7 @@ def run_recipe(recipe, data, *, run: str | None = None, weights_root="weights", 
     """Run (or resume) ``recipe`` (a name, a path or a Recipe) on ``data`` (a FatData) into
     ``weights_root/run`` (default run: the recipe's name); ``sets``: ``key=value`` changes
     (:func:`fatlib.recipes.apply_sets`). ``progress``: bars; a line per finished step is printed either
-    way. Returns the run's summary dict (also ``summary.json``)."""
+    way. Returns the run's summary dict (also ``run_summary.json``)."""
     t0 = time.time()
     rec = apply_sets(load_recipe(recipe), sets)
     _check(rec)
@@ -141,7 +141,7 @@ def run_recipe(recipe, data, *, run: str | None = None, weights_root="weights", 
     summary["test"] = _predict(rec, data, run_dir, ens_stages, steps, progress)
     steps.finish("predict", "no test split" if summary["test"] is None else str(summary["test"]["submission"]))
     summary["seconds"] = round(time.time() - t0, 1)
-    write_json(run_dir / "summary.json", summary)
+    write_json(run_dir / "run_summary.json", summary)
     report = write_recipe_report(run_dir, rec, summary, steps.done + ["report"])
     steps.finish("report", str(report))
     return summary
