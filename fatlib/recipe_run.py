@@ -96,8 +96,8 @@ def _check(recipe: Recipe) -> None:
 class _Steps:
     """``steps.json`` of a run: the steps finished so far, in order."""
 
-    def __init__(self, run_dir: Path, recipe: Recipe, progress: bool):
-        self.path, self.progress = run_dir / "steps.json", progress
+    def __init__(self, run_dir: Path, recipe: Recipe):
+        self.path = run_dir / "steps.json"
         old = json.loads(self.path.read_text()) if self.path.exists() else {}
         self.done = list(old.get("steps", []))
         self.recipe = recipe.name
@@ -109,15 +109,15 @@ class _Steps:
         if step not in self.done:
             self.done.append(step)
         write_json(self.path, {"recipe": self.recipe, "steps": self.done})
-        if self.progress:
-            print(f"[run] {step} done{': ' + note if note else ''}", flush=True)
+        print(f"[run] {step} done{': ' + note if note else ''}", flush=True)
 
 
 def run_recipe(recipe, data, *, run: str | None = None, weights_root="weights", cache_dir="cache",
                sets=(), progress: bool = True, input_roots=()) -> dict:
     """Run (or resume) ``recipe`` (a name, a path or a Recipe) on ``data`` (a FatData) into
     ``weights_root/run`` (default run: the recipe's name); ``sets``: ``key=value`` changes
-    (:func:`fatlib.recipes.apply_sets`). Returns the run's summary dict (also ``summary.json``)."""
+    (:func:`fatlib.recipes.apply_sets`). ``progress``: bars; a line per finished step is printed either
+    way. Returns the run's summary dict (also ``run_summary.json``)."""
     t0 = time.time()
     rec = apply_sets(load_recipe(recipe), sets)
     _check(rec)
@@ -127,7 +127,7 @@ def run_recipe(recipe, data, *, run: str | None = None, weights_root="weights", 
     write_json(run_dir / "recipe.json", {"recipe": rec.name, "path": str(rec.path), "sets": list(sets),
                                          "pipeline": rec.pipeline, "stage": rec.stage, "stages": rec.stages,
                                          "selection": rec.selection, "pseudo": rec.pseudo, "predict": rec.predict})
-    steps = _Steps(run_dir, rec, progress)
+    steps = _Steps(run_dir, rec)
     common = dict(data=data, run_dir=run_dir, cache_dir=cache_dir, progress=progress, input_roots=input_roots)
     if rec.pipeline == "warmup":
         trained = _run_warmup(rec, steps, **common)
@@ -141,7 +141,7 @@ def run_recipe(recipe, data, *, run: str | None = None, weights_root="weights", 
     summary["test"] = _predict(rec, data, run_dir, ens_stages, steps, progress)
     steps.finish("predict", "no test split" if summary["test"] is None else str(summary["test"]["submission"]))
     summary["seconds"] = round(time.time() - t0, 1)
-    write_json(run_dir / "summary.json", summary)
+    write_json(run_dir / "run_summary.json", summary)
     report = write_recipe_report(run_dir, rec, summary, steps.done + ["report"])
     steps.finish("report", str(report))
     return summary
@@ -259,14 +259,19 @@ def _predict(rec, data, run_dir: Path, stages, steps, progress) -> dict | None:
         return None
     out = run_dir / "submission.csv"
     done = run_dir / "test.json"
-    if "predict" in steps and out.exists() and done.exists():
-        return json.loads(done.read_text())
+    tta = rec.predict.get("tta", "windows")
+    if "predict" in steps and out.exists() and done.exists():  # finished before with the same stages and TTA
+        old = json.loads(done.read_text())
+        if old.get("stages") == list(stages) and old.get("tta") == tta and old.get("step_frames") == \
+                rec.predict.get("step_frames"):
+            return old
     kw = {"step_frames": rec.predict["step_frames"]} if rec.predict.get("step_frames") else {}
-    res = predict_test(data, run_dir, stages=stages, tta=rec.predict.get("tta", "windows"),
+    res = predict_test(data, run_dir, stages=stages, tta=tta,
                        ensemble=rec.predict.get("ensemble", "mean"), rescale=bool(rec.predict.get("rescale", False)),
                        out=out, progress=progress, **kw)
     ev = res["evaluation"]
-    test = {"submission": str(out), "tta": rec.predict.get("tta", "windows"), "n_models": res["n_models"],
+    test = {"submission": str(out), "tta": tta, "step_frames": rec.predict.get("step_frames"),
+            "stages": list(stages), "n_models": res["n_models"],
             "groups": res["groups"], "lwlrap": None if ev is None else ev["lwlrap"],
             "by_usage": None if ev is None else ev.get("by_usage")}
     write_json(done, test)

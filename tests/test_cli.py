@@ -11,7 +11,7 @@ import pytest
 
 from fatlib import cli
 
-COMMANDS = ["synth", "cache", "train-stage", "select", "warmup", "predict", "kaggle-dataset", "demo"]
+COMMANDS = ["synth", "cache", "train-stage", "select", "warmup", "run", "predict", "kaggle-dataset", "demo"]
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -67,6 +67,7 @@ def test_error_exits_1_with_one_line_and_no_traceback(tmp_path):
     ["cache", "--data-dir", "{missing}"],
     ["train-stage", "--data", "{missing}", "--run", "r", "--weights", "{tmp}/w"],
     ["warmup", "--data", "{missing}", "--run", "r", "--weights", "{tmp}/w"],
+    ["run", "95th_place", "--data", "{missing}", "--weights", "{tmp}/w"],
     ["select", "--data", "{missing}", "--run", "r", "--rule", "stage4", "--stages", "s4", "--out", "{tmp}/s.csv"],
     ["predict", "--data", "{missing}", "--weights", "{tmp}/w"],
     ["kaggle-dataset", "--weights", "{missing}", "--out", "{tmp}/kd"],

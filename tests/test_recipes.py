@@ -81,3 +81,21 @@ def test_help_shows_real_defaults(command):
     assert "None" not in out, out
     if command in ("train-stage", "warmup"):
         assert "default: 128 (recipe 12th_place)" in out and "default: 10 (recipe 12th_place)" in out
+
+
+def test_set_changes_a_loaded_recipe():
+    from fatlib.recipes import apply_sets
+
+    rec = load_recipe("12th_place")
+    new = apply_sets(rec, ["epochs=1", "model_kwargs.width_mult=0.125", "mel.crop_frames=32", "auto_scale=false",
+                           "selection.stage3.threshold=0.3", "predict.tta=full", "stages.stage2.lr=0.5"])
+    assert rec.stage_fields("stage1")["epochs"] == 30  # the loaded recipe is unchanged
+    for stage in rec.stage_names():  # a field set for every stage wins over the stages' own tables
+        fields = new.stage_fields(stage)
+        assert fields["epochs"] == 1 and fields["model_kwargs"] == {"width_mult": 0.125}
+        assert fields["mel"] == {"crop_frames": 32} and fields["auto_scale"] is False
+    assert new.stage_fields("stage2")["lr"] == 0.5 and new.stage_fields("stage3")["lr"] == rec.stage["lr"]
+    assert new.selection["stage3"] == {**rec.selection["stage3"], "threshold": 0.3} and new.predict["tta"] == "full"
+    for bad in ("epoch=1", "predict.speed=2", "epochs"):
+        with pytest.raises(DataError, match="--set"):
+            apply_sets(rec, [bad])

@@ -4,7 +4,8 @@ A recipe names the features, model, crop, augmentations, loss, schedule, folds, 
 pseudo-labelling, TTA and ensemble of one write-up. Its tables:
 
 - top level: ``name``, ``title``, ``pipeline`` ("warmup": stages 1-4 and their ensemble; "single":
-  one stage on curated; "pseudo_label": a curated stage, then rounds of pseudo-labelled noisy clips);
+  the ``[stages.<name>]`` in file order, each after its selection if it has one; "pseudo_label": those
+  stages, then rounds of pseudo-labelled noisy clips);
 - ``[stage]``: :class:`fatlib.train.StageConfig` fields for every stage;
 - ``[stages.<name>]``: fields for one stage on top of ``[stage]`` (e.g. its epochs);
 - ``[selection.<name>]``: the selection rule's parameters before that stage; in a "single" recipe also
