@@ -130,3 +130,29 @@ def test_cli_builds_split_cache(tmp_path, tiny_dataset, capsys):
     cache = FeatureCache(index)
     assert len(cache) == 16 and cache.cfg.n_mels == 64
     assert "test: 16 clips" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("mode", ["bars", "lines"])
+def test_resume_with_progress_shown(tmp_path, tiny_mel, monkeypatch, capsys, mode):
+    """A resumed build starts its progress part-done (fastprogress bars used to crash there)."""
+    monkeypatch.setenv("FATLIB_PROGRESS", mode)
+    monkeypatch.setattr(cache_mod, "SHARD_SIZE", 2)
+    paths = _write_clips(tmp_path / "audio", 4)  # 2 shards
+    real = cache_mod._compute_shard
+
+    def second_fails(*args):
+        if args[2].endswith("shard-00001.npz"):
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(cache_mod, "_compute_shard", second_fails)
+    with pytest.raises(KeyboardInterrupt):
+        FeatureCache.build(paths, tiny_mel, cache_dir=tmp_path, name="cur", n_jobs=1, progress=True)
+    monkeypatch.setattr(cache_mod, "_compute_shard", real)
+    capsys.readouterr()
+    cache = FeatureCache.build(paths, tiny_mel, cache_dir=tmp_path, name="cur", n_jobs=1, progress=True)
+    assert len(cache) == 4
+    out = capsys.readouterr().out
+    if mode == "lines":
+        assert [line.rsplit(",", 1)[0] for line in out.splitlines()] == ["cur log-mels: 2/4 (50%)",
+                                                                         "cur log-mels: 4/4 (100%)"]
