@@ -14,7 +14,7 @@ On a synthetic data set with ``cnn128`` features (128 mels x 128-frame crops; ca
 
     python benchmarks/bench_device_path.py                # batch 64, full-width cnn_model_1, 6 steps
     python benchmarks/bench_device_path.py --batch-size 128
-    python benchmarks/bench_device_path.py --quick        # < 90 s on 2 CPU cores (width 0.25, 3 steps)
+    python benchmarks/bench_device_path.py --quick        # about 2 min on 2 CPU cores (width 0.25, 3 steps)
 """
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def main(argv=None) -> None:
     from fatlib.synth import make_dataset
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="narrower model, fewer steps (< 90 s on 2 CPU cores)")
+    p.add_argument("--quick", action="store_true", help="narrower model, fewer steps (about 2 min on 2 CPU cores)")
     p.add_argument("--batch-size", type=int, default=64, help="clips per batch (default: 64)")
     p.add_argument("--steps", type=int, default=None, help="training steps timed (default 6, 3 with --quick)")
     p.add_argument("--width-mult", type=float, default=None, help="cnn_model_1 width (default 1.0, 0.25 with --quick)")
