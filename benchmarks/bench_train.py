@@ -41,7 +41,7 @@ def main(argv=None) -> None:
 
     from fatlib.cache import FeatureCache
     from fatlib.data import FatData
-    from fatlib.datasets import build_dataloaders
+    from fatlib.datasets import build_dataloaders, input_callbacks
     from fatlib.features import get_preset
     from fatlib.losses import get_loss
     from fatlib.models import create_model
@@ -80,7 +80,7 @@ def main(argv=None) -> None:
         wave_dls = dls_for("wave")
         wave_load = _timed(lambda: _drain(wave_dls.train))
         model = create_model("cnn_model_1", n_classes=len(data.vocab), in_channels=cfg.channels, width_mult=width)
-        learn = Learner(dls, model, loss_func=get_loss("bce"))
+        learn = Learner(dls, model, loss_func=get_loss("bce"), cbs=input_callbacks(cfg))  # float16 crops -> model input
         with learn.no_bar(), learn.no_logging():
             learn.fit(1, 1e-3)  # warm-up epoch
             epoch = _timed(lambda: learn.fit(1, 1e-3))

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["bench_features.py", "bench_models.py", "bench_augment.py", "bench_train.py", "bench_predict.py",
+SCRIPTS = ["bench_features.py", "bench_models.py", "bench_augment.py", "bench_train.py", "bench_device_path.py",
+           "bench_predict.py",
            "bench_predict_memory.py",
            "bench_synth.py"]
 

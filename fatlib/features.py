@@ -372,7 +372,7 @@ def normalize(spec, cfg: MelConfig, *, stats=None):
     """Normalise dB spectrograms (numpy or torch, any leading dims, last two = (n_mels, frames)).
 
     ``cfg.normalize``: "clip" standardises with ``stats`` (one (mean, std) per item: the whole clip's,
-    from :func:`clip_stats`; without them each item is taken to be a whole clip), "crop" standardises
+    from :func:`clip_stats`, numpy or torch; without them each item is taken to be a whole clip), "crop" standardises
     each item over its last two dims, "global" uses ``(x - global_mean) / global_std``, "none" returns
     it unchanged. numpy in -> float32 numpy out, torch in -> torch out (float32 for float16 input).
     """
@@ -385,8 +385,11 @@ def normalize(spec, cfg: MelConfig, *, stats=None):
     if x.ndim < 2:
         raise DataError(f"normalize expects (..., n_mels, frames), got shape {tuple(x.shape)}")
     if cfg.normalize == "clip" and stats is not None:
-        st = torch.as_tensor(np.asarray(stats, dtype=np.float32).reshape(-1, 2)) if is_torch else \
-            np.asarray(stats, dtype=np.float32).reshape(-1, 2)
+        if isinstance(stats, torch.Tensor):  # e.g. a batch's stats already on the device
+            st = stats.to(x.device, torch.float32).reshape(-1, 2) if is_torch else stats.float().cpu().numpy().reshape(-1, 2)
+        else:
+            st = np.asarray(stats, dtype=np.float32).reshape(-1, 2)
+            st = torch.as_tensor(st) if is_torch else st
         shape = (-1,) + (1,) * (x.ndim - 1)
         if x.ndim == 2:
             st, shape = st[:1], (1, 1)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,15 @@ KEEP = ("last", "best")
 # constant lr cut by fastai's ReduceLROnPlateau when the validation loss stalls (fine-tuning)
 SCHEDULES = ("one_cycle", "warmup_cosine", "plateau")
 # fields that may change between runs of a stage without making its finished folds stale
-RUNTIME_FIELDS = ("n_workers", "cache_jobs", "mixed_precision", "fold_parallel")
+RUNTIME_FIELDS = ("n_workers", "cache_jobs", "mixed_precision", "fold_parallel", "channels_last")
+MAX_WORKERS = 8
+
+
+def default_n_workers() -> int:
+    """DataLoader worker processes by default: one per usable CPU core, at most :data:`MAX_WORKERS`;
+    0 (load in the training process) on a single core."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if n <= 1 else min(MAX_WORKERS, n)
 
 
 @dataclass
@@ -79,7 +88,7 @@ class StageConfig:
     mixed_precision: bool = True  # fastai to_fp16, on CUDA only
     seed: int = 0
     wave_augment: bool = False  # True: on-the-fly waveforms + WaveAugment, log-mels on the device
-    n_workers: int = 0  # DataLoader worker processes (0: in this process)
+    n_workers: int = field(default_factory=default_n_workers)  # DataLoader processes (0: in this one)
     cache_jobs: int | None = None  # processes building the feature cache (None: every core)
     tta_step_frames: int | None = None
     auto_scale: bool = True
@@ -93,6 +102,7 @@ class StageConfig:
     schedule: str = "one_cycle"
     wave_effects: dict = field(default_factory=dict)
     wave_p: float = 0.75
+    channels_last: bool = False  # model and inputs in channels-last memory format (fastest with CUDA + AMP)
 
     def __post_init__(self):
         self.validate()
@@ -319,13 +329,15 @@ def _make_learner(inp: _Inputs, cfg: StageConfig, k: int, parts, stage_dir: Path
 
     from .augment import get_augment
     from .callbacks import EpochLog, KeepBest
-    from .datasets import WaveToMel, build_dataloaders
+    from .datasets import ChannelsLast, build_dataloaders, input_callbacks
     from .losses import get_loss
     from .metrics import LwlrapMetric
     from .models import create_model
     from .weights import check_compatible, load_into, read_metadata
 
     mel = inp.mel
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick the fastest kernels once
     valid_rows = np.flatnonzero(inp.cur_folds == k)
     mode = "wave" if cfg.wave_augment else "cache"
     wave_aug = None
@@ -346,9 +358,8 @@ def _make_learner(inp: _Inputs, cfg: StageConfig, k: int, parts, stage_dir: Path
         load_into(model, path)
     elif cfg.init_bias:
         init_output_bias(model, np.concatenate([y for _, _, y in parts]))
-    fold_cbs = ([WaveToMel(mel)] if cfg.wave_augment else []) + [
-        get_augment(name, seed=cfg.seed * 1000 + k) for name in cfg.augment
-    ]
+    fold_cbs = input_callbacks(mel, mode=mode) + [get_augment(name, seed=cfg.seed * 1000 + k) for name in cfg.augment]
+    fold_cbs += [ChannelsLast()] if cfg.channels_last else []
     fold_cbs += [EpochLog(log, prefix=f"{cfg.name} fold {k + 1}/{cfg.n_folds} ")]
     if is_main_process() or not _data_parallel(cfg):  # one writer of the fold's history
         fold_cbs += [CSVLogger(fname=f"fold{k}_history.csv")]
@@ -693,6 +704,8 @@ def stage_overrides(args) -> dict:
         over["wave_augment"] = True
     if getattr(args, "fold_parallel", False):
         over["fold_parallel"] = True
+    if getattr(args, "channels_last", False):
+        over["channels_last"] = True
     return over
 
 
@@ -755,7 +768,8 @@ def _recipe_default(field: str, stage: str | None = None) -> str:
     if field in fields:
         value = fields[field]
         return f"{' '.join(map(str, value)) if isinstance(value, list) else value} (recipe {DEFAULT_RECIPE})"
-    return str(StageConfig.__dataclass_fields__[field].default)
+    spec = StageConfig.__dataclass_fields__[field]
+    return str(spec.default if spec.default_factory is dataclasses.MISSING else spec.default_factory())
 
 
 def add_stage_arguments(p: argparse.ArgumentParser, *, stage: str | None = None) -> None:
@@ -797,7 +811,12 @@ def add_stage_arguments(p: argparse.ArgumentParser, *, stage: str | None = None)
                    help=f"share of training clips mixed with another clip as sounds, labels joined; 0: off "
                    f"({d('sound_mix_p')})")
     p.add_argument("--seed", type=int, default=None, help=f"training seed (augmentations, initialisation; {d('seed')})")
-    p.add_argument("--workers", type=int, default=None, help=f"DataLoader worker processes ({d('n_workers')})")
+    p.add_argument("--workers", type=int, default=None,
+                   help=f"DataLoader worker processes; 0 loads in the training process ({d('n_workers')}: one per "
+                   f"CPU core, at most {MAX_WORKERS})")
+    p.add_argument("--channels-last", action="store_true",
+                   help="model and inputs in channels-last memory format, faster on recent GPUs with mixed precision "
+                   "(default: off)")
     p.add_argument("--wave-augment", action="store_true",
                    help="on-the-fly waveforms with WaveAugment (default: random crops of the feature cache)")
     p.add_argument("--fold-parallel", action="store_true",

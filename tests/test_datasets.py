@@ -9,10 +9,14 @@ import torch
 
 from fatlib.datasets import (
     CacheSubset,
+    CacheToInput,
+    ChannelsLast,
     CropDataset,
     WaveDataset,
     WaveToMel,
     build_dataloaders,
+    cache_batch_to_input,
+    input_callbacks,
     wave_crop_samples,
 )
 from fatlib.errors import DataError
@@ -118,9 +122,16 @@ def test_build_dataloaders_both_modes(cache, split, tiny_mel):
     y = split.targets
     dls = build_dataloaders([(cache, np.arange(8), y[:8])], [(cache, np.arange(8, 12), y[8:12])],
                             cfg=tiny_mel, batch_size=4)
-    xb, yb = dls.train.one_batch()
-    assert xb.shape == (4, tiny_mel.channels, tiny_mel.n_mels, tiny_mel.crop_frames) and yb.shape == (4, y.shape[1])
+    xb, stats, yb = dls.train.one_batch()  # cache rows travel as stored: float16, one channel, + clip stats
+    assert xb.dtype == torch.float16 and xb.shape == (4, 1, tiny_mel.n_mels, tiny_mel.crop_frames)
+    assert stats.dtype == torch.float32 and stats.shape == (4, 2) and yb.shape == (4, y.shape[1])
+    x = cache_batch_to_input(xb, stats, tiny_mel)
+    assert x.dtype == torch.float32 and x.shape == (4, tiny_mel.channels, tiny_mel.n_mels, tiny_mel.crop_frames)
     assert len(dls.valid.dataset) == 4
+    old = build_dataloaders([(cache, np.arange(8), y[:8])], [(cache, np.arange(8, 12), y[8:12])],
+                            cfg=tiny_mel, batch_size=4, device_input=False)
+    xb, yb = old.train.one_batch()  # the older path: model input made per item on the CPU
+    assert xb.dtype == torch.float32 and xb.shape == (4, tiny_mel.channels, tiny_mel.n_mels, tiny_mel.crop_frames)
     wave = build_dataloaders([(split.paths(), np.arange(4), y[:4])], [(split.paths(), [4, 5], y[4:6])],
                              cfg=tiny_mel, mode="wave", batch_size=2)
     xb, _ = wave.train.one_batch()
@@ -140,3 +151,92 @@ def test_stage_sound_mix_reaches_the_training_set_only(cache, split, tiny_mel):
     assert StageConfig(name="s").sound_mix_p == 0.5  # on by default (real-audio benchmark: mixtures +0.03)
     with pytest.raises(DataError, match="sound_mix_p"):
         StageConfig(name="s", sound_mix_p=1.5)
+
+
+def _collate(ds, idx):
+    return [torch.stack(t) for t in zip(*(ds[i] for i in idx))]
+
+
+def _fake_learn(xb, yb=()):
+    return types.SimpleNamespace(xb=xb, yb=yb)
+
+
+@pytest.mark.parametrize("normalize", ["clip", "crop", "global"])
+def test_device_input_gives_the_cpu_paths_model_input(cache, split, tiny_mel, normalize):
+    cfg = tiny_mel.replace(normalize=normalize)
+    rows = np.arange(8)
+    old = CropDataset(cache, rows, split.targets[rows], cfg=cfg, train=False)
+    lean = CropDataset(cache, rows, split.targets[rows], cfg=cfg, train=False, device_input=True)
+    idx = range(len(rows))
+    x_old, y_old = _collate(old, idx)
+    x16, stats, y = _collate(lean, idx)
+    assert x16.dtype == torch.float16 and x16.shape == (8, 1, cfg.n_mels, cfg.crop_frames)
+    assert x16.nbytes * cfg.channels * 2 == x_old.nbytes  # 6x fewer bytes per batch with 3 channels
+    cb = input_callbacks(cfg, mode="cache")[0]
+    assert isinstance(cb, CacheToInput) and cb.order < 0  # before the augmentations (order 0)
+    cb.learn = _fake_learn((x16, stats), (y,))
+    cb.before_batch()
+    (x,) = cb.learn.xb
+    assert x.dtype == torch.float32 and x.shape == x_old.shape
+    torch.testing.assert_close(x, x_old, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y, y_old)
+
+
+def test_device_input_sound_mix_matches_the_cpu_path(cache, split, tiny_mel):
+    rows = np.arange(8)
+    kw = dict(cfg=tiny_mel, train=True, mix_p=0.5)
+    old = CropDataset(cache, rows, split.targets[rows], **kw)
+    lean = CropDataset(cache, rows, split.targets[rows], device_input=True, **kw)
+    np.random.seed(3)
+    x_old, y_old = _collate(old, range(8))
+    np.random.seed(3)  # the same crops and mixes: the mix happens in dB before the float16 crop travels
+    x16, stats, y = _collate(lean, range(8))
+    torch.testing.assert_close(y, y_old)
+    assert not torch.equal(y, torch.from_numpy(split.targets[rows]))  # some clips were mixed
+    # mixed crops are rounded to float16 (as the cache stores dB) before normalising: ~1e-3 apart
+    torch.testing.assert_close(cache_batch_to_input(x16, stats, tiny_mel), x_old, rtol=0, atol=1e-2)
+
+
+def test_dataloader_workers_draw_different_crops_and_mixes(cache, split, tiny_mel):
+    long_row = int(np.argmax(cache.lengths))
+    rows = np.array([long_row, 0] * 4)  # the same clips again and again: only the random draws differ
+    dls = build_dataloaders([(cache, rows, split.targets[rows])], [(cache, rows[:2], split.targets[rows[:2]])],
+                            cfg=tiny_mel, batch_size=4, n_workers=2, mix_p=0.5)
+    batches = [b[0] for b in dls.train]  # worker 0 makes batch 0, worker 1 batch 1
+    assert len(batches) == 2 and not torch.equal(batches[0].sort(0).values, batches[1].sort(0).values)
+    again = [b[0] for b in dls.train]  # and the next epoch draws anew
+    assert not torch.equal(again[0].sort(0).values, batches[0].sort(0).values)
+
+
+def test_channels_last_callback(tiny_mel):
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    cb = ChannelsLast()
+    cb.learn = types.SimpleNamespace(model=model, xb=(torch.randn(2, 3, 8, 8),))
+    cb.before_fit()
+    cb.before_batch()
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert cb.learn.xb[0].is_contiguous(memory_format=torch.channels_last) and not cb.learn.xb[0].is_contiguous()
+
+
+def test_lean_path_trains_with_augmentations(cache, split, tiny_mel):
+    """float16 crops -> CacheToInput -> specmix -> channels last -> model: the loss on the clips drops."""
+    import fastai.callback.progress  # noqa: F401  (Learner.no_bar)
+    from fastai.learner import Learner
+    from fastai.torch_core import set_seed
+
+    from fatlib.augment import get_augment
+    from fatlib.losses import get_loss
+
+    set_seed(0)
+    rows = np.arange(8)
+    y = split.targets[rows]
+    dls = build_dataloaders([(cache, rows, y)], [(cache, rows, y)], cfg=tiny_mel, batch_size=4)
+    model = torch.nn.Sequential(torch.nn.Conv2d(tiny_mel.channels, 8, 3), torch.nn.ReLU(), torch.nn.AdaptiveMaxPool2d(1),
+                                torch.nn.Flatten(), torch.nn.Linear(8, y.shape[1]))  # no BatchNorm: a fair before/after
+    learn = Learner(dls, model, loss_func=get_loss("bce"),
+                    cbs=input_callbacks(tiny_mel) + [get_augment("specmix", seed=0), ChannelsLast()])
+    with learn.no_bar(), learn.no_logging():
+        before = learn.validate()[0]
+        learn.fit(10, 1e-2)
+        after = learn.validate()[0]
+    assert after < 0.8 * before, (before, after)

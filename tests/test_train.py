@@ -102,7 +102,7 @@ def test_init_from_and_selected_noisy_respect_folds(run, data, monkeypatch):
 
     monkeypatch.setattr(fatlib.weights, "load_into", spy)
     cfg = StageConfig(name="s2", train_on="curated+selected", selection_csv=str(csv),
-                      init_from=str(run_dir / "s1"), **TINY)
+                      init_from=str(run_dir / "s1"), channels_last=True, **TINY)  # channels last: same outputs
     train_stage(cfg, data, run_dir=run_dir, cache_dir=root / "cache", progress=False)
     assert [p.name for p in loaded] == ["fold0.safetensors", "fold1.safetensors"]
     assert all(p.parent == run_dir / "s1" for p in loaded)
@@ -158,3 +158,30 @@ def test_schedules_shape_the_learning_rate(schedule):
         assert lrs.max() == pytest.approx(0.01, rel=0.02) and lrs[0] < 0.001
     with pytest.raises(DataError, match="schedule"):
         StageConfig(name="x", schedule="cosine")
+
+
+def test_workers_default_to_the_cpu_count_and_channels_last_is_an_option(monkeypatch, capsys):
+    import argparse
+    import os
+
+    import torch
+
+    from fatlib import cli, train
+
+    cores = lambda n: (lambda pid: set(range(n)))  # noqa: E731
+    monkeypatch.setattr(os, "sched_getaffinity", cores(12), raising=False)
+    assert train.default_n_workers() == train.MAX_WORKERS == StageConfig(name="x").n_workers == 8
+    monkeypatch.setattr(os, "sched_getaffinity", cores(1), raising=False)
+    assert StageConfig(name="x").n_workers == 0  # one core: load in the training process
+    assert StageConfig(name="x", n_workers=3).n_workers == 3  # an explicit value is kept
+    monkeypatch.setattr(os, "sched_getaffinity", cores(2), raising=False)
+    with pytest.raises(SystemExit):
+        cli.main(["train-stage", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--workers WORKERS DataLoader worker processes; 0 loads in the training process (default: 2: one per" in help_text
+    p = argparse.ArgumentParser()
+    train.add_stage_arguments(p)
+    assert train.stage_overrides(p.parse_args(["--channels-last"]))["channels_last"] is True
+    assert "channels_last" not in train.stage_overrides(p.parse_args([]))
+    assert StageConfig(name="x").channels_last is False and "channels_last" in train.RUNTIME_FIELDS
+    assert torch.backends.cudnn.benchmark is False  # set by CUDA training only, never at import
