@@ -12,9 +12,10 @@ the same pages again: most of the time goes to the kernel, not to the arithmetic
   after every batch;
 * ``M_TOP_PAD = 64 MiB``: the heap grows in large steps (fewer ``brk`` calls and faults).
 
-The price is a higher resident size (memory freed by Python/torch stays in the process for reuse).
-``import fatlib`` applies it once, unless the environment sets ``FATLIB_NO_MALLOC_TUNING=1``; off
-glibc (macOS, Windows, musl) it does nothing. ``benchmarks/bench_features.py`` measures the effect.
+The price is a higher resident size (memory freed by Python/torch stays in the process for reuse,
+and the peak grows with every differently sized allocation), so it is not applied at ``import
+fatlib``: the CPU training entry point (``fatlib.train.train_stage``) calls it; inference does not.
+``FATLIB_NO_MALLOC_TUNING=1`` turns it off; off glibc (macOS, Windows, musl) it does nothing. ``benchmarks/bench_features.py`` measures the effect.
 """
 from __future__ import annotations
 
@@ -56,11 +57,13 @@ def tune_malloc() -> dict[str, int]:
     """Apply :data:`SETTINGS` with ``mallopt`` once per process; return the settings in force.
 
     Idempotent: later calls return the same dict without calling ``mallopt`` again. Returns an empty
-    dict off glibc. Raises OSError if glibc rejects a setting (it never should on glibc >= 2.0).
+    dict off glibc or when ``FATLIB_NO_MALLOC_TUNING=1``. Raises OSError if glibc rejects a setting (it never should on glibc >= 2.0).
     """
     global _applied
     if _applied is not None:
         return dict(_applied)
+    if tuning_disabled():
+        return {}
     libc = _glibc()
     applied: dict[str, int] = {}
     if libc is not None:

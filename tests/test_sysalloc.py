@@ -1,4 +1,4 @@
-"""fatlib.sysalloc: applied at import on glibc, idempotent, disabled by FATLIB_NO_MALLOC_TUNING=1."""
+"""fatlib.sysalloc: applied by the training entry point (not at import), idempotent, disabled by FATLIB_NO_MALLOC_TUNING=1."""
 from __future__ import annotations
 
 import json
@@ -10,19 +10,21 @@ import pytest
 
 from fatlib import sysalloc
 
-PROBE = "import json, fatlib, fatlib.sysalloc as s; print(json.dumps(s._applied))"
+PROBE = ("import json, sys, fatlib, fatlib.sysalloc as s; before = s._applied; "
+         "print(json.dumps([before, s.tune_malloc() if sys.argv[1] == 'tune' else None]))")
 
 
-def _applied_after_import(disable: str):
+def _probe(disable: str, action: str):
     env = dict(os.environ, FATLIB_NO_MALLOC_TUNING=disable)
-    out = subprocess.run([sys.executable, "-c", PROBE], env=env, check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", PROBE, action], env=env, check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
 
 
 @pytest.mark.skipif(sysalloc._glibc() is None, reason="mallopt tuning only exists on glibc")
-def test_import_tunes_unless_disabled():
-    assert _applied_after_import("0") == {"M_MMAP_MAX": 0, "M_TRIM_THRESHOLD": 1 << 30, "M_TOP_PAD": 64 << 20}
-    assert _applied_after_import("1") is None
+def test_import_changes_nothing_and_tuning_is_explicit():
+    tuned = {"M_MMAP_MAX": 0, "M_TRIM_THRESHOLD": 1 << 30, "M_TOP_PAD": 64 << 20}
+    assert _probe("0", "tune") == [None, tuned]  # import fatlib leaves malloc alone; tune_malloc applies
+    assert _probe("1", "tune") == [None, {}]  # FATLIB_NO_MALLOC_TUNING=1: nothing
 
 
 def test_tune_malloc_is_idempotent(monkeypatch):
