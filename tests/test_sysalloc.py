@@ -37,3 +37,12 @@ def test_env_flag_parsing(monkeypatch):
     for value, disabled in (("1", True), ("yes", True), ("0", False), ("", False)):
         monkeypatch.setenv(sysalloc.ENV_DISABLE, value)
         assert sysalloc.tuning_disabled() is disabled
+
+
+@pytest.mark.skipif(sysalloc._glibc() is None, reason="mallopt tuning only exists on glibc")
+def test_inference_tuning_returns_freed_memory_unless_disabled():
+    probe = "import json, fatlib.sysalloc as s; print(json.dumps(s.tune_malloc_for_inference()))"
+    for disable, want in (("0", {"M_MMAP_THRESHOLD": 1 << 20, "M_ARENA_MAX": 2}), ("1", {})):
+        env = dict(os.environ, FATLIB_NO_MALLOC_TUNING=disable)
+        out = subprocess.run([sys.executable, "-c", probe], env=env, check=True, capture_output=True, text=True)
+        assert json.loads(out.stdout) == want
