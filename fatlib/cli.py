@@ -64,12 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .errors import FatlibError, missing_dependency
     from .preflight import os_error_line
-    from .sysalloc import tune_malloc
 
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
     command = "python -m fatlib"
-    tune_malloc()  # process-wide allocator settings for CPU speed (fatlib.sysalloc); this is the entry point
     try:
         parser = build_parser()
         args = parser.parse_args(argv)

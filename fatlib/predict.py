@@ -22,6 +22,7 @@ from .features import MelConfig, to_model_input
 from .model_files import LoadedModel, find_models, weight_files
 from .sources import CacheSource, WaveSource, make_source
 from .submission import write_submission
+from .sysalloc import tune_malloc_for_inference
 from .tta import (
     DEFAULT_QUANTUM_FRAMES,
     DEFAULT_STEP_FRAMES,
@@ -238,6 +239,7 @@ def _cli(args) -> int:
     from .runs import Roots
 
     default_device(args.device)  # a bad --device fails before any work
+    tune_malloc_for_inference()  # freed memory goes back to the system: peak RSS follows what is in use
     data = FatData.from_dir(args.data)
     weights = Roots(args.input_roots).find_weights(args.weights, stages=args.stages)  # stage folders
     verify_shipped(weights)  # weights read from a fatlib dataset: its files against manifest.json first

@@ -1,4 +1,4 @@
-"""fatlib.sysalloc: applied by the CLI (not at import), idempotent, disabled by FATLIB_NO_MALLOC_TUNING=1."""
+"""fatlib.sysalloc: applied by the training entry point (not at import), idempotent, disabled by FATLIB_NO_MALLOC_TUNING=1."""
 from __future__ import annotations
 
 import json
@@ -10,29 +10,21 @@ import pytest
 
 from fatlib import sysalloc
 
-PROBE = "import json, fatlib.sysalloc as s; print(json.dumps([s._applied, s.tune_malloc(), s._applied]))"
+PROBE = ("import json, sys, fatlib, fatlib.sysalloc as s; before = s._applied; "
+         "print(json.dumps([before, s.tune_malloc() if sys.argv[1] == 'tune' else None]))")
 
 
-def _probe(disable: str):
+def _probe(disable: str, action: str):
     env = dict(os.environ, FATLIB_NO_MALLOC_TUNING=disable)
-    out = subprocess.run([sys.executable, "-c", PROBE], env=env, check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", PROBE, action], env=env, check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
 
 
 @pytest.mark.skipif(sysalloc._glibc() is None, reason="mallopt tuning only exists on glibc")
-def test_import_changes_nothing_and_tune_malloc_applies_unless_disabled():
-    settings = {"M_MMAP_MAX": 0, "M_TRIM_THRESHOLD": 1 << 30, "M_TOP_PAD": 64 << 20}
-    assert _probe("0") == [None, settings, settings]  # nothing at import, then the explicit call
-    assert _probe("1") == [None, {}, None]
-
-
-def test_cli_entry_point_tunes(monkeypatch, capsys):
-    from fatlib import cli
-
-    calls = []
-    monkeypatch.setattr(sysalloc, "tune_malloc", lambda: calls.append(1) or {})
-    assert cli.main([]) == 2  # no command: help
-    assert calls == [1] and "usage" in capsys.readouterr().out
+def test_import_changes_nothing_and_tuning_is_explicit():
+    tuned = {"M_MMAP_MAX": 0, "M_TRIM_THRESHOLD": 1 << 30, "M_TOP_PAD": 64 << 20}
+    assert _probe("0", "tune") == [None, tuned]  # import fatlib leaves malloc alone; tune_malloc applies
+    assert _probe("1", "tune") == [None, {}]  # FATLIB_NO_MALLOC_TUNING=1: nothing
 
 
 def test_tune_malloc_is_idempotent(monkeypatch):
@@ -45,3 +37,12 @@ def test_env_flag_parsing(monkeypatch):
     for value, disabled in (("1", True), ("yes", True), ("0", False), ("", False)):
         monkeypatch.setenv(sysalloc.ENV_DISABLE, value)
         assert sysalloc.tuning_disabled() is disabled
+
+
+@pytest.mark.skipif(sysalloc._glibc() is None, reason="mallopt tuning only exists on glibc")
+def test_inference_tuning_returns_freed_memory_unless_disabled():
+    probe = "import json, fatlib.sysalloc as s; print(json.dumps(s.tune_malloc_for_inference()))"
+    for disable, want in (("0", {"M_MMAP_THRESHOLD": 1 << 20, "M_ARENA_MAX": 2}), ("1", {})):
+        env = dict(os.environ, FATLIB_NO_MALLOC_TUNING=disable)
+        out = subprocess.run([sys.executable, "-c", probe], env=env, check=True, capture_output=True, text=True)
+        assert json.loads(out.stdout) == want
