@@ -28,7 +28,7 @@ from fastai.callback.core import Callback
 from fatlib.errors import DataError
 
 __all__ = [
-    "AUGMENTS", "BatchAugment", "Mixup", "MixupSpecMix", "ORMixup", "SpecAugment", "SpecMix",
+    "AUGMENTS", "SPECTROGRAM_AUGMENTS", "BatchAugment", "Mixup", "MixupSpecMix", "ORMixup", "SpecAugment", "SpecMix",
     "SpecMixParams", "WaveORMixup", "ZoomCrop", "apply_augment", "check_batch", "get_augment", "make_generator",
     "mixup", "or_mixup", "spec_augment", "specmix", "specmix_mask", "specmix_params", "specmix_share",
     "zoom_crop",
@@ -355,6 +355,8 @@ AUGMENTS: dict[str, type[BatchAugment]] = {
     "zoomcrop": ZoomCrop,
     "ormixup_wave": WaveORMixup,
 }
+# the ones that work on log-mel batches (the rest need on-the-fly waveforms: wave_augment)
+SPECTROGRAM_AUGMENTS = [name for name, cls in AUGMENTS.items() if cls is not WaveORMixup]
 
 
 def get_augment(name: str, **kwargs) -> BatchAugment:

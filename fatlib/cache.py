@@ -299,7 +299,7 @@ def register_cli(subparsers) -> None:
 def _cli(args) -> int:
     from .data import FatData
     from .features import get_preset
-    from .preflight import check_writable, missing_cache_bytes
+    from .preflight import check_writable
 
     data = FatData.from_dir(args.data_dir)
     cfg = get_preset(args.preset)
@@ -317,3 +317,16 @@ def _cli(args) -> int:
         size_mb = cache.data_path.stat().st_size / 2**20
         print(f"{name}: {len(cache)} clips, {int(cache.lengths.sum())} frames, {size_mb:.1f} MiB -> {cache.data_path}")
     return 0
+
+
+def missing_cache_bytes(paths, cfg, *, cache_dir, name: str, input_roots=()) -> int:
+    """:func:`fatlib.preflight.cache_bytes` of a split, or 0 when its cache is complete already (in ``cache_dir`` or an input
+    root): then nothing is written there."""
+    from .preflight import cache_bytes
+    from .runs import Roots
+
+    paths = [Path(p) for p in paths]
+    if not paths:
+        return 0
+    index = Path(cache_dir) / f"{name}-{_split_hash(paths, cfg)}.json"
+    return 0 if Roots(input_roots).find(index) is not None else cache_bytes(paths, cfg)

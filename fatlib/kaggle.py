@@ -167,7 +167,7 @@ def stage_dirs(weights, *, stages: Sequence[str] | None = None, input_roots: Seq
     """The stage folders holding the chosen ``fold*.safetensors`` (see :func:`fatlib.predict.weight_files`;
     each stage looked up in the working folder, then ``input_roots``), each file loaded by
     :func:`check_weights_file` so a damaged one fails here, not in the Kaggle kernel."""
-    from .predict import weight_files
+    from .model_files import weight_files
     from .runs import Roots
 
     files = weight_files(Roots(input_roots).find_weights(weights, stages=stages))

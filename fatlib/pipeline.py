@@ -305,8 +305,9 @@ def _cli(args) -> int:
 
 def _check_outputs(args, data, *, model, over) -> None:
     """Before any stage: the run folder and the cache folder can take what the stages will write."""
-    from .preflight import check_stage_outputs, check_writable
+    from .preflight import check_writable
     from .recipes import load_recipe
+    from .train import check_stage_outputs
 
     run_dir = Path(args.weights) / args.run
     if args.stage == "ensemble":

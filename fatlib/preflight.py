@@ -138,38 +138,3 @@ def cache_bytes(paths: Sequence[str | os.PathLike], cfg) -> int:
 def weights_bytes(model) -> int:
     """One fold's safetensors file: every float32 tensor of the state dict."""
     return sum(t.numel() * t.element_size() for t in model.state_dict().values()) + 65536
-
-
-def missing_cache_bytes(paths, cfg, *, cache_dir, name: str, input_roots=()) -> int:
-    """:func:`cache_bytes` of a split, or 0 when its cache is complete already (in ``cache_dir`` or an input
-    root): then nothing is written there."""
-    from .cache import _split_hash
-    from .runs import Roots
-
-    paths = [Path(p) for p in paths]
-    if not paths:
-        return 0
-    index = Path(cache_dir) / f"{name}-{_split_hash(paths, cfg)}.json"
-    return 0 if Roots(input_roots).find(index) is not None else cache_bytes(paths, cfg)
-
-
-def check_stage_outputs(cfg, data, *, run_dir, cache_dir, input_roots=(), n_stages: int = 1) -> None:
-    """Before training ``n_stages`` stages like StageConfig ``cfg`` on ``data`` (a FatData): the stage folder
-    (all of ``run_dir`` when ``n_stages`` > 1) must take ``n_folds`` weights files per stage, and ``cache_dir``
-    the caches not built yet (twice their size while a cache is assembled from its shards)."""
-    from .autoscale import dataset_width
-    from .models import create_model
-
-    mel = cfg.mel_config()
-    kwargs = dict(cfg.model_kwargs)
-    if cfg.auto_scale and "width_mult" not in kwargs:  # the width auto scaling will choose
-        kwargs["width_mult"] = dataset_width(len(data.curated.fnames) + len(data.noisy.fnames))
-    fold = weights_bytes(create_model(cfg.model, n_classes=len(data.vocab), in_channels=mel.channels, **kwargs))
-    out = Path(run_dir) if n_stages > 1 else Path(run_dir) / cfg.name
-    check_writable(out, expected_bytes=fold * cfg.n_folds * n_stages, largest_file_bytes=fold,
-                   what="stage folder (--weights/--run)")
-    caches = [missing_cache_bytes(split.paths(), mel, cache_dir=cache_dir, name=name, input_roots=input_roots)
-              for name, split in (("curated", data.curated), ("noisy", data.noisy))]
-    if sum(caches):
-        check_writable(cache_dir, expected_bytes=2 * sum(caches), largest_file_bytes=max(caches),
-                       what="feature cache folder (--cache-dir)")

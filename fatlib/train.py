@@ -740,9 +740,32 @@ def config_from_args(args) -> StageConfig:
     return StageConfig.from_dict({**base, **{k: v for k, v in over.items() if v is not None}})
 
 
+def check_stage_outputs(cfg, data, *, run_dir, cache_dir, input_roots=(), n_stages: int = 1) -> None:
+    """Before training ``n_stages`` stages like StageConfig ``cfg`` on ``data`` (a FatData): the stage folder
+    (all of ``run_dir`` when ``n_stages`` > 1) must take ``n_folds`` weights files per stage, and ``cache_dir``
+    the caches not built yet (twice their size while a cache is assembled from its shards)."""
+    from .autoscale import dataset_width
+    from .cache import missing_cache_bytes
+    from .models import create_model
+    from .preflight import check_writable, weights_bytes
+
+    mel = cfg.mel_config()
+    kwargs = dict(cfg.model_kwargs)
+    if cfg.auto_scale and "width_mult" not in kwargs:  # the width auto scaling will choose
+        kwargs["width_mult"] = dataset_width(len(data.curated.fnames) + len(data.noisy.fnames))
+    fold = weights_bytes(create_model(cfg.model, n_classes=len(data.vocab), in_channels=mel.channels, **kwargs))
+    out = Path(run_dir) if n_stages > 1 else Path(run_dir) / cfg.name
+    check_writable(out, expected_bytes=fold * cfg.n_folds * n_stages, largest_file_bytes=fold,
+                   what="stage folder (--weights/--run)")
+    caches = [missing_cache_bytes(split.paths(), mel, cache_dir=cache_dir, name=name, input_roots=input_roots)
+              for name, split in (("curated", data.curated), ("noisy", data.noisy))]
+    if sum(caches):
+        check_writable(cache_dir, expected_bytes=2 * sum(caches), largest_file_bytes=max(caches),
+                       what="feature cache folder (--cache-dir)")
+
+
 def _cli(args) -> int:
     from .data import FatData
-    from .preflight import check_stage_outputs
 
     cfg = config_from_args(args)
     data = FatData.from_dir(args.data)

@@ -232,7 +232,7 @@ def data_notebook() -> nbformat.NotebookNode:
         params(DATA_PARAMS + "\nn_examples = 3  # clips played and shown\npreview_batch = 16  # clips in the "
                "augmentation preview\nlisten_seconds = 8.0  # seconds of each clip played and shown"),
         setup(),
-        code("%matplotlib inline\nfrom fatlib import plots, report\nfrom fatlib.augment import AUGMENTS\n"
+        code("%matplotlib inline\nfrom fatlib import plots, report\nfrom fatlib.augment import SPECTROGRAM_AUGMENTS\n"
              "from fatlib.cache import FeatureCache\nfrom fatlib.data import FatData\nfrom fatlib.features import get_preset\n\n"
              "data = FatData.from_dir(data_dir)\ncfg = get_preset(preset, n_mels=n_mels, crop_frames=crop_frames)\n"
              'print(f"{data.root}: {len(data.vocab)} classes; features {cfg}")\nreport.dataset_overview(data)'),
@@ -249,7 +249,7 @@ def data_notebook() -> nbformat.NotebookNode:
            "Time in seconds, mel-spaced frequency in Hz; the colour bar is the model's input: the log-mel in dB "
            "standardised per clip (z-score, no unit), one scale for every panel."),
         code('x, y = report.training_batch(caches["curated"], data.curated.targets, cfg, batch_size=preview_batch)\n'
-             "plots.plot_augmentations(x, y, list(AUGMENTS), data.vocab, n=4, cfg=cfg)"),
+             "plots.plot_augmentations(x, y, SPECTROGRAM_AUGMENTS, data.vocab, n=4, cfg=cfg)"),
         md("## Waveform effects (3rd place: `fatlib.wave_augment`, `--wave-augment`): hear one clip before and after each"),
         code("report.listen_wave_effects(data.curated.paths()[0], cfg, seed=0)"),
         md("## LogMel (torch, inference on the GPU) vs librosa (the caches) on one clip"),
