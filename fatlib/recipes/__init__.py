@@ -104,22 +104,19 @@ def load_recipe(name_or_path: str | os.PathLike | Recipe = DEFAULT_RECIPE) -> Re
     unknown = sorted(set(raw) - TOP_KEYS)
     if unknown:
         problems.append(f"unknown keys {unknown} (valid: {sorted(TOP_KEYS)})")
-    fields = {f for f in StageConfig.__dataclass_fields__}
+    def unknown(where: str, table: dict, valid, what: str) -> None:
+        bad = sorted(set(table) - set(valid))
+        if bad:
+            problems.append(f"[{where}] has unknown {what} {bad}" + (f" (valid: {sorted(valid)})" if what == "keys" else ""))
+
+    fields = set(StageConfig.__dataclass_fields__)
     tables = [("stage", raw.get("stage", {}))] + [(f"stages.{k}", v) for k, v in raw.get("stages", {}).items()]
     for where, table in tables:
-        bad = sorted(set(table) - fields)
-        if bad:
-            problems.append(f"[{where}] has unknown StageConfig fields {bad}")
-    bad = sorted(set(raw.get("predict", {})) - PREDICT_KEYS)
-    if bad:
-        problems.append(f"[predict] has unknown keys {bad} (valid: {sorted(PREDICT_KEYS)})")
+        unknown(where, table, fields, "StageConfig fields")
+    unknown("predict", raw.get("predict", {}), PREDICT_KEYS, "keys")
     for stage, table in raw.get("selection", {}).items():
-        bad = sorted(set(table) - SELECTION_KEYS)
-        if bad:
-            problems.append(f"[selection.{stage}] has unknown keys {bad} (valid: {sorted(SELECTION_KEYS)})")
-    bad = sorted(set(raw.get("pseudo", {})) - PSEUDO_KEYS)
-    if bad:
-        problems.append(f"[pseudo] has unknown keys {bad} (valid: {sorted(PSEUDO_KEYS)})")
+        unknown(f"selection.{stage}", table, SELECTION_KEYS, "keys")
+    unknown("pseudo", raw.get("pseudo", {}), PSEUDO_KEYS, "keys")
     pipeline = raw.get("pipeline", "warmup")
     if pipeline not in PIPELINES:
         problems.append(f"pipeline={pipeline!r} is not one of {PIPELINES}")
