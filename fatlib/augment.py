@@ -192,6 +192,21 @@ def spec_augment(x: torch.Tensor, *, generator: torch.Generator, n_masks: int = 
     return torch.where(mask, value, x)
 
 
+def freq_shift(x: torch.Tensor, *, generator: torch.Generator, max_shift: float = 0.05, p: float = 0.5) -> torch.Tensor:
+    """Shift each sample's mel axis by a random whole number of bins in [-max_shift, max_shift] x n_mels
+    (probability ``p``), edge bins repeated into the gap: on the mel scale's upper, near-logarithmic
+    part a shift is a change of pitch (5 % of 128 mels ~ +-1 semitone up there), so a class is not tied
+    to one recording's tuning or microphone. Targets are unchanged."""
+    batch, _, n_mels, _ = x.shape
+    most = int(round(max_shift * n_mels))
+    if most == 0 or p == 0:
+        return x
+    shift = torch.randint(-most, most + 1, (batch,), generator=generator)
+    shift = torch.where(torch.rand(batch, generator=generator) < p, shift, torch.zeros_like(shift))
+    rows = (torch.arange(n_mels)[None, :] - shift[:, None]).clamp(0, n_mels - 1).to(x.device)
+    return torch.gather(x, 2, rows[:, None, :, None].expand(-1, x.shape[1], -1, x.shape[3]))
+
+
 def zoom_crop(x: torch.Tensor, *, generator: torch.Generator, max_zoom: float = 1.05, p: float = 0.75
               ) -> torch.Tensor:
     """Zoom and crop (12th place): with probability p per sample, enlarge by z ~ U(1, max_zoom) on both
@@ -325,6 +340,18 @@ class ZoomCrop(BatchAugment):
         return zoom_crop(x, generator=self.generator, max_zoom=self.max_zoom, p=self.p), y
 
 
+class FreqShift(BatchAugment):
+    """Random shift of the mel axis (a change of pitch on the upper mel scale): see :func:`freq_shift`."""
+
+    def __init__(self, *, max_shift: float = 0.05, p: float = 0.5, seed: int | None = None):
+        super().__init__(seed=seed)
+        self.max_shift = _check_range("max_shift", max_shift, 0.0, 0.5)
+        self.p = _check_range("p", p, 0.0, 1.0)
+
+    def augment(self, x, y):
+        return freq_shift(x, generator=self.generator, max_shift=self.max_shift, p=self.p), y
+
+
 class WaveORMixup(ORMixup):
     """OR-mixup of waveforms (3rd place: "a mix of two sounds lets you hear both"): the same draws as
     :class:`ORMixup`, applied to the (batch, samples) waveform batch of the on-the-fly path before
@@ -353,6 +380,7 @@ AUGMENTS: dict[str, type[BatchAugment]] = {
     "mixup_specmix": MixupSpecMix,
     "specaugment": SpecAugment,
     "zoomcrop": ZoomCrop,
+    "freqshift": FreqShift,
     "ormixup_wave": WaveORMixup,
 }
 # the ones that work on log-mel batches (the rest need on-the-fly waveforms: wave_augment)

@@ -19,6 +19,7 @@ Two feature paths:
 """
 from __future__ import annotations
 
+import bisect
 from pathlib import Path
 from typing import Sequence
 
@@ -31,7 +32,7 @@ from fastai.torch_core import to_device
 from torch.utils.data import ConcatDataset, Dataset
 
 from .errors import DataError
-from .features import LogMel, MelConfig, clip_stats, clip_wave, to_model_input
+from .features import LogMel, MelConfig, clip_stats, clip_wave, extend_mode, to_model_input
 
 MODES = ("cache", "wave")
 
@@ -47,6 +48,13 @@ def _check_rows(rows, targets, n_total: int, what: str) -> tuple[np.ndarray, np.
     if len(rows) and (rows.min() < 0 or rows.max() >= n_total):
         raise DataError(f"{what}: indices must lie in [0, {n_total}), got {rows.min()}..{rows.max()}.")
     return rows, targets
+
+
+def split_index(i) -> tuple[int, int | None]:
+    """A dataset index: an int, or (int, frames) from :class:`SegmentLoader` (a segment length)."""
+    if isinstance(i, tuple):
+        return int(i[0]), int(i[1])
+    return int(i), None
 
 
 def crop_offset(length: int, crop: int, *, train: bool) -> int:
@@ -85,20 +93,23 @@ class CropDataset(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def _crop(self, i, dtype=np.float32) -> np.ndarray:
+    def _crop(self, i, dtype=np.float32, frames: int | None = None) -> np.ndarray:
         spec = self.cache[int(self.rows[i])]
-        t = self.cfg.crop_frames
+        t = min(frames or self.cfg.crop_frames, spec.shape[1])
         off = crop_offset(spec.shape[1], t, train=self.train)
         return np.array(spec[:, off : off + t], dtype=dtype)  # a copy, never a view of the memory map
 
     def __getitem__(self, i):
-        x, y = self._crop(i, np.float16 if self.device_input else np.float32), self.targets[i]
+        i, frames = split_index(i)
+        x, y = self._crop(i, np.float16 if self.device_input else np.float32, frames), self.targets[i]
         stats = None if self.stats is None else self.stats[i : i + 1]
         if self.train and self.mix_p > 0 and len(self) > 1 and np.random.random() < self.mix_p:
             j = (i + np.random.randint(1, len(self))) % len(self)  # another clip, mixed as sounds (power sum)
             gain = np.random.uniform(-self.mix_gain_db, self.mix_gain_db)
-            x = x.astype(np.float32)
-            x = 10 * np.log10(10 ** (x / 10) + 10 ** ((self._crop(j) + gain) / 10))
+            other = self._crop(j, frames=x.shape[1])
+            t = min(x.shape[1], other.shape[1])  # a shorter partner shortens the segment
+            x = x[:, :t].astype(np.float32)
+            x = 10 * np.log10(10 ** (x / 10) + 10 ** ((other[:, :t] + gain) / 10))
             y = np.maximum(y, self.targets[j])
             stats = None if stats is None else np.array([clip_stats(x)], np.float32)
         y = torch.from_numpy(np.ascontiguousarray(y))
@@ -125,9 +136,9 @@ class CacheSubset:
         return self.cache[int(self.rows[i])]
 
 
-def wave_crop_samples(cfg: MelConfig) -> int:
-    """Waveform crop length (samples) whose centred STFT has exactly ``cfg.crop_frames`` frames."""
-    return (cfg.crop_frames - 1) * cfg.hop_length
+def wave_crop_samples(cfg: MelConfig, frames: int | None = None) -> int:
+    """Waveform crop length (samples) whose centred STFT has exactly ``frames`` (``cfg.crop_frames``) frames."""
+    return ((frames or cfg.crop_frames) - 1) * cfg.hop_length
 
 
 class WaveDataset(Dataset):
@@ -149,14 +160,16 @@ class WaveDataset(Dataset):
     def __getitem__(self, i):
         from .audio import fix_length
 
-        cfg, n = self.cfg, wave_crop_samples(self.cfg)
+        i, frames = split_index(i)
+        cfg, n = self.cfg, wave_crop_samples(self.cfg, frames)
         augment = self.augment if self.train else None
         margin = int(n * 1.25) if augment is not None else n  # room for speed changes
         y = clip_wave(self.paths[int(self.rows[i])], cfg, min_samples=margin)
         off = crop_offset(len(y), margin, train=self.train)
         y = y[off : off + margin]
         if augment is not None:
-            y = fix_length(np.asarray(augment(y), dtype=np.float32), min_samples=n, mode=cfg.min_length)
+            y = np.asarray(augment(y), dtype=np.float32)
+            y = fix_length(y, min_samples=n, mode=extend_mode(len(y), cfg))
             y = y[crop_offset(len(y), n, train=True) :][:n]
         return torch.from_numpy(np.ascontiguousarray(y[:n], dtype=np.float32)), torch.from_numpy(self.targets[i])
 
@@ -247,6 +260,60 @@ class DeviceLoader(DataLoader):
         return res
 
 
+class SegmentLoader(DeviceLoader):
+    """Training batches of variable-length segments (``cfg.crop_frames_max``; 3rd place: 8-15 s):
+    each epoch the clips are sorted by length (ties and near-ties shuffled), cut into batches of
+    similar length whose order is shuffled, and each batch gets one segment length, uniform in
+    [``crop_frames``, ``crop_frames_max``] frames and at most its shortest clip. Items are
+    ``(index, frames)`` for :class:`CropDataset` / :class:`WaveDataset`; a batch whose items came
+    back shorter (a shorter sound-mix partner) is cut to its shortest item."""
+
+    def __init__(self, dataset=None, *, lengths, min_frames: int, max_frames: int, **kwargs):
+        super().__init__(dataset, **kwargs)
+        self.lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
+        if len(self.lengths) != len(dataset) or not 1 <= min_frames <= max_frames:
+            raise DataError(f"SegmentLoader: {len(self.lengths)} lengths for {len(dataset)} items, segments "
+                            f"{min_frames}-{max_frames} frames; need one length per item and 1 <= min <= max.")
+        self.min_frames, self.max_frames = int(min_frames), int(max_frames)
+
+    def get_idxs(self):
+        n, bs = len(self.lengths), self.bs
+        jitter = np.array([self.rng.random() for _ in range(n)]) if self.shuffle else np.zeros(n)
+        order = np.lexsort((jitter, self.lengths))  # by length, ties in random order
+        batches = [order[k : k + bs] for k in range(0, n, bs)]
+        full = [b for b in batches if len(b) == bs]
+        if self.shuffle:
+            self.rng.shuffle(full)
+        batches = full + [b for b in batches if len(b) < bs]  # a partial batch last (drop_last drops it)
+        idxs = []
+        for b in batches:
+            longest = self.rng.randint(self.min_frames, self.max_frames) if self.shuffle else self.min_frames
+            frames = max(self.min_frames, min(longest, int(self.lengths[b].min())))
+            idxs.extend((int(i), frames) for i in b)
+        return idxs
+
+    def create_batch(self, b):
+        shortest = min(item[0].shape[-1] for item in b)
+        b = [(item[0][..., :shortest], *item[1:]) for item in b]
+        return super().create_batch(b)
+
+
+def clip_lengths_frames(source, rows, cfg: MelConfig) -> np.ndarray:
+    """Frames of each row's clip: the cache's stored lengths, or from the audio file's header (before
+    trimming, extended to the crop) for a list of paths."""
+    rows = np.asarray(rows, dtype=int)
+    if hasattr(source, "lengths"):
+        return np.asarray(source.lengths)[rows]
+    import soundfile
+
+    out = []
+    for r in rows:
+        info = soundfile.info(str(source[int(r)]))
+        samples = info.frames * cfg.sample_rate / max(info.samplerate, 1)
+        out.append(max(cfg.crop_frames, int(samples // cfg.hop_length) + 1))
+    return np.asarray(out, dtype=np.int64)
+
+
 def _is_cuda(device) -> bool:
     return device is not None and torch.device(device).type == "cuda"
 
@@ -255,6 +322,18 @@ def cache_name(cache) -> str:
     return str(getattr(cache, "path", None) or getattr(cache, "name", None) or type(cache).__name__)
 
 
+
+
+class Concat(ConcatDataset):
+    """torch's ConcatDataset that also takes ``(index, frames)`` items (:class:`SegmentLoader`)."""
+
+    def __getitem__(self, idx):
+        i, frames = split_index(idx)
+        if frames is None:
+            return super().__getitem__(i)
+        k = bisect.bisect_right(self.cumulative_sizes, i)
+        start = self.cumulative_sizes[k - 1] if k else 0
+        return self.datasets[k][(i - start, frames)]
 
 
 def make_dataset(parts, *, cfg: MelConfig, mode: str = "cache", train: bool = True, augment=None,
@@ -271,7 +350,7 @@ def make_dataset(parts, *, cfg: MelConfig, mode: str = "cache", train: bool = Tr
                for src, rows, y in parts]
     else:
         dss = [WaveDataset(src, rows, y, cfg=cfg, train=train, augment=augment) for src, rows, y in parts]
-    return dss[0] if len(dss) == 1 else ConcatDataset(dss)
+    return dss[0] if len(dss) == 1 else Concat(dss)
 
 
 def build_dataloaders(
@@ -293,7 +372,8 @@ def build_dataloaders(
     y) and become model inputs on the device. ``device_input=False``: the older path, each cache item
     made into the float32 model input on the CPU (batches (x, y); no callback needed). Batches reach
     ``device`` through :class:`DeviceLoader` (pinned, non-blocking on CUDA). The last partial training
-    batch is dropped when there is more than one batch (BatchNorm needs more than one sample)."""
+    batch is dropped when there is more than one batch (BatchNorm needs more than one sample).
+    ``cfg.crop_frames_max``: training batches of variable-length segments (:class:`SegmentLoader`)."""
     if batch_size < 1 or n_workers < 0:
         raise DataError(f"batch_size={batch_size}, n_workers={n_workers}: need batch_size >= 1, n_workers >= 0.")
     train_ds = make_dataset(train_parts, cfg=cfg, mode=mode, train=True, augment=augment, mix_p=mix_p,
@@ -302,6 +382,12 @@ def build_dataloaders(
     if len(train_ds) < 2:
         raise DataError(f"only {len(train_ds)} training clips: a fold needs at least 2 (lower n_folds).")
     kw = dict(bs=batch_size, num_workers=n_workers, device=device, persistent_workers=n_workers > 0)
-    train_dl = DeviceLoader(train_ds, shuffle=True, drop_last=len(train_ds) > batch_size, **kw)
+    if cfg.crop_frames_max is not None:
+        lengths = np.concatenate([clip_lengths_frames(src, rows, cfg) for src, rows, _ in train_parts])
+        train_dl = SegmentLoader(train_ds, lengths=lengths, min_frames=cfg.crop_frames,
+                                 max_frames=cfg.crop_frames_max, shuffle=True,
+                                 drop_last=len(train_ds) > batch_size, **kw)
+    else:
+        train_dl = DeviceLoader(train_ds, shuffle=True, drop_last=len(train_ds) > batch_size, **kw)
     valid_dl = DeviceLoader(valid_ds, shuffle=False, drop_last=False, **kw)
     return DataLoaders(train_dl, valid_dl, device=device)

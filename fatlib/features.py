@@ -51,7 +51,13 @@ class MelConfig:
     ``log_offset``: None gives dB (power_to_db, top 80 dB); a number gives ``log(mel + log_offset)``
     (natural log of the power mel, no clamp; 3rd place: 1e-4). ``min_seconds``: clips shorter than this
     many seconds are extended (by ``min_length``) to it even where the crop is shorter (95th place:
-    repeated to 3 s); None: to the crop only.
+    repeated to 3 s); None: to the crop only. ``repeat_below_seconds``: clips shorter than this many
+    seconds (after trimming) are tiled instead of extended by ``min_length`` (95th place: below 1.5 s
+    tiled, longer clips zero-padded); None: ``min_length`` for every clip.
+    ``crop_frames_max``: training segments of variable length, a random length in
+    [``crop_frames``, ``crop_frames_max``] frames per batch (at most the batch's shortest clip),
+    batches of clips of similar length (3rd place: 8-15 s); None: every crop ``crop_frames`` long.
+    Validation, TTA and the cache use ``crop_frames``.
     """
 
     sample_rate: int = 44100
@@ -71,6 +77,8 @@ class MelConfig:
     n_ffts: tuple = ()
     log_offset: float | None = None
     min_seconds: float | None = None
+    repeat_below_seconds: float | None = None
+    crop_frames_max: int | None = None
 
     def __post_init__(self):
         for name in ("sample_rate", "n_mels", "n_fft", "hop_length", "crop_frames", "channels"):
@@ -110,7 +118,13 @@ class MelConfig:
         if self.n_ffts and self.channels != len(self.n_ffts):
             raise DataError(f"MelConfig.channels={self.channels} but n_ffts={list(self.n_ffts)} gives one channel "
                             f"per STFT size; set channels={len(self.n_ffts)}")
-        for name in ("log_offset", "min_seconds"):
+        if self.crop_frames_max is not None:
+            v = self.crop_frames_max
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < self.crop_frames:
+                raise DataError(f"MelConfig.crop_frames_max must be None or an integer >= crop_frames="
+                                f"{self.crop_frames} (frames), got {v!r}")
+            object.__setattr__(self, "crop_frames_max", int(v))
+        for name in ("log_offset", "min_seconds", "repeat_below_seconds"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not v > 0):
                 raise DataError(f"MelConfig.{name} must be None or a number > 0, got {v!r}")
@@ -128,7 +142,7 @@ class MelConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict:
-        """The fields as a dict; the later parameters (``n_ffts``, ``log_offset``, ``min_seconds``) only
+        """The fields as a dict; the later parameters (``LATER_FIELDS``: ``n_ffts``, ``log_offset``, ...) only
         where set, so configs without them keep their earlier dicts and cache keys."""
         d = dataclasses.asdict(self)
         for name, default in LATER_FIELDS.items():
@@ -177,7 +191,8 @@ class MelConfig:
         return self.n_mels * len(self.resolutions)
 
 
-LATER_FIELDS = {"n_ffts": (), "log_offset": None, "min_seconds": None}  # left out of to_dict at these values
+LATER_FIELDS = {"n_ffts": (), "log_offset": None, "min_seconds": None, "repeat_below_seconds": None,
+                "crop_frames_max": None}  # left out of to_dict at these values
 
 
 def _check_fields(d: dict) -> None:
@@ -196,18 +211,18 @@ PRESETS: dict[str, MelConfig] = {
         global_mean=-35.7, global_std=21.6, channels=1,
     ),
     # 95th place: 128 mels at hop 512, STFT sizes 896/1792/3584 as the three channels, 3 s crops
-    # (258 frames at 44.1 kHz), clips repeated to at least 3 s; trimming and per-clip standardisation
-    # are not published (fatlib keeps cnn128's)
+    # (258 frames at 44.1 kHz), every clip at least 3 s: clips shorter than 1.5 s tiled, longer ones
+    # zero-padded; trimming and per-clip standardisation are not published (fatlib keeps cnn128's)
     "multires128": MelConfig(
         n_mels=128, n_fft=1792, hop_length=512, n_ffts=(896, 1792, 3584), channels=3,
-        crop_frames=258, min_length="repeat", min_seconds=3.0,
+        crop_frames=258, min_length="pad", min_seconds=3.0, repeat_below_seconds=1.5,
     ),
-    # 3rd place: 128 mels, n_fft 2048, hop 1024, log(mel + 1e-4), no trimming published; the write-up
-    # trains on 8-15 s segments: fatlib uses fixed 8 s crops (345 frames); 1 channel (the frequency
-    # encoding channel is the model's freq_encoding option)
+    # 3rd place: 128 mels, n_fft 2048, hop 1024, log(mel + 1e-4), no trimming published; training
+    # segments of 8-15 s (345-646 frames) in batches of clips of similar length; 1 channel (the
+    # frequency encoding channel is the model's freq_encoding option)
     "log128": MelConfig(
-        n_mels=128, n_fft=2048, hop_length=1024, crop_frames=345, log_offset=1e-4, channels=1,
-        trim_top_db=None,
+        n_mels=128, n_fft=2048, hop_length=1024, crop_frames=345, crop_frames_max=646, log_offset=1e-4,
+        channels=1, trim_top_db=None,
     ),
 }
 
@@ -352,7 +367,15 @@ def clip_wave(path_or_y, cfg: MelConfig, *, min_samples: int | None = None) -> n
     want = cfg.crop_samples if min_samples is None else min_samples
     if cfg.min_seconds is not None:  # a minimum length independent of the crop (95th place: 3 s)
         want = max(want, cfg.min_samples)
-    return fix_length(y, min_samples=want, mode=cfg.min_length)
+    return fix_length(y, min_samples=want, mode=extend_mode(len(y), cfg))
+
+
+def extend_mode(n_samples: int, cfg: MelConfig) -> str:
+    """How a clip of ``n_samples`` (trimmed) is extended: "repeat" below ``cfg.repeat_below_seconds``,
+    else ``cfg.min_length``."""
+    if cfg.repeat_below_seconds is not None and n_samples < cfg.repeat_below_seconds * cfg.sample_rate:
+        return "repeat"
+    return cfg.min_length
 
 
 def clip_features(path_or_y, cfg: MelConfig) -> np.ndarray:

@@ -163,6 +163,33 @@ def _n_selected(stage_dir: Path) -> int:
     return len(pd.read_csv(path, keep_default_na=False)) if path.exists() else 0
 
 
+def write_stage_tables(data, run_dir: Path, *, ensemble: list[str], listed: list[str], dirs: dict,
+                       method: str = "mean", rescale: bool = False) -> tuple[float, list[dict]]:
+    """Write ``oof_ensemble_curated.csv`` (the ``method`` combination of the ``ensemble`` stages' out-of-fold
+    curated probabilities) and ``stages.csv`` (one row per ``listed`` stage, then the ensemble's) into
+    ``run_dir``; ``dirs`` maps each stage to its folder. Returns (the ensemble's CV lwlrap, the rows).
+    The one writer of both tables, for ``warmup`` and ``python -m fatlib run``."""
+    from .ensemble import combine
+    from .metrics import lwlrap
+
+    ens = combine([stage_oof(Path(dirs[s]).parent, s, fnames=data.curated.fnames) for s in ensemble],
+                  method=method, rescale=rescale)
+    cv_ens = float(lwlrap(data.curated.targets, ens))
+    write_csv(run_dir / "oof_ensemble_curated.csv",
+              pd.concat([pd.DataFrame({"fname": data.curated.fnames}), pd.DataFrame(ens, columns=data.vocab)], axis=1))
+    rows = []
+    for s in listed:
+        metrics = json.loads((Path(dirs[s]) / "metrics.json").read_text())
+        cfg = StageConfig.load(Path(dirs[s]) / "config.json")
+        rows.append({"stage": s, "model": cfg.model, "train_on": cfg.train_on, "n_selected": _n_selected(Path(dirs[s])),
+                     "cv_lwlrap_curated": float(metrics["cv_lwlrap_curated"]),
+                     "cv_lwlrap_noisy": metrics["cv_lwlrap_noisy"]})
+    rows.append({"stage": "ensemble(" + "+".join(ensemble) + ")", "model": "", "train_on": "", "n_selected": 0,
+                 "cv_lwlrap_curated": cv_ens, "cv_lwlrap_noisy": None})
+    write_csv(run_dir / "stages.csv", pd.DataFrame(rows))
+    return cv_ens, rows
+
+
 def stage_ensemble(data, *, run: str, weights_root="weights", stages=ENSEMBLE_STAGES, progress: bool = True,
                    input_roots=()) -> dict:
     """Step 5: mean of the ``stages``' out-of-fold curated probabilities and its CV lwlrap.
@@ -171,30 +198,15 @@ def stage_ensemble(data, *, run: str, weights_root="weights", stages=ENSEMBLE_ST
     ``summary.json`` into ``weights_root/run``; returns the summary dict. Stages are read from the
     working folder or ``input_roots`` (earlier sessions' outputs).
     """
-    from .ensemble import combine
-    from .metrics import lwlrap
-
     run_dir = Path(weights_root) / run
     stages = list(stages)
     roots = Roots(input_roots)
     found = require_stages(run_dir, stages, needed_by="the stage ensemble", roots=roots)
-    ens = combine([stage_oof(found[s].parent, s, fnames=data.curated.fnames) for s in stages], method="mean")
-    cv_ens = lwlrap(data.curated.targets, ens)
-    write_csv(run_dir / "oof_ensemble_curated.csv",
-              pd.concat([pd.DataFrame({"fname": data.curated.fnames}), pd.DataFrame(ens, columns=data.vocab)], axis=1))
     dirs = {s: roots.find_stage(run_dir / s) for s in STAGES}
     done = [s for s in STAGES if dirs[s] is not None and stage_finished(dirs[s])]
     configs = {s: StageConfig.load(dirs[s] / "config.json") for s in done}
-    rows = []
-    for s in done:
-        metrics = json.loads((dirs[s] / "metrics.json").read_text())
-        rows.append({"stage": s, "train_on": configs[s].train_on, "n_selected": _n_selected(dirs[s]),
-                     "cv_lwlrap_curated": float(metrics["cv_lwlrap_curated"]),
-                     "cv_lwlrap_noisy": metrics["cv_lwlrap_noisy"]})
-    rows.append({"stage": "ensemble(" + "+".join(stages) + ")", "train_on": "",
-                 "n_selected": 0, "cv_lwlrap_curated": cv_ens, "cv_lwlrap_noisy": None})
+    cv_ens, rows = write_stage_tables(data, run_dir, ensemble=stages, listed=done, dirs={**dirs, **found})
     table = pd.DataFrame(rows)
-    write_csv(run_dir / "stages.csv", table)
     summary = {
         "run": run, "model": configs[stages[0]].model, "stages": rows, "ensemble_stages": stages,
         "cv_lwlrap_ensemble": cv_ens, "n_noisy": len(data.noisy.fnames), "n_curated": len(data.curated.fnames),

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
-from .io import write_csv, write_json, write_text
+from .io import write_json, write_text
 from .recipes import Recipe, apply_sets, load_recipe
 
 PSEUDO_DEFAULTS = {"from_stage": None, "rounds": 6, "round_size": 1000, "max_rounds": 5, "threshold": 0.5,
@@ -228,25 +228,12 @@ def _run_pseudo(rec, steps, *, data, run_dir, cache_dir, progress, input_roots) 
 
 
 def _ensemble(rec, data, run_dir: Path, stages, trained) -> dict:
-    from .ensemble import combine
-    from .metrics import lwlrap
-    from .pipeline import stage_oof
+    from .pipeline import write_stage_tables
 
     method, rescale = rec.predict.get("ensemble", "mean"), bool(rec.predict.get("rescale", False))
-    ens = combine([stage_oof(run_dir, s, fnames=data.curated.fnames) for s in stages], method=method, rescale=rescale)
-    write_csv(run_dir / "oof_ensemble_curated.csv",
-              pd.concat([pd.DataFrame({"fname": data.curated.fnames}), pd.DataFrame(ens, columns=data.vocab)], axis=1))
-    rows = []
-    for s in trained:
-        m = json.loads((run_dir / s / "metrics.json").read_text())
-        cfg = json.loads((run_dir / s / "config.json").read_text())
-        rows.append({"stage": s, "model": cfg["model"], "train_on": cfg["train_on"],
-                     "n_selected": _n_rows(run_dir / s / "selected.csv"),
-                     "cv_lwlrap_curated": float(m["cv_lwlrap_curated"]), "cv_lwlrap_noisy": m["cv_lwlrap_noisy"]})
-    cv = float(lwlrap(data.curated.targets, ens))
-    write_csv(run_dir / "stages.csv", pd.DataFrame(rows + [{"stage": f"ensemble({'+'.join(stages)})", "model": "",
-                                                            "train_on": "", "n_selected": 0, "cv_lwlrap_curated": cv,
-                                                            "cv_lwlrap_noisy": None}]))
+    cv, rows = write_stage_tables(data, run_dir, ensemble=list(stages), listed=list(trained),
+                                  dirs={s: run_dir / s for s in {*stages, *trained}}, method=method, rescale=rescale)
+    rows = rows[:-1]
     return {"run": run_dir.name, "recipe": rec.name, "title": rec.title, "pipeline": rec.pipeline, "stages": rows,
             "ensemble_stages": list(stages), "ensemble": method, "rescale": rescale, "cv_lwlrap_ensemble": cv,
             "n_curated": len(data.curated.fnames), "n_noisy": len(data.noisy.fnames)}

@@ -13,7 +13,7 @@ Each clip's log-mel is (n_mels, frames); ``width`` = the training crop, ``cfg.cr
   so that clips of similar length share a batch (length bucketing). The cut depends only on the
   clip, never on the batch, so batched and one-by-one scores agree.
 
-Clips shorter than ``width`` frames are extended per the preset (``cfg.min_length``): the waveform
+Clips shorter than ``width`` frames are extended per the preset (``cfg.min_length``, ``repeat_below_seconds``): the waveform
 path extends the audio with :func:`fatlib.features.clip_wave`, like the cache; a shorter cached
 spectrogram is tiled ("repeat") or centred between frames at the clip's own floor ("pad": the value
 zero-padded audio takes after the 80 dB clamp).
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .errors import DataError
-from .features import MelConfig, normalize
+from .features import MelConfig, extend_mode, normalize
 
 TTA_SCHEMES = ("windows", "sequential", "full")
 DEFAULT_STEP_FRAMES = 48  # 12th place: windows at most 48 frames apart
@@ -115,7 +115,8 @@ def clip_crops(
     for clip, spec in zip(clips, specs):
         if cfg.normalize == "clip":
             spec = normalize(spec, cfg)
-        spec = extend_frames(spec, width_frames=cfg.crop_frames, mode=cfg.min_length)
+        mode = extend_mode(spec.shape[-1] * cfg.hop_length, cfg)
+        spec = extend_frames(spec, width_frames=cfg.crop_frames, mode=mode)
         plan = crop_plan(spec.shape[-1], tta=tta, width_frames=cfg.crop_frames, step_frames=step_frames,
                          quantum_frames=quantum_frames)
         out.extend((int(clip), spec[:, s : s + length]) for s, length in plan)

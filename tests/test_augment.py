@@ -227,3 +227,18 @@ def test_wave_ormixup_mixes_waveforms_before_the_log_mel():
     assert spec[50] > 0.3 * spec.max() and spec[400] > 0.3 * spec.max()  # both sounds are in the mix
     with pytest.raises(DataError, match="wave_augment"):
         apply_augment(cb, torch.zeros(2, 1, 8, 8), y)
+
+
+def test_freqshift_moves_whole_mel_rows_and_repeats_the_edge():
+    from fatlib.augment import freq_shift
+
+    n_mels = 40
+    x = torch.arange(n_mels, dtype=torch.float32).view(1, 1, n_mels, 1).repeat(64, 3, 1, 5)
+    out = freq_shift(x, generator=torch.Generator().manual_seed(0), max_shift=0.1, p=0.5)
+    shifts = n_mels // 2 - out[:, 0, n_mels // 2, 0]  # row r now holds row r - shift
+    assert shifts.abs().max() <= 4 and (shifts == 0).any() and (shifts > 0).any() and (shifts < 0).any()
+    for b in range(64):
+        s = int(shifts[b])
+        want = (torch.arange(n_mels) - s).clamp(0, n_mels - 1).float()
+        assert torch.equal(out[b, :, :, :], want.view(1, n_mels, 1).expand(3, n_mels, 5))
+    assert torch.equal(freq_shift(x, generator=torch.Generator(), max_shift=0.1, p=0.0), x)

@@ -240,3 +240,77 @@ def test_lean_path_trains_with_augmentations(cache, split, tiny_mel):
         learn.fit(10, 1e-2)
         after = learn.validate()[0]
     assert after < 0.8 * before, (before, after)
+
+
+@pytest.mark.parametrize("mode", ["cache", "wave"])
+def test_variable_length_segments_bucket_clips_of_similar_length(cache, split, tiny_mel, mode):
+    """crop_frames_max (3rd place: 8-15 s): each batch one length in [crop_frames, crop_frames_max], at most
+    its shortest clip; batches hold clips of similar length; lengths vary between batches and epochs."""
+    from fatlib.datasets import SegmentLoader, clip_lengths_frames
+
+    cfg = tiny_mel.replace(crop_frames=16, crop_frames_max=64)
+    rows = np.arange(12)
+    src = cache if mode == "cache" else split.paths()
+    dls = build_dataloaders([(src, rows, split.targets[rows])], [(src, rows[:2], split.targets[rows[:2]])],
+                            cfg=cfg, mode=mode, batch_size=3, mix_p=0.5 if mode == "cache" else 0.0)
+    dl = dls.train
+    assert isinstance(dl, SegmentLoader)
+    lengths = clip_lengths_frames(src, rows, cfg)
+    assert (lengths >= 16).all() and len(set(lengths.tolist())) > 3  # the clips differ in length
+    seen = set()
+    for _ in range(4):
+        idxs = dl.get_idxs()
+        assert sorted(i for i, _ in idxs) == list(range(12))  # every clip once per epoch
+        for k in range(0, 12, 3):
+            batch = idxs[k : k + 3]
+            frames = {f for _, f in batch}
+            assert len(frames) == 1  # one length per batch ...
+            f = frames.pop()
+            assert 16 <= f <= 64 and f <= max(16, lengths[[i for i, _ in batch]].min())  # ... within its clips
+            seen.add(f)
+        for k in range(0, 12, 3):  # neighbours in length share a batch: no other clip lies strictly between
+            members = [i for i, _ in idxs[k : k + 3]]
+            lo, hi = lengths[members].min(), lengths[members].max()
+            assert not [i for i in range(12) if i not in members and lo < lengths[i] < hi]
+    assert len(seen) > 1
+    shapes = set()
+    for b in dl:
+        x = b[0]
+        shapes.add(x.shape[-1])
+        want = (3, 1, cfg.n_mels) if mode == "cache" else (3,)
+        assert tuple(x.shape[: len(want)]) == want
+    if mode == "cache":
+        assert len(shapes) > 1 and all(16 <= s <= 64 for s in shapes)
+    else:
+        assert all(s >= wave_crop_samples(cfg, 16) for s in shapes)
+    assert dls.valid.one_batch()[0].shape[-1] == (16 if mode == "cache" else wave_crop_samples(cfg))
+
+
+def test_variable_length_segments_train_a_model(cache, split, tiny_mel):
+    import fastai.callback.progress  # noqa: F401  (Learner.no_bar)
+    from fastai.learner import Learner
+
+    from fatlib.losses import get_loss
+    from fatlib.models import create_model
+
+    cfg = tiny_mel.replace(crop_frames_max=80)
+    rows = np.arange(12)
+    dls = build_dataloaders([(cache, rows, split.targets[rows])], [(cache, rows, split.targets[rows])], cfg=cfg,
+                            batch_size=4, n_workers=2)
+    model = create_model("cnn_model_1", n_classes=split.targets.shape[1], in_channels=cfg.channels, width_mult=0.125)
+    learn = Learner(dls, model, loss_func=get_loss("bce"), cbs=input_callbacks(cfg))
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(2, 1e-3)
+    assert np.isfinite(learn.recorder.values[-1]).all()
+
+
+def test_segments_reach_every_part_of_a_concatenated_training_set(cache, split, tiny_mel):
+    cfg = tiny_mel.replace(crop_frames_max=80)
+    a, b = np.arange(6), np.arange(6, 12)
+    dls = build_dataloaders([(cache, a, split.targets[a]), (cache, b, split.targets[b])],
+                            [(cache, a[:2], split.targets[a[:2]])], cfg=cfg, batch_size=4)
+    ds = dls.train.dataset
+    for k in (0, 5, 6, 11):  # (index, frames) items go to the right part, cut to the length asked
+        x, _, y = ds[(k, 32)]
+        assert x.shape[-1] == 32 and torch.equal(y, torch.from_numpy(split.targets[k]))
+    assert sum(len(bt[0]) for bt in dls.train) == 12

@@ -213,3 +213,23 @@ def test_later_fields_keep_earlier_configs_and_keys():
         get_preset("cnn128", n_ffts=[512, 1024])
     with pytest.raises(DataError, match="min_seconds"):
         get_preset("cnn128", min_seconds=-1)
+
+
+def test_repeat_below_seconds_tiles_short_clips_and_pads_longer_ones():
+    """95th place: clips shorter than 1.5 s tiled to 3 s, clips of 1.5-3 s zero-padded."""
+    from fatlib.features import clip_wave, get_preset
+
+    cfg = get_preset("multires128").replace(trim_top_db=None)
+    sr = cfg.sample_rate
+    rng = np.random.default_rng(0)
+    short, mid = rng.standard_normal(sr).astype(np.float32), rng.standard_normal(2 * sr).astype(np.float32)
+    ys, ym = clip_wave(short, cfg), clip_wave(mid, cfg)
+    assert len(ys) == len(ym) == max(cfg.crop_samples, 3 * sr)
+    np.testing.assert_array_equal(ys[sr : 2 * sr], short)  # tiled: the clip again after itself
+    assert np.count_nonzero(ym == 0) >= len(ym) - 2 * sr  # padded with zeros
+    assert cfg.replace(repeat_below_seconds=None).min_length == "pad"
+    assert np.count_nonzero(clip_wave(short, cfg.replace(repeat_below_seconds=None)) == 0) >= 2 * sr - 1
+    with pytest.raises(Exception, match="repeat_below_seconds"):
+        cfg.replace(repeat_below_seconds=-1)
+    with pytest.raises(Exception, match="crop_frames_max"):
+        cfg.replace(crop_frames_max=cfg.crop_frames - 1)

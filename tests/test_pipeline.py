@@ -97,6 +97,7 @@ def test_stages_one_by_one(tiny_dataset, tmp_path, capsys):
     summary = stage_ensemble(data, run="s", weights_root=tmp_path, progress=False)
     table = pd.read_csv(tmp_path / "s" / "stages.csv")
     assert table["stage"].tolist() == ["stage1", "stage2", "stage3", "stage4", "ensemble(stage2+stage3+stage4)"]
+    assert table.columns.tolist() == ["stage", "model", "train_on", "n_selected", "cv_lwlrap_curated", "cv_lwlrap_noisy"]
     assert table["n_selected"].tolist()[2:4] == [len(sel3), len(sel4)]
     oof = pd.read_csv(tmp_path / "s" / "oof_ensemble_curated.csv")
     assert oof["fname"].tolist() == data.curated.fnames

@@ -45,6 +45,9 @@ def mini_dataset(tmp_path_factory) -> Path:
                         noise_rate=0.3, max_seconds=2.0, seed=0)
 
 
+STAGE_COLUMNS = ["stage", "model", "train_on", "n_selected", "cv_lwlrap_curated", "cv_lwlrap_noisy"]
+
+
 @pytest.mark.parametrize("name", list_recipes())
 def test_every_recipe_runs_end_to_end(name, mini_dataset, tmp_path):
     res, rec = _run(name, mini_dataset, tmp_path)
@@ -60,6 +63,8 @@ def test_every_recipe_runs_end_to_end(name, mini_dataset, tmp_path):
                 assert cfg[key] == value, (stage, key)
         if f"select {stage}" in steps:
             assert cfg["train_on"] == "curated+selected" and (run_dir / stage / "selected.csv").exists()
+    table = pd.read_csv(run_dir / "stages.csv")  # the same table as warmup's (one writer)
+    assert table.columns.tolist() == STAGE_COLUMNS and table["stage"].tolist()[:-1] == trained
     sub = pd.read_csv(run_dir / "submission.csv")
     assert len(sub) == 8 and sub.columns[0] == "fname"
     test = json.loads((run_dir / "test.json").read_text())
