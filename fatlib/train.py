@@ -92,7 +92,7 @@ class StageConfig:
     cache_jobs: int | None = None  # processes building the feature cache (None: every core)
     tta_step_frames: int | None = None
     auto_scale: bool = True
-    min_steps: int = 600
+    min_steps: int = 500
     init_bias: bool = True
     keep: str = "last"
     pct_start: float = 0.25
@@ -102,7 +102,7 @@ class StageConfig:
     schedule: str = "one_cycle"
     wave_effects: dict = field(default_factory=dict)
     wave_p: float = 0.75
-    channels_last: bool = False  # model and inputs in channels-last memory format (fastest with CUDA + AMP)
+    channels_last: bool = False  # model and inputs in channels-last memory format on GPUs (always on CPUs: faster there)
 
     def __post_init__(self):
         self.validate()
@@ -336,7 +336,7 @@ def _make_learner(inp: _Inputs, cfg: StageConfig, k: int, parts, stage_dir: Path
     from .weights import check_compatible, load_into, read_metadata
 
     mel = inp.mel
-    if device.type == "cuda":
+    if device.type == "cuda" and mel.crop_frames_max is None:
         torch.backends.cudnn.benchmark = True  # fixed crop sizes: let cuDNN pick the fastest kernels once
     valid_rows = np.flatnonzero(inp.cur_folds == k)
     mode = "wave" if cfg.wave_augment else "cache"
@@ -359,7 +359,7 @@ def _make_learner(inp: _Inputs, cfg: StageConfig, k: int, parts, stage_dir: Path
     elif cfg.init_bias:
         init_output_bias(model, np.concatenate([y for _, _, y in parts]))
     fold_cbs = input_callbacks(mel, mode=mode) + [get_augment(name, seed=cfg.seed * 1000 + k) for name in cfg.augment]
-    fold_cbs += [ChannelsLast()] if cfg.channels_last else []
+    fold_cbs += [ChannelsLast()] if cfg.channels_last or device.type == "cpu" else []  # CPU: ~1.2x faster steps
     fold_cbs += [EpochLog(log, prefix=f"{cfg.name} fold {k + 1}/{cfg.n_folds} ")]
     if is_main_process() or not _data_parallel(cfg):  # one writer of the fold's history
         fold_cbs += [CSVLogger(fname=f"fold{k}_history.csv")]
@@ -838,8 +838,8 @@ def add_stage_arguments(p: argparse.ArgumentParser, *, stage: str | None = None)
                    help=f"DataLoader worker processes; 0 loads in the training process ({d('n_workers')}: one per "
                    f"CPU core, at most {MAX_WORKERS})")
     p.add_argument("--channels-last", action="store_true",
-                   help="model and inputs in channels-last memory format, faster on recent GPUs with mixed precision "
-                   "(default: off)")
+                   help="model and inputs in channels-last memory format on a GPU, faster on recent GPUs with mixed "
+                   "precision (default: off on GPUs; always on when training on the CPU, where it is faster)")
     p.add_argument("--wave-augment", action="store_true",
                    help="on-the-fly waveforms with WaveAugment (default: random crops of the feature cache)")
     p.add_argument("--fold-parallel", action="store_true",
