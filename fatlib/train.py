@@ -92,7 +92,7 @@ class StageConfig:
     cache_jobs: int | None = None  # processes building the feature cache (None: every core)
     tta_step_frames: int | None = None
     auto_scale: bool = True
-    min_steps: int = 500
+    min_steps: int = 600
     init_bias: bool = True
     keep: str = "last"
     pct_start: float = 0.25
