@@ -193,7 +193,7 @@ def test_kill_then_ctrl_c_then_resume_with_progress_bars(tmp_path, tiny_dataset,
     n_shards = lambda: len(list(parts.glob("shard-*.npz"))) if parts.is_dir() else 0  # noqa: E731
 
     # 1. kill -9 once some shards are written: the pool workers must die with their parent
-    run = _Terminal(cmd, _env(tmp_path, SHARD_DELAY=0.4))
+    run = _Terminal(cmd, _env(tmp_path, SHARD_DELAY=1.0))
     _wait_for(lambda: n_shards() >= 2, 180, "the first shards")
     workers = _children(run.proc.pid)
     assert len(workers) == 2, workers
@@ -204,7 +204,7 @@ def test_kill_then_ctrl_c_then_resume_with_progress_bars(tmp_path, tiny_dataset,
     written = n_shards()
 
     # 2. Ctrl-C (SIGINT to the terminal's process group) after one more shard: stops within seconds
-    run = _Terminal(cmd, _env(tmp_path, SHARD_DELAY=0.4))
+    run = _Terminal(cmd, _env(tmp_path, SHARD_DELAY=1.0))
     _wait_for(lambda: n_shards() > written, 120, "a shard of the second run")
     workers = _children(run.proc.pid)
     os.killpg(run.proc.pid, signal.SIGINT)
