@@ -292,6 +292,11 @@ class SegmentLoader(DeviceLoader):
             idxs.extend((int(i), frames) for i in b)
         return idxs
 
+    def new(self, dataset=None, cls=None, **kwargs):
+        if cls is None:  # fastai's copies (e.g. get_preds on the training set) keep the segments
+            kwargs = {"lengths": self.lengths, "min_frames": self.min_frames, "max_frames": self.max_frames, **kwargs}
+        return super().new(dataset, cls, **kwargs)
+
     def create_batch(self, b):
         shortest = min(item[0].shape[-1] for item in b)
         b = [(item[0][..., :shortest], *item[1:]) for item in b]

@@ -314,3 +314,5 @@ def test_segments_reach_every_part_of_a_concatenated_training_set(cache, split, 
         x, _, y = ds[(k, 32)]
         assert x.shape[-1] == 32 and torch.equal(y, torch.from_numpy(split.targets[k]))
     assert sum(len(bt[0]) for bt in dls.train) == 12
+    copy = dls.train.new(shuffle=False, drop_last=False)  # fastai's copies keep the segments
+    assert sum(len(bt[0]) for bt in copy) == 12 and {f for _, f in copy.get_idxs()} == {32}
