@@ -93,27 +93,29 @@ def test_two_processes_finish_every_stage_with_one_cache(runs):
         assert not list(d.glob("*.tmp"))
 
 
+def _compare(runs, stage: str) -> tuple[str, float, Path, Path]:
+    """The 2-process run's log of ``stage``, the largest out-of-fold difference to the 1-process run,
+    and both run folders."""
+    two, one = runs[0] / "r", runs[1] / "r"
+    diff = float(np.abs(_oof(two, stage) - _oof(one, stage)).max())
+    return (two / stage / "log.txt").read_text(), diff, two, one
+
+
 @pytest.mark.slow
 def test_fold_parallel_trains_each_fold_once_as_one_process_would(runs):
-    two, one, _ = runs
-    two, one = two / "r", one / "r"
-    log = (two / "stage1" / "log.txt").read_text()
+    log, diff, _, _ = _compare(runs, "stage1")
     assert "2 processes, fold parallel" in log
     for k in (1, 2):
         assert log.count(f"stage1 fold {k}/2: training") == 1, log
         assert log.count(f"stage1 fold {k}/2 done") == 1, log
-    diff = np.abs(_oof(two, "stage1") - _oof(one, "stage1")).max()
     assert diff <= TOL_FOLD_PARALLEL, diff
 
 
 @pytest.mark.slow
 def test_data_parallel_predictions_close_to_one_process(runs):
-    two, one, _ = runs
-    two, one = two / "r", one / "r"
-    log = (two / "stage2" / "log.txt").read_text()
+    log, diff, two, one = _compare(runs, "stage2")
     assert "2 processes, data parallel" in log
     assert log.count("stage2 fold 1/2: training") == 1  # rank 0 alone writes the log
-    diff = np.abs(_oof(two, "stage2") - _oof(one, "stage2")).max()
     assert diff <= TOL_DATA_PARALLEL, diff
     m2 = json.loads((two / "stage2" / "metrics.json").read_text())
     m1 = json.loads((one / "stage2" / "metrics.json").read_text())
