@@ -323,6 +323,11 @@ class FatData:
     test_targets: np.ndarray | None = None
     test_usage: np.ndarray | None = None
 
+    @property
+    def n_train_clips(self) -> int:
+        """Training clips (curated + noisy): the data set size auto scaling goes by."""
+        return len(self.curated.fnames) + len(self.noisy.fnames)
+
     @classmethod
     def from_dir(cls, data_dir=None, *, check_files=True) -> FatData:
         """Load and validate a data directory (see the module docstring for the layout).

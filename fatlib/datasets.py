@@ -72,12 +72,15 @@ class CropDataset(Dataset):
 
     ``device_input``: items are (x float16 (1, feature_rows, crop_frames) dB as cached, stats float32 (2,)
     the whole clip's (mean, std) (zeros unless ``cfg.normalize == "clip"``), y float32), for
-    :class:`CacheToInput` to normalise on the device; the sound mix happens in dB first, as above."""
+    :class:`CacheToInput` to normalise on the device; the sound mix happens in dB first, as above.
+
+    ``mix_p``: share of training items mixed as sounds (power sum of the log-mels) with 1..``mix_max``
+    other clips (uniform count, distinct clips, each at -``mix_gain_db``..+``mix_gain_db``), labels joined."""
 
     def __init__(self, cache, rows, targets, *, cfg: MelConfig, train: bool = True, mix_p: float = 0.0,
-                 mix_gain_db: float = 6.0, device_input: bool = False):
+                 mix_max: int = 1, mix_gain_db: float = 6.0, device_input: bool = False):
         self.cache, self.cfg, self.train, self.device_input = cache, cfg, train, bool(device_input)
-        self.mix_p, self.mix_gain_db = float(mix_p), float(mix_gain_db)
+        self.mix_p, self.mix_max, self.mix_gain_db = float(mix_p), int(mix_max), float(mix_gain_db)
         self.rows, self.targets = _check_rows(rows, targets, len(cache), f"CropDataset({cache_name(cache)})")
         lengths = np.asarray(cache.lengths)[self.rows]
         short = np.flatnonzero(lengths < cfg.crop_frames)
@@ -104,13 +107,14 @@ class CropDataset(Dataset):
         x, y = self._crop(i, np.float16 if self.device_input else np.float32, frames), self.targets[i]
         stats = None if self.stats is None else self.stats[i : i + 1]
         if self.train and self.mix_p > 0 and len(self) > 1 and np.random.random() < self.mix_p:
-            j = (i + np.random.randint(1, len(self))) % len(self)  # another clip, mixed as sounds (power sum)
-            gain = np.random.uniform(-self.mix_gain_db, self.mix_gain_db)
-            other = self._crop(j, frames=x.shape[1])
-            t = min(x.shape[1], other.shape[1])  # a shorter partner shortens the segment
-            x = x[:, :t].astype(np.float32)
-            x = 10 * np.log10(10 ** (x / 10) + 10 ** ((other[:, :t] + gain) / 10))
-            y = np.maximum(y, self.targets[j])
+            partners = np.random.randint(1, min(self.mix_max, len(self) - 1) + 1)
+            for j in (i + 1 + np.random.choice(len(self) - 1, partners, replace=False)) % len(self):
+                gain = np.random.uniform(-self.mix_gain_db, self.mix_gain_db)  # other clips, mixed as sounds
+                other = self._crop(j, frames=x.shape[1])
+                t = min(x.shape[1], other.shape[1])  # a shorter partner shortens the segment
+                x = x[:, :t].astype(np.float32)
+                x = 10 * np.log10(10 ** (x / 10) + 10 ** ((other[:, :t] + gain) / 10))  # power sum
+                y = np.maximum(y, self.targets[j])
             stats = None if stats is None else np.array([clip_stats(x)], np.float32)
         y = torch.from_numpy(np.ascontiguousarray(y))
         if self.device_input:
@@ -342,7 +346,7 @@ class Concat(ConcatDataset):
 
 
 def make_dataset(parts, *, cfg: MelConfig, mode: str = "cache", train: bool = True, augment=None,
-                 mix_p: float = 0.0, device_input: bool = False) -> Dataset:
+                 mix_p: float = 0.0, mix_max: int = 1, device_input: bool = False) -> Dataset:
     """One dataset over ``parts``: a list of (source, rows, targets); the source is a FeatureCache in
     "cache" mode, a list of audio paths in "wave" mode. ``mix_p``: sound mix share of each training
     part, ``device_input``: float16 crops to normalise on the device (cache mode, see :class:`CropDataset`)."""
@@ -351,7 +355,7 @@ def make_dataset(parts, *, cfg: MelConfig, mode: str = "cache", train: bool = Tr
     if not parts:
         raise DataError("make_dataset: no parts given; pass at least one (source, rows, targets).")
     if mode == "cache":
-        dss = [CropDataset(src, rows, y, cfg=cfg, train=train, mix_p=mix_p, device_input=device_input)
+        dss = [CropDataset(src, rows, y, cfg=cfg, train=train, mix_p=mix_p, mix_max=mix_max, device_input=device_input)
                for src, rows, y in parts]
     else:
         dss = [WaveDataset(src, rows, y, cfg=cfg, train=train, augment=augment) for src, rows, y in parts]
@@ -369,6 +373,7 @@ def build_dataloaders(
     augment=None,
     device=None,
     mix_p: float = 0.0,
+    mix_max: int = 1,
     device_input: bool = True,
 ) -> DataLoaders:
     """fastai DataLoaders for (train, valid) parts (see ``make_dataset``); add
@@ -381,7 +386,7 @@ def build_dataloaders(
     ``cfg.crop_frames_max``: training batches of variable-length segments (:class:`SegmentLoader`)."""
     if batch_size < 1 or n_workers < 0:
         raise DataError(f"batch_size={batch_size}, n_workers={n_workers}: need batch_size >= 1, n_workers >= 0.")
-    train_ds = make_dataset(train_parts, cfg=cfg, mode=mode, train=True, augment=augment, mix_p=mix_p,
+    train_ds = make_dataset(train_parts, cfg=cfg, mode=mode, train=True, augment=augment, mix_p=mix_p, mix_max=mix_max,
                             device_input=device_input)
     valid_ds = make_dataset(valid_parts, cfg=cfg, mode=mode, train=False, device_input=device_input)
     if len(train_ds) < 2:

@@ -123,12 +123,14 @@ def warmup_stage(
     found = require_stages(run_dir, sorted(needs), needed_by=stage, roots=roots)
     sel_path = run_dir / stage / "selected.csv" if plan["rule"] else None
     rec = load_recipe(recipe)
-    cfg = StageConfig.from_dict({
-        **rec.stage_fields(stage), **({"model": model} if model else {}), **overrides,
+    given = {**({"model": model} if model else {}), **overrides}
+    fields = {
+        **rec.stage_fields(stage, n_dataset=data.n_train_clips, given=given), **given,
         "name": stage, "train_on": plan["train_on"],
         "init_from": plan["init_from"] and str(run_dir / plan["init_from"]),
         "selection_csv": sel_path and str(sel_path),
-    })
+    }
+    cfg = StageConfig.from_dict(fields)
     cfg = folds_for_data(cfg, data)
     if distrib.is_main_process():  # one writer; the other processes of a job wait, then read
         roots.adopt_stage(run_dir / stage)  # an earlier session's finished folds of this stage: resume after them
@@ -144,7 +146,7 @@ def warmup_stage(
         raise DataError(f"warmup_stage({stage!r}): selection={selection} given, but only stage3 and stage4 select.")
     distrib.barrier()
     return train_stage(cfg, data, run_dir=run_dir, cache_dir=cache_dir, progress=progress, folds=folds, cbs=cbs,
-                       input_roots=roots.inputs)
+                       input_roots=roots.inputs, note=rec.small_data_note(stage, data.n_train_clips, given))
 
 
 def _write_selection(frame: pd.DataFrame, path: Path, *, n_folds: int) -> None:
@@ -292,7 +294,7 @@ def _cli(args) -> int:
     if args.stage4_threshold is not None:
         selection["stage4"] = {"threshold": args.stage4_threshold}
     data = FatData.from_dir(args.data)
-    args.run = run_name(args)
+    args.run = run_name(args, n_dataset=data.n_train_clips)
     _check_outputs(args, data, model=model, over=over)
     common = dict(run=args.run, recipe=args.recipe, model=model, weights_root=args.weights, cache_dir=args.cache_dir,
                   progress=not args.quiet, input_roots=args.input_roots)
@@ -326,8 +328,9 @@ def _check_outputs(args, data, *, model, over) -> None:
         check_writable(run_dir, what="run folder (--weights/--run)")
         return
     first = args.stage if args.stage in STAGES else "stage1"
-    cfg = StageConfig.from_dict({**load_recipe(args.recipe).stage_fields(first), **({"model": model} if model else {}),
-                                 **over, "name": first})
+    given = {**({"model": model} if model else {}), **over}
+    cfg = StageConfig.from_dict({**load_recipe(args.recipe).stage_fields(first, n_dataset=data.n_train_clips, given=given),
+                                 **given, "name": first})
     check_stage_outputs(cfg, data, run_dir=run_dir, cache_dir=args.cache_dir, input_roots=args.input_roots,
                         n_stages=1 if args.stage in STAGES else len(STAGES))
 

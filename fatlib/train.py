@@ -66,8 +66,8 @@ class StageConfig:
     training clips (a model that starts out knowing which classes are rare; not with ``init_from``).
     ``keep``: the weights of the "last" epoch, or of the "best" by validation lwlrap.
     ``sound_mix_p``: share of training clips mixed, as sounds (power sum of the two log-mels, at
-    -6..+6 dB), with another clip of the same part, the labels joined: teaches overlapping sounds
-    (fatlib's addition, not in the write-ups; feature-cache path; 0: off)."""
+    -6..+6 dB), with 1..``sound_mix_max`` other clips of the same part, the labels joined: teaches
+    overlapping sounds (fatlib's addition, not in the write-ups; feature-cache path; 0: off)."""
 
     name: str
     model: str = "cnn_model_1"
@@ -98,6 +98,7 @@ class StageConfig:
     pct_start: float = 0.25
     grad_clip: float | None = None
     sound_mix_p: float = 0.5
+    sound_mix_max: int = 1
     fold_parallel: bool = False  # launched as W processes: process r trains folds r, r+W, ... (fatlib.distrib)
     schedule: str = "one_cycle"
     wave_effects: dict = field(default_factory=dict)
@@ -130,6 +131,8 @@ class StageConfig:
             bad(f"pct_start={self.pct_start}, grad_clip={self.grad_clip}", "need 0 <= pct_start < 1 and grad_clip > 0 or None")
         if not 0 <= self.sound_mix_p <= 1:
             bad(f"sound_mix_p={self.sound_mix_p}", "use a share in [0, 1] (0: off)")
+        if isinstance(self.sound_mix_max, bool) or not isinstance(self.sound_mix_max, int) or self.sound_mix_max < 1:
+            bad(f"sound_mix_max={self.sound_mix_max!r}", "use a whole number of other clips >= 1")
         if self.schedule not in SCHEDULES:
             bad(f"schedule={self.schedule!r}", f"use one of {SCHEDULES}")
         if not 0 <= self.wave_p <= 1:
@@ -305,7 +308,7 @@ def folds_for_data(cfg: StageConfig, data) -> StageConfig:
         return cfg
     from .autoscale import scale_folds
 
-    n_folds = scale_folds(cfg.n_folds, n_dataset=len(data.curated.fnames) + len(data.noisy.fnames))
+    n_folds = scale_folds(cfg.n_folds, n_dataset=data.n_train_clips)
     return cfg if n_folds == cfg.n_folds else cfg.replace(n_folds=n_folds)
 
 
@@ -350,7 +353,7 @@ def _make_learner(inp: _Inputs, cfg: StageConfig, k: int, parts, stage_dir: Path
     per_process = max(1, cfg.batch_size // distrib.world_size()) if _data_parallel(cfg) else cfg.batch_size
     dls = build_dataloaders(parts, [(valid_src, valid_rows, inp.cur_y[valid_rows])], cfg=mel, mode=mode,
                             batch_size=per_process, n_workers=cfg.n_workers, augment=wave_aug, device=device,
-                            mix_p=cfg.sound_mix_p)
+                            mix_p=cfg.sound_mix_p, mix_max=cfg.sound_mix_max)
     model = create_model(cfg.model, n_classes=len(inp.vocab), in_channels=mel.channels, **cfg.model_kwargs)
     if cfg.init_from:
         path = Path(cfg.init_from) / f"fold{k}.safetensors"
@@ -537,7 +540,7 @@ def _check_before_writing(cfg: StageConfig, data, *, stage_dir: Path, todo: list
         raise DataError(f"init_from={cfg.init_from!r}: no such stage folder; train that stage first or fix the path.")
     kwargs = dict(cfg.model_kwargs)
     if cfg.auto_scale and "width_mult" not in kwargs:  # the width effective_config will choose
-        kwargs["width_mult"] = dataset_width(len(data.curated.fnames) + len(data.noisy.fnames))
+        kwargs["width_mult"] = dataset_width(data.n_train_clips)
     model = create_model(cfg.model, n_classes=len(data.vocab), in_channels=cfg.mel_config().channels, **kwargs)
     for k in todo:
         if not fold_done(stage_dir, k):
@@ -547,7 +550,7 @@ def _check_before_writing(cfg: StageConfig, data, *, stage_dir: Path, todo: list
 
 
 def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = True, folds=None,
-                cbs=(), input_roots=()) -> StageResult | None:
+                cbs=(), input_roots=(), note: str | None = None) -> StageResult | None:
     """Train (or finish) stage ``cfg`` on ``data`` (a FatData) in ``run_dir/cfg.name``; see the module doc.
 
     ``progress``: bars in a terminal or notebook, plain lines elsewhere (:mod:`fatlib.progress`);
@@ -556,8 +559,8 @@ def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = 
     stage's outputs are written once every fold is done). ``cbs``: extra fastai callbacks for every
     fold's Learner (a CSVLogger, W&B, TensorBoard, ...). ``input_roots``: earlier sessions' outputs
     (fatlib.runs.Roots), read-only: init_from and caches are read there, and this stage's finished
-    folds are copied from there first. Returns None until every fold is done, and on processes other
-    than the main one.
+    folds are copied from there first. ``note``: a line logged before the settings (e.g. why the model
+    is not the recipe's). Returns None until every fold is done, and on processes other than the main one.
 
     Launched as several processes (``torchrun`` / ``accelerate launch``, :mod:`fatlib.distrib`), each
     fold is trained by all of them together (data parallel), or with ``cfg.fold_parallel`` process r
@@ -592,6 +595,8 @@ def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = 
         how = ""
         if distrib.use_distributed():
             how = f"; {distrib.world_size()} processes, " + ("fold parallel" if cfg.fold_parallel else "data parallel")
+        if note:
+            log(note)
         log(f"{cfg.name}: {cfg.model}, {chosen}{how}")
     bars = progress and bars_enabled()
     pending = [k for k in todo if not fold_done(stage_dir, k)]  # the same list on every process
@@ -689,7 +694,7 @@ def json_arg(text: str | None, *, flag: str):
 STAGE_OPTIONS = (
     ("model", "model"), ("preset", "preset"), ("loss", "loss"), ("augment", "augment"), ("epochs", "epochs"),
     ("lr", "lr"), ("batch_size", "batch_size"), ("n_folds", "n_folds"), ("seed", "seed"), ("workers", "n_workers"),
-    ("keep", "keep"), ("auto_scale", "auto_scale"), ("sound_mix", "sound_mix_p"),
+    ("keep", "keep"), ("auto_scale", "auto_scale"), ("sound_mix", "sound_mix_p"), ("sound_mix_max", "sound_mix_max"),
 )
 
 
@@ -709,35 +714,45 @@ def stage_overrides(args) -> dict:
     return over
 
 
-def run_name(args) -> str:
-    """``--run``, else the model's name (``--model``, else the recipe's): the notebooks' run names, so
-    the headless commands and the inference kernel's defaults agree."""
+def run_name(args, *, n_dataset: int | None = None) -> str:
+    """``--run``, else the model's name (``--model``, else the recipe's for a data set of ``n_dataset``
+    clips): the notebooks' run names, so the headless commands and the inference kernel's defaults agree."""
     if args.run:
         return args.run
     if getattr(args, "model", None):
         return args.model
     from .recipes import load_recipe
 
-    return load_recipe(args.recipe).stage_fields(getattr(args, "stage", None) or "stage").get("model", "cnn_model_1")
+    given = {k: v for k, v in {"auto_scale": getattr(args, "auto_scale", None),
+                                "preset": getattr(args, "preset", None)}.items() if v is not None}
+    fields = load_recipe(args.recipe).stage_fields(getattr(args, "stage", None) or "stage", n_dataset=n_dataset,
+                                                   given=given)
+    return fields.get("model", "cnn_model_1")
 
 
-def config_from_args(args) -> StageConfig:
-    """A StageConfig from the recipe (``--recipe``; its ``[stages.<stage>]`` when the stage is one of
-    its stages), then ``--config`` (JSON), then the options given on the command line."""
-    from .recipes import load_recipe
-
-    recipe = load_recipe(args.recipe)
-    name = args.stage or "stage"
-    base = {"name": name, **recipe.stage_fields(name)}
-    if args.config:
-        base.update(StageConfig.load(args.config).to_dict())
+def _given(args, *, n_dataset: int | None = None) -> dict:
+    """The StageConfig fields ``--config`` and the options set, on top of the recipe's."""
+    config = StageConfig.load(args.config).to_dict() if args.config else {}
     over = {**stage_overrides(args), "train_on": args.train_on, "selection_csv": args.selection}
     if args.stage:
         over["name"] = args.stage
     if args.init_from:
         p = Path(args.init_from)
-        over["init_from"] = str(p if p.is_dir() else Path(args.weights) / run_name(args) / args.init_from)
-    return StageConfig.from_dict({**base, **{k: v for k, v in over.items() if v is not None}})
+        over["init_from"] = str(p if p.is_dir() else Path(args.weights) / run_name(args, n_dataset=n_dataset)
+                                / args.init_from)
+    return {**config, **{k: v for k, v in over.items() if v is not None}}
+
+
+def config_from_args(args, *, n_dataset: int | None = None) -> StageConfig:
+    """A StageConfig from the recipe (``--recipe``; its ``[stages.<stage>]`` when the stage is one of
+    its stages; its ``[small_data]`` on a data set of ``n_dataset`` clips below ``SMALL_DATA_CLIPS``),
+    then ``--config`` (JSON), then the options given on the command line."""
+    from .recipes import load_recipe
+
+    name = args.stage or "stage"
+    given = _given(args, n_dataset=n_dataset)
+    return StageConfig.from_dict({"name": name, **load_recipe(args.recipe).stage_fields(name, n_dataset=n_dataset,
+                                                                                        given=given), **given})
 
 
 def check_stage_outputs(cfg, data, *, run_dir, cache_dir, input_roots=(), n_stages: int = 1) -> None:
@@ -752,7 +767,7 @@ def check_stage_outputs(cfg, data, *, run_dir, cache_dir, input_roots=(), n_stag
     mel = cfg.mel_config()
     kwargs = dict(cfg.model_kwargs)
     if cfg.auto_scale and "width_mult" not in kwargs:  # the width auto scaling will choose
-        kwargs["width_mult"] = dataset_width(len(data.curated.fnames) + len(data.noisy.fnames))
+        kwargs["width_mult"] = dataset_width(data.n_train_clips)
     fold = weights_bytes(create_model(cfg.model, n_classes=len(data.vocab), in_channels=mel.channels, **kwargs))
     out = Path(run_dir) if n_stages > 1 else Path(run_dir) / cfg.name
     check_writable(out, expected_bytes=fold * cfg.n_folds * n_stages, largest_file_bytes=fold,
@@ -766,13 +781,16 @@ def check_stage_outputs(cfg, data, *, run_dir, cache_dir, input_roots=(), n_stag
 
 def _cli(args) -> int:
     from .data import FatData
+    from .recipes import load_recipe
 
-    cfg = config_from_args(args)
     data = FatData.from_dir(args.data)
-    run_dir = Path(args.weights) / run_name(args)
+    cfg = config_from_args(args, n_dataset=data.n_train_clips)
+    recipe = load_recipe(args.recipe)
+    note = recipe.small_data_note(args.stage or "stage", data.n_train_clips, _given(args, n_dataset=data.n_train_clips))
+    run_dir = Path(args.weights) / run_name(args, n_dataset=data.n_train_clips)
     check_stage_outputs(cfg, data, run_dir=run_dir, cache_dir=args.cache_dir, input_roots=args.input_roots)
     res = train_stage(cfg, data, run_dir=run_dir, cache_dir=args.cache_dir,
-                      progress=not args.quiet, folds=args.folds, input_roots=args.input_roots)
+                      progress=not args.quiet, folds=args.folds, input_roots=args.input_roots, note=note)
     if res is not None:  # None: folds left to train, or not the main process
         print(result_line(cfg.name, res))
     return 0
@@ -787,10 +805,15 @@ def _recipe_default(field: str, stage: str | None = None) -> str:
     """The default a stage option takes: the default recipe's value, else StageConfig's."""
     from .recipes import DEFAULT_RECIPE, load_recipe
 
-    fields = load_recipe(DEFAULT_RECIPE).stage_fields(stage)
+    from .autoscale import SMALL_DATA_CLIPS
+
+    recipe = load_recipe(DEFAULT_RECIPE)
+    fields = recipe.stage_fields(stage)
+    text = lambda value: " ".join(map(str, value)) if isinstance(value, list) else str(value)  # noqa: E731
     if field in fields:
-        value = fields[field]
-        return f"{' '.join(map(str, value)) if isinstance(value, list) else value} (recipe {DEFAULT_RECIPE})"
+        small = f"; {text(recipe.small_data[field])} on data sets under {SMALL_DATA_CLIPS:,} clips, see --no-auto-scale" \
+            if field in recipe.small_data else ""
+        return f"{text(fields[field])} (recipe {DEFAULT_RECIPE}{small})"
     spec = StageConfig.__dataclass_fields__[field]
     return str(spec.default if spec.default_factory is dataclasses.MISSING else spec.default_factory())
 
@@ -823,8 +846,9 @@ def add_stage_arguments(p: argparse.ArgumentParser, *, stage: str | None = None)
     p.add_argument("--batch-size", type=int, default=None,
                    help=f"clips per batch; with auto scaling at most this many ({d('batch_size')})")
     p.add_argument("--no-auto-scale", dest="auto_scale", action="store_const", const=False, default=None,
-                   help="train with exactly the batch size, lr, epochs and width given (default: scale them to the "
-                   "data set size and print what was chosen)")
+                   help="train with exactly the recipe's (or given) model, features, batch size, lr, epochs and width "
+                   "(default: scale them to the data set size, with the recipe's [small_data] model and features "
+                   "under 1,500 clips, and print what was chosen)")
     p.add_argument("--n-folds", type=int, default=None, help=f"K of the K-fold split of curated ({d('n_folds')})")
     p.add_argument("--folds", type=int, nargs="+", default=None,
                    help="train only these fold indices, e.g. --folds 0 to run or time one fold (default: every fold)")
@@ -833,6 +857,9 @@ def add_stage_arguments(p: argparse.ArgumentParser, *, stage: str | None = None)
     p.add_argument("--sound-mix", type=float, default=None, metavar="P",
                    help=f"share of training clips mixed with another clip as sounds, labels joined; 0: off "
                    f"({d('sound_mix_p')})")
+    p.add_argument("--sound-mix-max", type=int, default=None, metavar="N",
+                   help=f"a mixed clip gets 1..N other clips (uniform), e.g. 2 for 2-3-sound mixtures "
+                   f"({d('sound_mix_max')})")
     p.add_argument("--seed", type=int, default=None, help=f"training seed (augmentations, initialisation; {d('seed')})")
     p.add_argument("--workers", type=int, default=None,
                    help=f"DataLoader worker processes; 0 loads in the training process ({d('n_workers')}: one per "

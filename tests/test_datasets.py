@@ -75,6 +75,22 @@ def test_sound_mix_sums_powers_and_joins_labels(cache, split, tiny_mel):
     np.testing.assert_array_equal(valid[0][1].numpy(), [1, 0])  # never mixed at validation
 
 
+def test_sound_mix_of_several_clips(cache, split, tiny_mel):
+    rows = np.arange(4)
+    eye = np.eye(4, dtype=np.float32)
+    ds = CropDataset(cache, rows, eye, cfg=tiny_mel, train=True, mix_p=1.0, mix_max=2)
+    np.random.seed(0)
+    counts = [int(ds[i % 4][1].sum()) for i in range(80)]
+    assert set(counts) == {2, 3}  # 1 or 2 other clips, each distinct from the clip and from each other
+    assert all(ds[i][1][i] == 1 for i in range(4))  # the clip itself is always in its mix
+    one = CropDataset(cache, rows, eye, cfg=tiny_mel, train=True, mix_p=1.0)  # mix_max 1: pairs only
+    assert {int(one[i % 4][1].sum()) for i in range(40)} == {2}
+    from fatlib.train import StageConfig
+
+    with pytest.raises(DataError, match="sound_mix_max"):
+        StageConfig(name="s", sound_mix_max=0)
+
+
 def test_train_crops_are_random(cache, split, tiny_mel):
     long_row = int(np.argmax(cache.lengths))
     assert cache.lengths[long_row] > tiny_mel.crop_frames + 4

@@ -103,3 +103,24 @@ def test_stages_one_by_one(tiny_dataset, tmp_path, capsys):
     assert oof["fname"].tolist() == data.curated.fnames
     assert summary["model"] == "cnn_model_1" and summary["cv_lwlrap_ensemble"] == pytest.approx(
         table["cv_lwlrap_curated"].iloc[-1])
+
+
+@pytest.mark.slow
+def test_small_data_set_gets_the_small_data_setup(tiny_dataset, tmp_path):
+    """With auto scaling, a data set under 1,500 clips trains the default recipe's [small_data] model and
+    features, and the stage's log says so; naming the model keeps the recipe's own set-up."""
+    from fatlib.data import FatData
+    from fatlib.pipeline import warmup_stage
+
+    data = FatData.from_dir(tiny_dataset)
+    kw = dict(weights_root=tmp_path, cache_dir=tmp_path / "cache", progress=False, epochs=1, n_folds=2, min_steps=1,
+              model_kwargs={"width_mult": 0.125}, cache_jobs=1, folds=[0])
+    assert warmup_stage("stage1", data, run="auto", **kw) is None  # fold 1 left to train
+    cfg = json.loads((tmp_path / "auto" / "stage1" / "config.json").read_text())
+    assert (cfg["model"], cfg["preset"], cfg["auto_scale"]) == ("xresnet18", "multires128", True)
+    log = (tmp_path / "auto" / "stage1" / "log.txt").read_text()
+    assert f"small data set ({data.n_train_clips} clips < 1500): model xresnet18, preset multires128" in log
+    warmup_stage("stage1", data, run="mine", model="cnn_model_1", **{**kw, "mel": {"n_mels": 32, "crop_frames": 32}})
+    cfg = json.loads((tmp_path / "mine" / "stage1" / "config.json").read_text())
+    assert (cfg["model"], cfg["preset"]) == ("cnn_model_1", "cnn128")
+    assert "small data set" not in (tmp_path / "mine" / "stage1" / "log.txt").read_text()

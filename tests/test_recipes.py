@@ -25,8 +25,8 @@ def test_every_recipe_gives_valid_stage_configs(name):
 
     rec = load_recipe(name)
     assert rec.title and rec.pipeline in ("warmup", "single", "pseudo_label")
-    for stage in [None, *rec.stage_names()]:
-        fields = rec.stage_fields(stage)
+    for stage, n_dataset in [(None, None), (None, 100), *[(s, n) for s in rec.stage_names() for n in (None, 100)]]:
+        fields = rec.stage_fields(stage, n_dataset=n_dataset)  # 100 clips: with the [small_data] table
         if fields.get("train_on") == "curated+selected":  # the run writes the selection before the stage
             fields["selection_csv"] = "selected.csv"
         cfg = StageConfig.from_dict({"name": stage or "stage", **fields})
@@ -71,6 +71,51 @@ def test_recipe_file_feeds_the_command_line(tmp_path):
     args = build_parser().parse_args(["train-stage", "--run", "r", "--recipe", str(mine), "--stage", "s2", "--lr", "0.5"])
     cfg = config_from_args(args)
     assert (cfg.epochs, cfg.lr, cfg.name) == (3, 0.5, "s2")  # the stage's table, then the option
+
+
+@pytest.mark.parametrize("argv, n_dataset, model, preset", [
+    ([], 417, "xresnet18", "multires128"),  # a few hundred clips: the [small_data] set-up
+    ([], 1499, "xresnet18", "multires128"),
+    ([], 1500, "cnn_model_1", "cnn128"),  # FSDKaggle2019-sized: the recipe's own
+    ([], None, "cnn_model_1", "cnn128"),  # size unknown (e.g. --help)
+    (["--no-auto-scale"], 417, "cnn_model_1", "cnn128"),
+    (["--model", "cnn_model_1"], 417, "cnn_model_1", "cnn128"),  # your model: the recipe's features
+    (["--preset", "dense64"], 417, "cnn_model_1", "dense64"),
+    (["--lr", "0.01", "--augment", "specmix"], 417, "xresnet18", "multires128"),  # other options keep it
+])
+def test_small_data_table_of_the_default_recipe(tmp_path, argv, n_dataset, model, preset):
+    from fatlib.cli import build_parser
+    from fatlib.train import config_from_args, run_name
+
+    rec = load_recipe("12th_place")
+    assert rec.small_data == {"model": "xresnet18", "preset": "multires128", "augment": ["mixup"]}
+    for command in (["train-stage"], ["warmup", "--stage", "stage2"]):
+        args = build_parser().parse_args([*command, *argv])
+        if command[0] == "train-stage":
+            cfg = config_from_args(args, n_dataset=n_dataset)
+            assert (cfg.model, cfg.preset) == (model, preset)
+            assert cfg.augment == (["specmix"] if "specmix" in argv else ["mixup"] if model == "xresnet18"
+                                   else rec.stage["augment"])
+        assert run_name(args, n_dataset=n_dataset) == model  # the run folder is named after the model trained
+    args = build_parser().parse_args(["train-stage", *argv])
+    note = rec.small_data_note("stage", n_dataset, {"model": "cnn_model_1"} if "--model" in argv else
+                               {"preset": "dense64"} if "--preset" in argv else
+                               {"auto_scale": False} if "--no-auto-scale" in argv else {})
+    assert (note is not None) == (model == "xresnet18")
+    if note:
+        assert note.startswith(f"small data set ({n_dataset} clips < 1500): model xresnet18, preset multires128, "
+                               "augment mixup")
+    config = tmp_path / "c.json"  # --config counts as given, as an option does
+    config.write_text('{"name": "s", "auto_scale": false}')
+    args = build_parser().parse_args(["train-stage", "--config", str(config)])
+    assert config_from_args(args, n_dataset=417).model == "cnn_model_1"
+
+
+def test_small_data_table_is_checked(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\n[stage]\nmodel = "cnn_model_1"\n[small_data]\nmodle = "xresnet18"\n')
+    with pytest.raises(DataError, match=r"\[small_data\] has unknown StageConfig fields \['modle'\]"):
+        load_recipe(bad)
 
 
 @pytest.mark.parametrize("command", ["train-stage", "warmup", "predict", "cache", "select", "kaggle-dataset",

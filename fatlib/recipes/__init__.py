@@ -12,7 +12,12 @@ pseudo-labelling, TTA and ensemble of one write-up. Its tables:
   ``rule`` (``fatlib.select.RULES``) and ``sources`` (the stages whose outputs it reads);
 - ``[pseudo]`` ("pseudo_label" recipes): ``from_stage``, ``rounds``, ``round_size``, ``max_rounds``,
   ``threshold``, ``init_from_previous`` (see ``fatlib.recipe_run``);
-- ``[predict]``: ``tta``, ``stages``, ``ensemble``, ``rescale``.
+- ``[predict]``: ``tta``, ``stages``, ``ensemble``, ``rescale``;
+- ``[small_data]``: StageConfig fields that replace the stage's on a data set of fewer than
+  ``fatlib.autoscale.SMALL_DATA_CLIPS`` clips (curated + noisy) when auto scaling is on, below
+  ``--config`` and the command-line options (``train-stage``, ``warmup``; ``python -m fatlib run``
+  runs a recipe as written). The default recipe's: the model and features that learned best from a
+  few hundred real clips (README, "Real audio").
 
 In a "single" or "pseudo_label" recipe the ``[stages.<name>]`` tables run in file order; ``init_from``
 there may name an earlier stage. ``python -m fatlib run RECIPE`` runs a whole recipe
@@ -34,7 +39,7 @@ from ..errors import DataError
 DEFAULT_RECIPE = "12th_place"
 HERE = Path(__file__).resolve().parent
 PIPELINES = ("warmup", "single", "pseudo_label")
-TOP_KEYS = {"name", "title", "pipeline", "stage", "stages", "selection", "predict", "notes", "pseudo"}
+TOP_KEYS = {"name", "title", "pipeline", "stage", "stages", "selection", "predict", "notes", "pseudo", "small_data"}
 SELECTION_KEYS = {"rule", "sources", "threshold", "max_per_fold_label", "n_best", "max_per_class", "round_size",
                   "max_rounds"}
 PSEUDO_KEYS = {"from_stage", "rounds", "round_size", "max_rounds", "threshold", "init_from_previous"}
@@ -68,10 +73,40 @@ class Recipe:
     selection: dict = field(default_factory=dict)
     predict: dict = field(default_factory=dict)
     pseudo: dict = field(default_factory=dict)
+    small_data: dict = field(default_factory=dict)
 
-    def stage_fields(self, stage: str | None = None) -> dict[str, Any]:
-        """StageConfig fields of ``stage``: ``[stage]`` with ``[stages.<stage>]`` on top."""
+    def stage_fields(self, stage: str | None = None, *, n_dataset: int | None = None,
+                     given: dict | None = None) -> dict[str, Any]:
+        """StageConfig fields of ``stage``: ``[stage]`` with ``[stages.<stage>]`` on top, then
+        ``[small_data]`` where :meth:`uses_small_data` says so (``given``: the fields the caller puts on top)."""
+        fields = self._own(stage)
+        if self.uses_small_data(stage, n_dataset, given):
+            fields.update(self.small_data)
+        return fields
+
+    def _own(self, stage: str | None) -> dict:
         return {**self.stage, **(self.stages.get(stage, {}) if stage else {})}
+
+    def uses_small_data(self, stage: str | None, n_dataset: int | None, given: dict | None = None) -> bool:
+        """Whether ``[small_data]`` replaces the stage's fields on a data set of ``n_dataset`` clips (None:
+        unknown, no): under ``SMALL_DATA_CLIPS`` clips, with auto scaling on, and neither ``model`` nor
+        ``preset`` ``given`` (a model of your choice keeps the recipe's features, and the other way round)."""
+        from ..autoscale import SMALL_DATA_CLIPS
+
+        given = given or {}
+        return (bool(self.small_data) and n_dataset is not None and n_dataset < SMALL_DATA_CLIPS
+                and {**self._own(stage), **given}.get("auto_scale", True) is not False
+                and not {"model", "preset"} & set(given))
+
+    def small_data_note(self, stage: str | None, n_dataset: int | None, given: dict | None = None) -> str | None:
+        """One line for the log saying what ``[small_data]`` changed (None when it does not apply)."""
+        from ..autoscale import SMALL_DATA_CLIPS
+
+        if not self.uses_small_data(stage, n_dataset, given):
+            return None
+        what = ", ".join(f"{k} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in self.small_data.items())
+        return (f"small data set ({n_dataset} clips < {SMALL_DATA_CLIPS}): {what} (recipe {self.name}'s [small_data]; "
+                "--model/--preset or --no-auto-scale for the recipe's own)")
 
     def stage_names(self) -> list[str]:
         return list(self.stages)
@@ -111,6 +146,7 @@ def load_recipe(name_or_path: str | os.PathLike | Recipe = DEFAULT_RECIPE) -> Re
 
     fields = set(StageConfig.__dataclass_fields__)
     tables = [("stage", raw.get("stage", {}))] + [(f"stages.{k}", v) for k, v in raw.get("stages", {}).items()]
+    tables.append(("small_data", raw.get("small_data", {})))
     for where, table in tables:
         unknown(where, table, fields, "StageConfig fields")
     unknown("predict", raw.get("predict", {}), PREDICT_KEYS, "keys")
@@ -125,7 +161,8 @@ def load_recipe(name_or_path: str | os.PathLike | Recipe = DEFAULT_RECIPE) -> Re
     return Recipe(name=raw.get("name", path.stem), path=path, title=raw.get("title", ""), pipeline=pipeline,
                   stage=dict(raw.get("stage", {})), stages={k: dict(v) for k, v in raw.get("stages", {}).items()},
                   selection={k: dict(v) for k, v in raw.get("selection", {}).items()},
-                  predict=dict(raw.get("predict", {})), pseudo=dict(raw.get("pseudo", {})))
+                  predict=dict(raw.get("predict", {})), pseudo=dict(raw.get("pseudo", {})),
+                  small_data=dict(raw.get("small_data", {})))
 
 
 def _parse_value(text: str):
