@@ -803,9 +803,8 @@ def result_line(name: str, res: StageResult) -> str:
 
 def _recipe_default(field: str, stage: str | None = None) -> str:
     """The default a stage option takes: the default recipe's value, else StageConfig's."""
-    from .recipes import DEFAULT_RECIPE, load_recipe
-
     from .autoscale import SMALL_DATA_CLIPS
+    from .recipes import DEFAULT_RECIPE, load_recipe
 
     recipe = load_recipe(DEFAULT_RECIPE)
     fields = recipe.stage_fields(stage)
