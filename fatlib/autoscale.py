@@ -12,10 +12,7 @@ smaller data picks, from the number of training clips per fold:
 - ``width_mult`` (when the model options leave it unset): from the size of the whole data set, so
   every stage of one run gets the same model and stage k can start from stage k-1;
 - ``n_folds`` (:func:`scale_folds`, before the folds are made): at most ``SMALL_DATA_FOLDS`` under
-  ``SMALL_DATA_CLIPS`` clips: validation folds of 80+ clips, and half the training time of 10 folds;
-- model, features and augmentation: under ``SMALL_DATA_CLIPS`` clips a recipe's ``[small_data]`` table
-  (:mod:`fatlib.recipes`; the default recipe's: the 95th place's XResNet-18 on multires128 log-mels
-  with mixup), unless the model or the preset is given.
+  ``SMALL_DATA_CLIPS`` clips: validation folds of 80+ clips, and half the training time of 10 folds.
 
 Measured on the real-audio benchmark (``benchmarks/real_audio.py``); the figures are in the README.
 """

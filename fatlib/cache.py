@@ -4,8 +4,7 @@ Layout in ``cache_dir`` for a split ``name`` and a hash ``h`` of (MelConfig.key(
 mtimes)::
 
     <name>-<h>.f16          every clip's (n_mels, frames) block, C order, one after the other
-    <name>-<h>.json         index: fnames, lengths (frames), sound_lengths (frames of the clip's own sound,
-                            before padding/tiling), offsets (elements), n_mels, cfg
+    <name>-<h>.json         index: fnames, lengths (frames), offsets (elements), n_mels, cfg
     <name>-<h>.parts/       while building: shards of SHARD_SIZE clips, each written atomically
     <name>-<h>.lock         while building: the lock that lets one process build (fatlib.filelock)
 
@@ -62,12 +61,10 @@ def _compute_shard(paths: list[str], cfg_dict: dict, shard_path: str) -> list[st
     that the build goes on and reports every bad clip of the split at once.
     """
     cfg = MelConfig.from_dict(cfg_dict)
-    specs, sounds, bad = [], [], []
+    specs, bad = [], []
     for p in paths:
         try:
-            spec, n_sound = clip_features(p, cfg, with_sound_frames=True)
-            specs.append(spec.astype(DTYPE))
-            sounds.append(n_sound)
+            specs.append(clip_features(p, cfg).astype(DTYPE))
         except AudioError as e:
             bad.append(str(e))
     if bad:
@@ -75,7 +72,7 @@ def _compute_shard(paths: list[str], cfg_dict: dict, shard_path: str) -> list[st
     lengths = np.array([s.shape[1] for s in specs], dtype=np.int64)
     data = np.concatenate([s.ravel() for s in specs])
     with atomic_path(shard_path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, data=data, lengths=lengths, sound_lengths=np.array(sounds, dtype=np.int64))
+        np.savez(f, data=data, lengths=lengths)
     return []
 
 
@@ -105,8 +102,6 @@ class FeatureCache:
         self.cfg = MelConfig.from_dict(index["cfg"])
         self.fnames: list[str] = list(index["fnames"])
         self.lengths = np.asarray(index["lengths"], dtype=np.int64)
-        # frames of each clip's own sound before padding/tiling (older caches: all of it)
-        self.sound_lengths = np.asarray(index.get("sound_lengths", index["lengths"]), dtype=np.int64)
         self.offsets = np.asarray(index["offsets"], dtype=np.int64)
         self.n_mels = int(index["n_mels"])
         self.data_path = self.index_path.with_suffix(".f16")
@@ -274,19 +269,16 @@ def _single_thread_blas():
 def _assemble(shard_paths: list[Path], index_path: Path, paths: list[Path], cfg: MelConfig) -> None:
     """Stream the shards into ``<stem>.f16`` (atomically), then write the index (atomically, last)."""
     lengths: list[int] = []
-    sounds: list[int] = []
     with atomic_path(index_path.with_suffix(".f16")) as tmp, open(tmp, "wb") as f:
         for sp in shard_paths:
             with np.load(sp) as z:
                 f.write(np.ascontiguousarray(z["data"], dtype=DTYPE).tobytes())
                 lengths.extend(int(n) for n in z["lengths"])
-                # a shard of an older build (resumed) has no sound lengths: its clips count as all sound
-                sounds.extend(int(n) for n in z["sound_lengths" if "sound_lengths" in z.files else "lengths"])
     sizes = np.asarray(lengths, dtype=np.int64) * cfg.feature_rows
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     write_json(index_path, {
         "format": FORMAT_VERSION, "cfg": cfg.to_dict(), "n_mels": cfg.feature_rows, "dtype": "float16",
-        "fnames": [p.name for p in paths], "lengths": lengths, "sound_lengths": sounds, "offsets": offsets.tolist(),
+        "fnames": [p.name for p in paths], "lengths": lengths, "offsets": offsets.tolist(),
         "total": int(sizes.sum()),
     })
 

@@ -75,9 +75,7 @@ class CropDataset(Dataset):
     :class:`CacheToInput` to normalise on the device; the sound mix happens in dB first, as above.
 
     ``mix_p``: share of training items mixed as sounds (power sum of the log-mels) with 1..``mix_max``
-    other clips (uniform count, distinct clips, each at -``mix_gain_db``..+``mix_gain_db``), labels joined;
-    a partner shorter than the crop is its own sound once, at a random offset (the cache's
-    ``sound_lengths``), not its padded or tiled copy."""
+    other clips (uniform count, distinct clips, each at -``mix_gain_db``..+``mix_gain_db``), labels joined."""
 
     def __init__(self, cache, rows, targets, *, cfg: MelConfig, train: bool = True, mix_p: float = 0.0,
                  mix_max: int = 1, mix_gain_db: float = 6.0, device_input: bool = False):
@@ -85,7 +83,6 @@ class CropDataset(Dataset):
         self.mix_p, self.mix_max, self.mix_gain_db = float(mix_p), int(mix_max), float(mix_gain_db)
         self.rows, self.targets = _check_rows(rows, targets, len(cache), f"CropDataset({cache_name(cache)})")
         lengths = np.asarray(cache.lengths)[self.rows]
-        self.sound_lengths = np.asarray(getattr(cache, "sound_lengths", cache.lengths))[self.rows]
         short = np.flatnonzero(lengths < cfg.crop_frames)
         if len(short):
             raise DataError(
@@ -105,33 +102,18 @@ class CropDataset(Dataset):
         off = crop_offset(spec.shape[1], t, train=self.train)
         return np.array(spec[:, off : off + t], dtype=dtype)  # a copy, never a view of the memory map
 
-    def _mix_in(self, x: np.ndarray, j: int, gain_db: float) -> np.ndarray:
-        """``x`` (dB) with clip ``j``'s sound added as power at ``gain_db``: a sound shorter than ``x``
-        once at a random offset, as it would sound in a recording (not its padded or tiled copy);
-        a longer one a random crop of it, as long as ``x`` or, where the clip is shorter, shortening ``x``."""
-        n_sound = int(self.sound_lengths[j])
-        if n_sound < x.shape[1]:
-            spec = self.cache[int(self.rows[j])]
-            at = np.random.randint(0, x.shape[1] - n_sound + 1)
-            part, other = x[:, at : at + n_sound], np.asarray(spec[:, :n_sound], dtype=np.float32)
-        else:
-            other = self._crop(j, frames=x.shape[1])
-            x = x[:, : other.shape[1]]  # a shorter partner shortens the segment
-            at, part = 0, x
-        x = x.copy()
-        x[:, at : at + part.shape[1]] = 10 * np.log10(10 ** (part / 10) + 10 ** ((other + gain_db) / 10))
-        return x
-
     def __getitem__(self, i):
         i, frames = split_index(i)
         x, y = self._crop(i, np.float16 if self.device_input else np.float32, frames), self.targets[i]
         stats = None if self.stats is None else self.stats[i : i + 1]
         if self.train and self.mix_p > 0 and len(self) > 1 and np.random.random() < self.mix_p:
             partners = np.random.randint(1, min(self.mix_max, len(self) - 1) + 1)
-            x = x.astype(np.float32)
             for j in (i + 1 + np.random.choice(len(self) - 1, partners, replace=False)) % len(self):
                 gain = np.random.uniform(-self.mix_gain_db, self.mix_gain_db)  # other clips, mixed as sounds
-                x = self._mix_in(x, j, gain)
+                other = self._crop(j, frames=x.shape[1])
+                t = min(x.shape[1], other.shape[1])  # a shorter partner shortens the segment
+                x = x[:, :t].astype(np.float32)
+                x = 10 * np.log10(10 ** (x / 10) + 10 ** ((other[:, :t] + gain) / 10))  # power sum
                 y = np.maximum(y, self.targets[j])
             stats = None if stats is None else np.array([clip_stats(x)], np.float32)
         y = torch.from_numpy(np.ascontiguousarray(y))
@@ -150,7 +132,6 @@ class CacheSubset:
         self.cfg = cache.cfg
         self.fnames = [cache.fnames[i] for i in self.rows]
         self.lengths = np.asarray(cache.lengths)[self.rows]
-        self.sound_lengths = np.asarray(getattr(cache, "sound_lengths", cache.lengths))[self.rows]
 
     def __len__(self) -> int:
         return len(self.rows)

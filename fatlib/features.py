@@ -357,11 +357,6 @@ def clip_wave(path_or_y, cfg: MelConfig, *, min_samples: int | None = None) -> n
     The one implementation of these steps: :func:`clip_features` (the cache), ``fatlib.predict``
     (features from audio) and ``fatlib.datasets.WaveDataset`` (on-the-fly training) all call it.
     """
-    return _extend(clip_sound(path_or_y, cfg), cfg, min_samples=min_samples)
-
-
-def clip_sound(path_or_y, cfg: MelConfig) -> np.ndarray:
-    """The first steps of :func:`clip_wave`: the clip loaded and trimmed, not extended (the sound as it is)."""
     _check_cfg(cfg)
     if isinstance(path_or_y, (str, os.PathLike)):
         y = load_audio(path_or_y, sample_rate=cfg.sample_rate)
@@ -369,10 +364,6 @@ def clip_sound(path_or_y, cfg: MelConfig) -> np.ndarray:
         y = path_or_y
     if cfg.trim_top_db is not None:
         y = trim_silence(y, top_db=cfg.trim_top_db)
-    return y
-
-
-def _extend(y: np.ndarray, cfg: MelConfig, *, min_samples: int | None = None) -> np.ndarray:
     want = cfg.crop_samples if min_samples is None else min_samples
     if cfg.min_seconds is not None:  # a minimum length independent of the crop (95th place: 3 s)
         want = max(want, cfg.min_samples)
@@ -387,16 +378,10 @@ def extend_mode(n_samples: int, cfg: MelConfig) -> str:
     return cfg.min_length
 
 
-def clip_features(path_or_y, cfg: MelConfig, *, with_sound_frames: bool = False):
+def clip_features(path_or_y, cfg: MelConfig) -> np.ndarray:
     """What the feature cache stores for a clip (a waveform or an audio path): :func:`clip_wave`
-    (trim, extend to ``cfg.crop_samples``), then :func:`log_mel`. Returns (n_mels, frames) float32 dB;
-    with ``with_sound_frames`` also the frames the sound itself covers before it was extended (the
-    first ones: padding and tiling come after it), for the sound mix to place it once."""
-    y = clip_sound(path_or_y, cfg)
-    spec = log_mel(_extend(y, cfg), cfg)
-    if not with_sound_frames:
-        return spec
-    return spec, min(spec.shape[1], 1 + len(y) // cfg.hop_length)
+    (trim, extend to ``cfg.crop_samples``), then :func:`log_mel`. Returns (n_mels, frames) float32 dB."""
+    return log_mel(clip_wave(path_or_y, cfg), cfg)
 
 
 def clip_stats(spec) -> tuple[float, float]:

@@ -91,38 +91,6 @@ def test_sound_mix_of_several_clips(cache, split, tiny_mel):
         StageConfig(name="s", sound_mix_max=0)
 
 
-def test_a_short_partner_is_mixed_in_once_not_tiled(tmp_path, tiny_mel):
-    """A partner shorter than the crop adds its own sound once, at a random offset: the frames outside
-    it are the clip's own, whatever the cache holds there (its tiled or padded copy)."""
-    import soundfile as sf
-
-    from fatlib.cache import FeatureCache
-
-    cfg = tiny_mel.replace(min_length="repeat", normalize="none", trim_top_db=None)
-    sr, hop = cfg.sample_rate, cfg.hop_length
-    rng = np.random.default_rng(0)
-    paths = []
-    for name, seconds in (("long.wav", 1.0), ("short.wav", 0.1)):  # 1 s > the 32-frame crop; 0.1 s: 9 frames
-        paths.append(tmp_path / name)
-        sf.write(paths[-1], (0.3 * rng.standard_normal(int(seconds * sr))).astype(np.float32), sr)
-    cache = FeatureCache.build(paths, cfg, cache_dir=tmp_path / "cache", name="c", n_jobs=1, progress=False)
-    n_short = 1 + int(0.1 * sr) // hop
-    assert cache.sound_lengths.tolist() == [cache.lengths[0], n_short]
-    assert cache.lengths[1] >= cfg.crop_frames > n_short  # the cache holds the tiled copy
-    ds = CropDataset(cache, [0, 1], np.eye(2, dtype=np.float32), cfg=cfg, train=True, mix_p=1.0, mix_gain_db=0.0)
-    own = np.asarray(cache[0], dtype=np.float32)
-    starts = set()
-    for seed in range(12):
-        np.random.seed(seed)
-        off = np.random.randint(0, own.shape[1] - cfg.crop_frames + 1)  # the draws of ds[0], replayed
-        np.random.seed(seed)
-        x = ds[0][0][0].numpy()
-        changed = np.flatnonzero(np.abs(x - own[:, off : off + cfg.crop_frames]).max(axis=0) > 1e-3)
-        assert 0 < len(changed) <= n_short and changed[-1] - changed[0] < n_short  # one stretch of the sound
-        starts.add(int(changed[0]))
-    assert len(starts) > 3  # at random places
-
-
 def test_train_crops_are_random(cache, split, tiny_mel):
     long_row = int(np.argmax(cache.lengths))
     assert cache.lengths[long_row] > tiny_mel.crop_frames + 4
