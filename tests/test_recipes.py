@@ -88,12 +88,14 @@ def test_small_data_table_of_the_default_recipe(tmp_path, argv, n_dataset, model
     from fatlib.train import config_from_args, run_name
 
     rec = load_recipe("12th_place")
-    assert rec.small_data == {"model": "xresnet18", "preset": "multires128", "augment": ["mixup"]}
+    assert rec.small_data == {"model": "xresnet18", "preset": "multires128", "augment": ["mixup"], "loss": "lsep",
+                              "min_steps": 740}
     for command in (["train-stage"], ["warmup", "--stage", "stage2"]):
         args = build_parser().parse_args([*command, *argv])
         if command[0] == "train-stage":
             cfg = config_from_args(args, n_dataset=n_dataset)
             assert (cfg.model, cfg.preset) == (model, preset)
+            assert (cfg.loss, cfg.min_steps) == (("lsep", 740) if model == "xresnet18" else ("bce", 600))
             assert cfg.augment == (["specmix"] if "specmix" in argv else ["mixup"] if model == "xresnet18"
                                    else rec.stage["augment"])
         assert run_name(args, n_dataset=n_dataset) == model  # the run folder is named after the model trained
@@ -104,7 +106,7 @@ def test_small_data_table_of_the_default_recipe(tmp_path, argv, n_dataset, model
     assert (note is not None) == (model == "xresnet18")
     if note:
         assert note.startswith(f"small data set ({n_dataset} clips < 1500): model xresnet18, preset multires128, "
-                               "augment mixup")
+                               "augment mixup, loss lsep, min_steps 740")
     config = tmp_path / "c.json"  # --config counts as given, as an option does
     config.write_text('{"name": "s", "auto_scale": false}')
     args = build_parser().parse_args(["train-stage", "--config", str(config)])
