@@ -40,6 +40,10 @@ def test_small_data_sets_get_fewer_folds():
     class Data:
         curated, noisy = Split(300), Split(117)
 
+        @property
+        def n_train_clips(self):  # as FatData's
+            return len(self.curated.fnames) + len(self.noisy.fnames)
+
     cfg = StageConfig(name="s", n_folds=10)
     assert folds_for_data(cfg, Data()).n_folds == 5
     assert folds_for_data(cfg.replace(auto_scale=False), Data()).n_folds == 10
