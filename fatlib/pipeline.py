@@ -125,7 +125,7 @@ def warmup_stage(
     rec = load_recipe(recipe)
     given = {**({"model": model} if model else {}), **overrides}
     fields = {
-        **rec.stage_fields(stage, n_dataset=data.n_train_clips, given=given), **given,
+        **rec.stage_fields(stage, n_dataset=data.n_train_clips, given=given),
         "name": stage, "train_on": plan["train_on"],
         "init_from": plan["init_from"] and str(run_dir / plan["init_from"]),
         "selection_csv": sel_path and str(sel_path),
@@ -330,7 +330,7 @@ def _check_outputs(args, data, *, model, over) -> None:
     first = args.stage if args.stage in STAGES else "stage1"
     given = {**({"model": model} if model else {}), **over}
     cfg = StageConfig.from_dict({**load_recipe(args.recipe).stage_fields(first, n_dataset=data.n_train_clips, given=given),
-                                 **given, "name": first})
+                                 "name": first})
     check_stage_outputs(cfg, data, run_dir=run_dir, cache_dir=args.cache_dir, input_roots=args.input_roots,
                         n_stages=1 if args.stage in STAGES else len(STAGES))
 

@@ -723,10 +723,8 @@ def run_name(args, *, n_dataset: int | None = None) -> str:
         return args.model
     from .recipes import load_recipe
 
-    given = {k: v for k, v in {"auto_scale": getattr(args, "auto_scale", None),
-                                "preset": getattr(args, "preset", None)}.items() if v is not None}
     fields = load_recipe(args.recipe).stage_fields(getattr(args, "stage", None) or "stage", n_dataset=n_dataset,
-                                                   given=given)
+                                                   given=stage_overrides(args))
     return fields.get("model", "cnn_model_1")
 
 
@@ -743,16 +741,17 @@ def _given(args, *, n_dataset: int | None = None) -> dict:
     return {**config, **{k: v for k, v in over.items() if v is not None}}
 
 
-def config_from_args(args, *, n_dataset: int | None = None) -> StageConfig:
+def config_from_args(args, *, n_dataset: int | None = None, given: dict | None = None) -> StageConfig:
     """A StageConfig from the recipe (``--recipe``; its ``[stages.<stage>]`` when the stage is one of
     its stages; its ``[small_data]`` on a data set of ``n_dataset`` clips below ``SMALL_DATA_CLIPS``),
-    then ``--config`` (JSON), then the options given on the command line."""
+    then ``--config`` (JSON), then the options given on the command line (``given``: those two, when
+    the caller has them already)."""
     from .recipes import load_recipe
 
     name = args.stage or "stage"
-    given = _given(args, n_dataset=n_dataset)
+    given = _given(args, n_dataset=n_dataset) if given is None else given
     return StageConfig.from_dict({"name": name, **load_recipe(args.recipe).stage_fields(name, n_dataset=n_dataset,
-                                                                                        given=given), **given})
+                                                                                        given=given)})
 
 
 def check_stage_outputs(cfg, data, *, run_dir, cache_dir, input_roots=(), n_stages: int = 1) -> None:
@@ -784,10 +783,11 @@ def _cli(args) -> int:
     from .recipes import load_recipe
 
     data = FatData.from_dir(args.data)
-    cfg = config_from_args(args, n_dataset=data.n_train_clips)
-    recipe = load_recipe(args.recipe)
-    note = recipe.small_data_note(args.stage or "stage", data.n_train_clips, _given(args, n_dataset=data.n_train_clips))
-    run_dir = Path(args.weights) / run_name(args, n_dataset=data.n_train_clips)
+    n = data.n_train_clips
+    given = _given(args, n_dataset=n)
+    cfg = config_from_args(args, n_dataset=n, given=given)
+    note = load_recipe(args.recipe).small_data_note(args.stage or "stage", n, given)
+    run_dir = Path(args.weights) / run_name(args, n_dataset=n)
     check_stage_outputs(cfg, data, run_dir=run_dir, cache_dir=args.cache_dir, input_roots=args.input_roots)
     res = train_stage(cfg, data, run_dir=run_dir, cache_dir=args.cache_dir,
                       progress=not args.quiet, folds=args.folds, input_roots=args.input_roots, note=note)
@@ -804,15 +804,14 @@ def result_line(name: str, res: StageResult) -> str:
 def _recipe_default(field: str, stage: str | None = None) -> str:
     """The default a stage option takes: the default recipe's value, else StageConfig's."""
     from .autoscale import SMALL_DATA_CLIPS
-    from .recipes import DEFAULT_RECIPE, load_recipe
+    from .recipes import DEFAULT_RECIPE, load_recipe, show_value
 
     recipe = load_recipe(DEFAULT_RECIPE)
     fields = recipe.stage_fields(stage)
-    text = lambda value: " ".join(map(str, value)) if isinstance(value, list) else str(value)  # noqa: E731
     if field in fields:
-        small = f"; {text(recipe.small_data[field])} on data sets under {SMALL_DATA_CLIPS:,} clips, see --no-auto-scale" \
-            if field in recipe.small_data else ""
-        return f"{text(fields[field])} (recipe {DEFAULT_RECIPE}{small})"
+        small = f"; {show_value(recipe.small_data[field])} on data sets under {SMALL_DATA_CLIPS:,} clips, see " \
+            "--no-auto-scale" if field in recipe.small_data else ""
+        return f"{show_value(fields[field])} (recipe {DEFAULT_RECIPE}{small})"
     spec = StageConfig.__dataclass_fields__[field]
     return str(spec.default if spec.default_factory is dataclasses.MISSING else spec.default_factory())
 

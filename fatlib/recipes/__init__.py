@@ -57,6 +57,11 @@ def _toml():
     return tomllib
 
 
+def show_value(value) -> str:
+    """A recipe value as the command line writes it (lists space-separated)."""
+    return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
 def list_recipes() -> list[str]:
     """Names of the recipes shipped with fatlib."""
     return sorted(p.stem for p in HERE.glob("*.toml"))
@@ -78,11 +83,11 @@ class Recipe:
     def stage_fields(self, stage: str | None = None, *, n_dataset: int | None = None,
                      given: dict | None = None) -> dict[str, Any]:
         """StageConfig fields of ``stage``: ``[stage]`` with ``[stages.<stage>]`` on top, then
-        ``[small_data]`` where :meth:`uses_small_data` says so (``given``: the fields the caller puts on top)."""
+        ``[small_data]`` where :meth:`uses_small_data` says so, then the ``given`` fields (options, --config)."""
         fields = self._own(stage)
         if self.uses_small_data(stage, n_dataset, given):
             fields.update(self.small_data)
-        return fields
+        return {**fields, **(given or {})}
 
     def _own(self, stage: str | None) -> dict:
         return {**self.stage, **(self.stages.get(stage, {}) if stage else {})}
@@ -104,7 +109,7 @@ class Recipe:
 
         if not self.uses_small_data(stage, n_dataset, given):
             return None
-        what = ", ".join(f"{k} {' '.join(map(str, v)) if isinstance(v, list) else v}" for k, v in self.small_data.items())
+        what = ", ".join(f"{k} {show_value(v)}" for k, v in self.small_data.items())
         return (f"small data set ({n_dataset} clips < {SMALL_DATA_CLIPS}): {what} (recipe {self.name}'s [small_data]; "
                 "--model/--preset or --no-auto-scale for the recipe's own)")
 
