@@ -404,3 +404,20 @@ def test_multisample_dropout(name):
         create_model(name, **kw, multisample_dropout=-1)
     with pytest.raises(ModelError, match="multisample_p=1"):
         create_model(name, **kw, multisample_dropout=2, multisample_p=1)
+
+
+def test_shallow_cnn_3rd_residual_variant():
+    """The write-up's "5-6 resnet blocks": 5 residual blocks, each adding a 1x1 conv-BN shortcut."""
+    model = meta_model("shallow_cnn_3rd", in_channels=1, freq_encoding=True, residual=True)
+    widths = [2, 32, 48, 64, 96, 128]
+    shortcuts = sum(ci * co + bn_params(co) for ci, co in zip(widths[:-1], widths[1:]))
+    expected = conv_bn_pairs(widths, 9) + shortcuts + head_params(336, 256, 80)
+    assert expected == 639_216
+    assert count_parameters(model) == expected
+    torch.manual_seed(0)
+    small = create_model("shallow_cnn_3rd", n_classes=3, in_channels=1, width_mult=SMALL, residual=True)
+    out = small(torch.randn(2, 1, 32, 40))
+    out.sum().backward()
+    assert all(p.grad is not None for p in small.parameters())
+    with pytest.raises(ModelError, match="residual='yes'"):
+        create_model("shallow_cnn_3rd", residual="yes")
