@@ -421,3 +421,21 @@ def test_shallow_cnn_3rd_residual_variant():
     assert all(p.grad is not None for p in small.parameters())
     with pytest.raises(ModelError, match="residual='yes'"):
         create_model("shallow_cnn_3rd", residual="yes")
+
+
+def test_parameter_counts_of_every_model_at_its_published_input():
+    from fatlib.models import parameter_counts, published_input
+
+    counts = parameter_counts()
+    assert list(counts) == list_models()
+    assert published_input("cnn_model_1") == {"in_channels": 3}
+    assert published_input("shallow_cnn_3rd") == {"in_channels": 1, "freq_encoding": True}
+    for name, n in counts.items():
+        assert n == count_parameters(meta_model(name, **published_input(name))), name
+    # the hand formulas above: CNN-model-1 on 3 channels, the 3rd place's CNN on 1 + frequency encoding
+    cnn1 = sum(conv_params(ci, co, 3, True) + bn_params(co)
+               for ci, co in zip([3, 64, 64, 128, 128, 256, 256, 512], [64, 64, 128, 128, 256, 256, 512, 512]))
+    assert counts["cnn_model_1"] == cnn1 + head_params(1024, 512, 80)
+    assert counts["shallow_cnn_3rd"] == conv_bn_pairs([2, 32, 48, 64, 96, 128], 9) + head_params(336, 256, 80)
+    ten = parameter_counts(n_classes=10)
+    assert counts["dense_m1"] - ten["dense_m1"] == 70 * (128 + 1)  # only the last layer depends on the classes

@@ -9,13 +9,22 @@ from __future__ import annotations
 from ..errors import ModelError
 from . import cnn, dense, rnn, shallow, stft1d, vgg, xresnet  # noqa: F401  (importing registers the builders)
 from .base import count_parameters
-from .registry import create_model, list_models, register_model, supports_deep_supervision
+from .registry import (
+    create_model,
+    list_models,
+    parameter_counts,
+    published_input,
+    register_model,
+    supports_deep_supervision,
+)
 
 __all__ = [
     "ModelError",
     "count_parameters",
     "create_model",
     "list_models",
+    "parameter_counts",
+    "published_input",
     "register_model",
     "supports_deep_supervision",
 ]

@@ -104,7 +104,7 @@ def _dense(
     )
 
 
-@register_model
+@register_model(published={"in_channels": 1})
 def dense_m1(*, n_classes, in_channels, width_mult, freq_encoding, deep_supervision, multisample_dropout: int = 0,
              multisample_p: float = 0.5):
     """Dense ConvBlock model M1 (9th place): 4 blocks, concat pool of the last, hidden 128."""
@@ -114,6 +114,7 @@ def dense_m1(*, n_classes, in_channels, width_mult, freq_encoding, deep_supervis
 @register_model(
     deep_supervision=False,
     why_not="dense_m2 already feeds the pooled outputs of blocks 2-4 to its head (pyramid pooling).",
+    published={"in_channels": 1},
 )
 def dense_m2(*, n_classes, in_channels, width_mult, freq_encoding, deep_supervision, multisample_dropout: int = 0,
              multisample_p: float = 0.5):
@@ -124,6 +125,7 @@ def dense_m2(*, n_classes, in_channels, width_mult, freq_encoding, deep_supervis
 @register_model(
     deep_supervision=False,
     why_not="dense_m3 already feeds the pooled outputs of blocks 2-5 to its head (pyramid pooling).",
+    published={"in_channels": 1},
 )
 def dense_m3(*, n_classes, in_channels, width_mult, freq_encoding, deep_supervision, multisample_dropout: int = 0,
              multisample_p: float = 0.5):

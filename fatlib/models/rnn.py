@@ -45,6 +45,7 @@ class GRUPool(nn.Module):
 @register_model(
     deep_supervision=False,
     why_not="shallow_crnn_3rd reads its last block with an RNN in place of the per-block max pools.",
+    published={"in_channels": 1, "freq_encoding": True},
 )
 def shallow_crnn_3rd(*, n_classes, in_channels, width_mult, freq_encoding, deep_supervision):
     """3rd place's RNN variant: the ``shallow_cnn_3rd`` conv body, a bidirectional GRU over time on the

@@ -80,6 +80,7 @@ def check_pool_from(name: str, pool_from, n_blocks: int) -> None:
 @register_model(
     deep_supervision=False,
     why_not="shallow_cnn_3rd always feeds the max pools of its blocks (from block pool_from) to its head.",
+    published={"in_channels": 1, "freq_encoding": True},
 )
 def shallow_cnn_3rd(
     *, n_classes, in_channels, width_mult, freq_encoding, deep_supervision, pool_from: int = 2, residual: bool = False

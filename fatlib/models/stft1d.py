@@ -75,6 +75,7 @@ def conv1d_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
 @register_model(
     deep_supervision=False,
     why_not="stft1d_3rd always feeds the max pools of its blocks (from block pool_from) to its head.",
+    published={"in_channels": 1},
 )
 def stft1d_3rd(
     *, n_classes, in_channels, width_mult, freq_encoding, deep_supervision, n_bins: int = N_BINS, pool_from: int = 2
