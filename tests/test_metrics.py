@@ -159,6 +159,8 @@ def test_tie_order_is_numpys_not_a_stable_sort():
     truth = _truth(rng, 300, 80)
     scores = (rng.integers(0, 3, (300, 80)) / 3).astype(np.float32)
     _assert_matches_official(truth, scores)
+    _assert_matches_official(truth, np.asfortranarray(scores))  # column-major: rows copied, same sort
+    assert lwlrap(torch.from_numpy(truth), torch.from_numpy(scores)) == lwlrap(truth, scores)  # torch: same dtype
     stable = np.argsort(scores, axis=1, kind="stable")
     default = np.stack([np.argsort(row) for row in scores])
     if (stable != default).any():  # the case on numpy 2.x with AVX-512 / AVX2 sorts

@@ -439,3 +439,18 @@ def test_parameter_counts_of_every_model_at_its_published_input():
     assert counts["shallow_cnn_3rd"] == conv_bn_pairs([2, 32, 48, 64, 96, 128], 9) + head_params(336, 256, 80)
     ten = parameter_counts(n_classes=10)
     assert counts["dense_m1"] - ten["dense_m1"] == 70 * (128 + 1)  # only the last layer depends on the classes
+
+
+@pytest.mark.parametrize("name, kw", [("stft1d_3rd", dict(n_bins=32)), ("shallow_crnn_3rd", dict(freq_encoding=True)),
+                                      ("dense_m2", dict(multisample_dropout=3)),
+                                      ("shallow_cnn_3rd", dict(residual=True, pool_from=1))])
+def test_new_models_weights_round_trip(tmp_path, name, kw):
+    from fatlib.weights import build_model, save_weights
+
+    torch.manual_seed(0)
+    model = create_model(name, n_classes=4, in_channels=1, width_mult=SMALL, **kw)
+    path = save_weights(tmp_path / "m.safetensors", model, model_name=name, model_kwargs=model.fatlib_kwargs,
+                        mel_config={}, vocab=list("abcd"))
+    rebuilt, _ = build_model(path)
+    x = torch.randn(2, 1, 32, 40)
+    assert torch.equal(model.eval()(x), rebuilt.eval()(x))
