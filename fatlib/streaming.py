@@ -173,7 +173,7 @@ def stream_log_mel(path: str | os.PathLike, cfg: MelConfig, mel: LogMel | None =
             fill(k, part, runner.push(y))
     for k, (part, runner) in enumerate(zip(parts, runners)):
         fill(k, part, runner.finish())
-    for k, part in enumerate(parts):  # LogMel._to_db in place, each STFT size on its own peak
+    for k in range(len(parts)):  # LogMel._to_db in place, each STFT size on its own peak
         if cfg.log_offset is not None:
             out[k] = torch.log(out[k] + cfg.log_offset)
         else:
