@@ -27,9 +27,10 @@ BLOCK_SECONDS = 10.0  # decoded audio per block
 RUN_FRAMES = 1024  # STFT frames per pass (~35 MB of temporaries at n_fft 2560)
 
 
-def mono_blocks(path: str | os.PathLike, *, sample_rate: int, block_seconds: float = BLOCK_SECONDS) -> Iterator[np.ndarray]:
+def mono_blocks(path: str | os.PathLike, *, sample_rate: int, block_seconds: float | None = None) -> Iterator[np.ndarray]:
     """Consecutive float32 mono blocks at ``sample_rate`` Hz: :func:`fatlib.audio.load_audio`'s samples
-    (channels averaged, other rates converted as ``librosa.resample`` does), ``block_seconds`` at a time.
+    (channels averaged, other rates converted as ``librosa.resample`` does), ``block_seconds`` at a time
+    (default :data:`BLOCK_SECONDS`).
     AudioError naming the file when it cannot be decoded, is empty or holds NaN/inf samples."""
     import soundfile as sf
 
@@ -51,7 +52,7 @@ def mono_blocks(path: str | os.PathLike, *, sample_rate: int, block_seconds: flo
             # librosa.resample (res_type "soxr_hq") is soxr at quality HQ, its output fixed to ceil(n * ratio)
             resampler = soxr.ResampleStream(f.samplerate, sample_rate, 1, dtype="float32", quality="HQ")
             want = int(np.ceil(f.frames * (float(sample_rate) / f.samplerate)))
-        block = max(1, int(block_seconds * f.samplerate))
+        block = max(1, int((block_seconds or BLOCK_SECONDS) * f.samplerate))
         done = 0
         while True:
             try:

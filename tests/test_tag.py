@@ -196,6 +196,35 @@ def test_python_api_timeline_and_json(mine, run, tmp_path):
         fatlib.Tagger(weights=run, device="cpu", tta="full").timeline(long_clip)
 
 
+@pytest.mark.parametrize("rate, channels, preset", [(44100, 1, "cnn128"), (48000, 2, "cnn128"), (22050, 2, "multires128"),
+                                                     (44100, 1, "log128")])
+def test_streamed_log_mel_equals_the_whole_file(tmp_path, monkeypatch, rate, channels, preset):
+    """Blocks of 0.37 s (resampled across block edges), runs of 16 frames: the numbers of
+    LogMel(clip_wave(path)) (silence trimmed at the start, short clips extended), and the offset of frame 0."""
+    import fatlib.streaming as streaming
+    from fatlib.features import LogMel, clip_wave, get_preset
+
+    monkeypatch.setattr(streaming, "BLOCK_SECONDS", 0.37)
+    cfg = get_preset(preset, n_mels=32, crop_frames=32)
+    mel = LogMel(cfg)
+    rng = np.random.default_rng(rate)
+    for seconds, lead in ((4.0, 0.8), (0.3, 0.0)):  # 3.2 s kept: over multires128's 3 s minimum
+        t = np.arange(int(seconds * rate)) / rate
+        y = (0.3 * np.sin(2 * np.pi * 700 * t) + 0.02 * rng.standard_normal(t.size)) * (t >= lead)
+        y = np.stack([y, 0.5 * y], axis=1) if channels == 2 else y
+        path = tmp_path / f"x{rate}_{seconds}.flac"
+        sf.write(path, y.astype(np.float32), rate)
+        got, offset, n = streaming.stream_log_mel(path, cfg, mel, run_frames=16)
+        want = mel(torch.from_numpy(clip_wave(path, cfg)))[0]
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, atol=1e-3, rtol=0)
+        assert n == int(np.ceil(len(t) * cfg.sample_rate / rate))
+        if seconds > 1 and cfg.trim_top_db is not None:  # trimmed: frame 0 is near the end of the silence
+            assert abs(offset / cfg.sample_rate - lead) < 0.1
+        elif seconds < 1:  # extended: frame 0 lies before the file's start, or at it (tiled)
+            assert offset <= 0
+
+
 def _long_recording(path: Path, minutes: float) -> None:
     """Tones and noise bursts that change every 20 s, written in blocks of 10 s (44.1 kHz, 16-bit)."""
     sr, rng = 44100, np.random.default_rng(0)
