@@ -261,3 +261,29 @@ def test_timeline_of_a_10_minute_recording_within_predicts_memory_bound(tmp_path
     assert (out.parent / "tags_timeline" / "long.png").stat().st_size > 20_000
     assert peak_mib < PEAK_RSS_BOUND_MIB, f"peak RSS {peak_mib:.0f} MiB with a {LONG_MINUTES}-minute recording"
     print(f"tag --timeline, {LONG_MINUTES} min: peak RSS {peak_mib:.0f} MiB")
+
+
+def test_settings_come_from_the_runs_recipe_json_unless_given(tmp_path, tiny_mel):
+    import json
+
+    from fatlib.models import create_model
+    from fatlib.tagger import Tagger
+    from fatlib.weights import save_weights
+
+    run = tmp_path / "run"
+    for stage in ("stage1", "stage2"):
+        torch.manual_seed(0)
+        model = create_model("cnn_model_1", n_classes=len(VOCAB), width_mult=0.125)
+        save_weights(run / stage / "fold0.safetensors", model, model_name="cnn_model_1", model_kwargs=model.fatlib_kwargs,
+                     mel_config=tiny_mel.to_dict(), vocab=VOCAB, extra={"tta_step_frames": 24})
+    plain = Tagger(run, device="cpu")
+    assert plain.settings == {"tta": "windows", "ensemble": "mean", "rescale": False, "step_frames": None, "stages": None}
+    assert len(plain.models) == 2 and plain.sources["ensemble"] == "default"
+    (run / "recipe.json").write_text(json.dumps({"recipe": "x", "predict": {"tta": "sequential", "ensemble": "geometric",
+                                                                             "stages": ["stage2"]}}))
+    stored = Tagger(run, device="cpu")
+    assert stored.settings["tta"] == "sequential" and stored.settings["ensemble"] == "geometric"
+    assert stored.sources["tta"] == str(run / "recipe.json") and [lm.stage for lm in stored.models] == ["stage2"]
+    given = Tagger(run / "stage1", device="cpu", tta="windows", stages=["stage1"])  # a stage folder: recipe.json above it
+    assert given.settings["tta"] == "windows" and given.sources["tta"] == "given"
+    assert given.settings["ensemble"] == "geometric" and [lm.stage for lm in given.models] == ["stage1"]
