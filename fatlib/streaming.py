@@ -45,29 +45,31 @@ def mono_blocks(path: str | os.PathLike, *, sample_rate: int, block_seconds: flo
     with f:
         if f.frames == 0:
             raise AudioError(f"{path}: the file holds 0 samples; replace it with the real recording or leave it out")
-        resampler, want = None, None
+        resampler = None
         if f.samplerate != sample_rate:
             import soxr
 
             # librosa.resample (res_type "soxr_hq") is soxr at quality HQ, its output fixed to ceil(n * ratio)
             resampler = soxr.ResampleStream(f.samplerate, sample_rate, 1, dtype="float32", quality="HQ")
-            want = int(np.ceil(f.frames * (float(sample_rate) / f.samplerate)))
         block = max(1, int((block_seconds or BLOCK_SECONDS) * f.samplerate))
-        done = 0
+        done, read = 0, 0  # samples given out (at sample_rate), samples decoded (at the file's rate)
         while True:
             try:
                 data = f.read(block, dtype="float32", always_2d=True)
             except (sf.LibsndfileError, RuntimeError) as e:
                 raise AudioError(f"{path}: cannot decode audio after {done} samples ({e}); re-encode it") from e
-            last = len(data) < block or f.tell() >= f.frames
+            last = len(data) < block  # a short read (an empty one when the length is a multiple of block)
             if not np.isfinite(data).all():
                 raise AudioError(f"{path}: samples are NaN or infinite; re-export the recording from its source "
                                  "or leave it out (fatlib never replaces them with silence)")
             y = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+            read += len(y)
             if resampler is not None:
-                y = resampler.resample_chunk(np.ascontiguousarray(y), last=last)[: want - done]
-                if last and done + len(y) < want:
-                    y = np.pad(y, (0, want - done - len(y)))
+                y = resampler.resample_chunk(np.ascontiguousarray(y), last=last)
+                if last:  # the length librosa gives: ceil(decoded samples * ratio), counted, not from the header
+                    want = int(np.ceil(read * (float(sample_rate) / f.samplerate)))
+                    y = y[: max(want - done, 0)]
+                    y = np.pad(y, (0, max(want - done - len(y), 0)))
             done += len(y)
             if len(y):
                 yield np.ascontiguousarray(y, dtype=np.float32)
