@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
         register = getattr(mod, "register_cli", None)
         if register is not None:
             register(sub)
+    from .commands import tag  # fatlib.commands: one module per command, register(subparsers)
+
+    tag.register(sub)
     from .runs import add_input_roots_argument
 
     for name in INPUT_ROOT_COMMANDS:
