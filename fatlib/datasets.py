@@ -9,9 +9,11 @@ Two feature paths:
   makes the normalised float32 model input (``features.to_model_input``) on the batch's device before
   any spectrogram augmentation runs. ``CropDataset(device_input=False)`` (its default) returns the model
   input per item on the CPU instead: the older path, 6x the bytes for 3 channels.
-- on the fly: ``WaveDataset`` returns fixed-length waveform crops (``load_audio`` + optional
-  ``WaveAugment``); the ``WaveToMel`` callback turns each batch into normalised log-mels with
-  ``features.LogMel`` on the batch's device (GPU or CPU) before any spectrogram augmentation runs.
+- on the fly: ``WaveDataset`` returns fixed-length waveform crops (``load_audio``); the ``WaveToMel``
+  callback turns each batch into normalised log-mels with ``features.LogMel`` on the batch's device
+  (GPU or CPU) before any spectrogram augmentation runs, applying the waveform effects to the whole
+  training batch there (``fatlib.wave_batch.BatchWaveEffects``; the per-clip librosa ``WaveAugment``
+  in the loader is the reference, ``build_dataloaders(batched_effects=False)``).
 
 ``ChannelsLast`` trains the model and its inputs in channels-last memory format.
 
@@ -150,7 +152,12 @@ class WaveDataset(Dataset):
 
     Each clip is loaded (``cfg.sample_rate`` Hz), silence-trimmed (``cfg.trim_top_db``), extended to the
     crop (``cfg.min_length``), cropped (random when ``train``, else centred) and, when training with
-    ``augment`` (a ``WaveAugment``), augmented. Item: (wave float32 (samples,), y float32).
+    ``augment``, augmented. Item: (wave float32 (samples,), y float32).
+
+    ``augment``: a per-clip ``WaveAugment`` (run here, in the loader), or a
+    ``fatlib.wave_batch.BatchWaveEffects`` (``batched``): training crops are then loaded with the
+    margin its fastest tempo needs (``loaded_frames``) and :class:`WaveToMel` applies the effects to
+    the whole batch on the device.
     """
 
     def __init__(self, paths: Sequence[Path], rows, targets, *, cfg: MelConfig, train: bool = True, augment=None):
@@ -167,6 +174,9 @@ class WaveDataset(Dataset):
         i, frames = split_index(i)
         cfg, n = self.cfg, wave_crop_samples(self.cfg, frames)
         augment = self.augment if self.train else None
+        if getattr(augment, "batched", False):  # effects on the batch later: load the tempo margin only
+            n = wave_crop_samples(cfg, augment.loaded_frames(frames or cfg.crop_frames))
+            augment = None
         margin = int(n * 1.25) if augment is not None else n  # room for speed changes
         y = clip_wave(self.paths[int(self.rows[i])], cfg, min_samples=margin)
         off = crop_offset(len(y), margin, train=self.train)
@@ -180,19 +190,37 @@ class WaveDataset(Dataset):
 
 class WaveToMel(Callback):
     """Turns a waveform batch (B, samples) into normalised log-mels (B, channels, n_mels, frames) with
-    ``features.LogMel`` on the batch's device, before spectrogram augmentations (runs first)."""
+    ``features.LogMel`` on the batch's device, before spectrogram augmentations (runs first).
+
+    Training batches get the batched waveform effects (``fatlib.wave_batch.BatchWaveEffects``) of
+    ``effects``, or of the training DataLoader (``build_dataloaders`` puts them there as ``batch_effects``):
+    a batch loaded with the tempo margin comes out at its segment's frames."""
 
     order = -10
 
-    def __init__(self, cfg: MelConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: MelConfig, *, effects=None):
+        self.cfg, self.effects = cfg, effects
         self.logmel = LogMel(cfg)
+
+    def _effects(self):
+        if not getattr(self.learn, "training", False):
+            return None
+        if self.effects is not None:
+            return self.effects
+        dls = getattr(self.learn, "dls", None)
+        return getattr(getattr(dls, "train", None), "batch_effects", None) if dls is not None else None
 
     def before_batch(self):
         x = self.learn.xb[0]
         self.logmel = self.logmel.to(x.device)
+        effects = self._effects()
         with torch.no_grad():
-            self.learn.xb = (to_model_input(self.logmel(x.float()), self.cfg),)
+            if effects is None:
+                mel = self.logmel(x.float())
+            else:
+                frames = effects.segment_frames(1 + x.shape[-1] // self.cfg.hop_length)
+                mel = effects.apply(self.logmel, x, frames=frames)
+            self.learn.xb = (to_model_input(mel, self.cfg),)
 
 
 def cache_batch_to_input(x, stats, cfg: MelConfig) -> torch.Tensor:
@@ -375,6 +403,7 @@ def build_dataloaders(
     mix_p: float = 0.0,
     mix_max: int = 1,
     device_input: bool = True,
+    batched_effects: bool = True,
 ) -> DataLoaders:
     """fastai DataLoaders for (train, valid) parts (see ``make_dataset``); add
     ``input_callbacks(cfg, mode=mode)`` to the Learner's callbacks: ``WaveToMel`` in "wave" mode,
@@ -383,9 +412,18 @@ def build_dataloaders(
     made into the float32 model input on the CPU (batches (x, y); no callback needed). Batches reach
     ``device`` through :class:`DeviceLoader` (pinned, non-blocking on CUDA). The last partial training
     batch is dropped when there is more than one batch (BatchNorm needs more than one sample).
-    ``cfg.crop_frames_max``: training batches of variable-length segments (:class:`SegmentLoader`)."""
+    ``cfg.crop_frames_max``: training batches of variable-length segments (:class:`SegmentLoader`).
+    ``augment`` (wave mode): a ``WaveAugment`` runs as ``fatlib.wave_batch.BatchWaveEffects`` on the
+    training batches on the device (``batched_effects=False``: per clip, with librosa, in the loader)."""
     if batch_size < 1 or n_workers < 0:
         raise DataError(f"batch_size={batch_size}, n_workers={n_workers}: need batch_size >= 1, n_workers >= 0.")
+    effects = None
+    if mode == "wave" and augment is not None and batched_effects and not getattr(augment, "batched", False):
+        from .wave_batch import BatchWaveEffects
+
+        augment = BatchWaveEffects.from_augment(augment)  # the same draws, on the batch, on the device
+    if getattr(augment, "batched", False):
+        effects = augment
     train_ds = make_dataset(train_parts, cfg=cfg, mode=mode, train=True, augment=augment, mix_p=mix_p, mix_max=mix_max,
                             device_input=device_input)
     valid_ds = make_dataset(valid_parts, cfg=cfg, mode=mode, train=False, device_input=device_input)
@@ -399,5 +437,6 @@ def build_dataloaders(
                                  drop_last=len(train_ds) > batch_size, **kw)
     else:
         train_dl = DeviceLoader(train_ds, shuffle=True, drop_last=len(train_ds) > batch_size, **kw)
+    train_dl.batch_effects = effects  # WaveToMel applies them to training batches
     valid_dl = DeviceLoader(valid_ds, shuffle=False, drop_last=False, **kw)
     return DataLoaders(train_dl, valid_dl, device=device)

@@ -326,7 +326,18 @@ class LogMel(nn.Module):
         ]
         return self._to_db(torch.cat(parts, dim=-1))[0]
 
-    def _mel_power(self, waves: torch.Tensor, *, center: bool) -> torch.Tensor:
+    def mel_power(self, waves: torch.Tensor, *, filters: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, samples) -> mel power (B, n_mels, frames), before the log. ``filters``: one filter bank per
+        clip (B, n_fft // 2 + 1, n_mels) instead of the mel bank (``fatlib.wave_batch`` warps them for pitch
+        shifts). One STFT size only (a multi-resolution LogMel: call it on each of ``parts``)."""
+        if len(self.parts):
+            raise DataError("LogMel.mel_power: several STFT sizes; call it on each of LogMel.parts")
+        if waves.dim() != 2 or (filters is not None and (filters.dim() != 3 or len(filters) != len(waves))):
+            raise DataError(f"LogMel.mel_power expects (batch, samples) waveforms and (batch, bins, n_mels) filters, "
+                            f"got {tuple(waves.shape)}" + ("" if filters is None else f" and {tuple(filters.shape)}"))
+        return self._mel_power(waves, center=True, filters=filters)
+
+    def _mel_power(self, waves: torch.Tensor, *, center: bool, filters: torch.Tensor | None = None) -> torch.Tensor:
         """(B, samples) -> mel power (B, n_mels, frames). On the CPU the batch goes through in chunks of
         about CPU_CHUNK_FRAMES frames: each chunk's STFT, power and projection stay in the caches (3x
         less time than one pass over a 64-clip batch), and no complex STFT of the whole batch is kept."""
@@ -335,7 +346,8 @@ class LogMel(nn.Module):
             frames = 1 + (waves.shape[-1] + (self.cfg.n_fft // 2) * 2 * center - self.cfg.n_fft) // self.cfg.hop_length
             step = max(1, CPU_CHUNK_FRAMES // max(1, frames))
             if step < len(waves):
-                return torch.cat([self._mel_power(waves[a:a + step], center=center)
+                return torch.cat([self._mel_power(waves[a:a + step], center=center,
+                                                  filters=None if filters is None else filters[a:a + step])
                                   for a in range(0, len(waves), step)], dim=0)
         spec = torch.stft(
             waves, n_fft=self.cfg.n_fft, hop_length=self.cfg.hop_length,
@@ -345,8 +357,16 @@ class LogMel(nn.Module):
         power = parts[..., 0].square()
         power.addcmul_(parts[..., 1], parts[..., 1])  # (B, frames, bins)
         del spec, parts
-        mel = torch.cat([torch.matmul(power[..., c0:c1], getattr(self, f"mel_block{i}"))
-                         for i, (c0, c1) in enumerate(self._bins)], dim=-1)  # (B, frames, n_mels)
+        if filters is None:
+            blocks = [(c0, c1, getattr(self, f"mel_block{i}")) for i, (c0, c1) in enumerate(self._bins)]
+        else:  # per-clip banks, still banded: each block of filters over the bins any clip's bank uses
+            blocks = []
+            for r0 in range(0, self.cfg.n_mels, MEL_BLOCK):
+                w = filters[:, :, r0:r0 + MEL_BLOCK]
+                nz = torch.nonzero(w.abs().sum(dim=(0, 2))).flatten()
+                c0, c1 = (int(nz[0]), int(nz[-1]) + 1) if len(nz) else (0, 1)
+                blocks.append((c0, c1, w[:, c0:c1].to(power.dtype)))
+        mel = torch.cat([torch.matmul(power[..., c0:c1], w) for c0, c1, w in blocks], dim=-1)  # (B, frames, n_mels)
         return mel.transpose(1, 2)
 
     def _to_db(self, mel: torch.Tensor) -> torch.Tensor:
