@@ -349,6 +349,10 @@ class LogMel(nn.Module):
                 return torch.cat([self._mel_power(waves[a:a + step], center=center,
                                                   filters=None if filters is None else filters[a:a + step])
                                   for a in range(0, len(waves), step)], dim=0)
+        if waves.device.type == "cpu" and len(waves) == 1 and center:
+            span = self._content_frames(waves[0])
+            if span is not None:  # a zero-padded clip: only the frames that see its samples
+                return self._span_power(waves, span, filters)
         spec = torch.stft(
             waves, n_fft=self.cfg.n_fft, hop_length=self.cfg.hop_length,
             window=self.window, center=center, pad_mode="constant", return_complex=True,
@@ -368,6 +372,32 @@ class LogMel(nn.Module):
                 blocks.append((c0, c1, w[:, c0:c1].to(power.dtype)))
         mel = torch.cat([torch.matmul(power[..., c0:c1], w) for c0, c1, w in blocks], dim=-1)  # (B, frames, n_mels)
         return mel.transpose(1, 2)
+
+    def _content_frames(self, wave: torch.Tensor) -> tuple[int, int, int] | None:
+        """(first, end, total) centred frames of a 1-D waveform that overlap its non-zero samples, when
+        at least a quarter of the frames see only zeros (padding: their power is exactly 0); else None."""
+        n_fft, hop = self.cfg.n_fft, self.cfg.hop_length
+        total = 1 + len(wave) // hop
+        if len(wave) < 4 * hop or wave[0] != 0 or wave[-1] != 0:  # centred zero padding leaves both ends 0
+            return None
+        nz = wave != 0
+        if not bool(nz.any()):
+            return 0, 0, total
+        a, b = int(nz.to(torch.uint8).argmax()), len(wave) - int(nz.flip(0).to(torch.uint8).argmax())
+        first = max(0, -(-(a - n_fft // 2 + 1) // hop))  # frame t covers [t*hop - n_fft/2, t*hop + n_fft/2)
+        end = min(total, -(-(b + n_fft // 2) // hop))
+        return (first, end, total) if 4 * (total - (end - first)) >= total else None
+
+    def _span_power(self, waves: torch.Tensor, span: tuple[int, int, int], filters) -> torch.Tensor:
+        """Mel power (1, n_mels, total) of a one-clip batch whose frames outside [first, end) are all zeros."""
+        first, end, total = span
+        n_fft, hop = self.cfg.n_fft, self.cfg.hop_length
+        out = waves.new_zeros(1, self.cfg.n_mels, total)
+        if end > first:
+            padded = torch.nn.functional.pad(waves, (n_fft // 2, n_fft // 2))
+            piece = padded[:, first * hop : (end - 1) * hop + n_fft]
+            out[..., first:end] = self._mel_power(piece, center=False, filters=filters)
+        return out
 
     def _to_db(self, mel: torch.Tensor) -> torch.Tensor:
         if self.cfg.log_offset is not None:  # log(mel + offset) scaling (3rd place), no dB or clamp
