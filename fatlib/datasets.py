@@ -37,6 +37,7 @@ from .errors import DataError
 from .features import LogMel, MelConfig, clip_stats, clip_wave, extend_mode, to_model_input
 
 MODES = ("cache", "wave")
+SHORT_MIN_FRAMES = 32  # shortest training segment of a batch of short clips (SegmentLoader.short_batches)
 
 
 def _check_rows(rows, targets, n_total: int, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -298,10 +299,16 @@ class SegmentLoader(DeviceLoader):
     similar length whose order is shuffled, and each batch gets one segment length, uniform in
     [``crop_frames``, ``crop_frames_max``] frames and at most its shortest clip. Items are
     ``(index, frames)`` for :class:`CropDataset` / :class:`WaveDataset`; a batch whose items came
-    back shorter (a shorter sound-mix partner) is cut to its shortest item."""
+    back shorter (a shorter sound-mix partner) is cut to its shortest item.
 
-    def __init__(self, dataset=None, *, lengths, min_frames: int, max_frames: int, **kwargs):
+    ``short_batches``: a batch whose clips are all shorter than ``min_frames`` gets a segment as long as
+    its longest clip (at least :data:`SHORT_MIN_FRAMES`) instead of ``min_frames`` of padding: no frames
+    are computed, nor fed to the model, for nothing but the padding of short clips."""
+
+    def __init__(self, dataset=None, *, lengths, min_frames: int, max_frames: int, short_batches: bool = False,
+                 **kwargs):
         super().__init__(dataset, **kwargs)
+        self.short_batches = bool(short_batches)
         self.lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
         if len(self.lengths) != len(dataset) or not 1 <= min_frames <= max_frames:
             raise DataError(f"SegmentLoader: {len(self.lengths)} lengths for {len(dataset)} items, segments "
@@ -321,12 +328,15 @@ class SegmentLoader(DeviceLoader):
         for b in batches:
             longest = self.rng.randint(self.min_frames, self.max_frames) if self.shuffle else self.min_frames
             frames = max(self.min_frames, min(longest, int(self.lengths[b].min())))
+            if self.short_batches and int(self.lengths[b].max()) < self.min_frames:  # only short clips
+                frames = max(SHORT_MIN_FRAMES, int(self.lengths[b].max()))
             idxs.extend((int(i), frames) for i in b)
         return idxs
 
     def new(self, dataset=None, cls=None, **kwargs):
         if cls is None:  # fastai's copies (e.g. get_preds on the training set) keep the segments
-            kwargs = {"lengths": self.lengths, "min_frames": self.min_frames, "max_frames": self.max_frames, **kwargs}
+            kwargs = {"lengths": self.lengths, "min_frames": self.min_frames, "max_frames": self.max_frames,
+                      "short_batches": self.short_batches, **kwargs}
         return super().new(dataset, cls, **kwargs)
 
     def create_batch(self, b):
@@ -335,9 +345,9 @@ class SegmentLoader(DeviceLoader):
         return super().create_batch(b)
 
 
-def clip_lengths_frames(source, rows, cfg: MelConfig) -> np.ndarray:
+def clip_lengths_frames(source, rows, cfg: MelConfig, *, extend: bool = True) -> np.ndarray:
     """Frames of each row's clip: the cache's stored lengths, or from the audio file's header (before
-    trimming, extended to the crop) for a list of paths."""
+    trimming, extended to the crop unless ``extend`` is False) for a list of paths."""
     rows = np.asarray(rows, dtype=int)
     if hasattr(source, "lengths"):
         return np.asarray(source.lengths)[rows]
@@ -347,7 +357,8 @@ def clip_lengths_frames(source, rows, cfg: MelConfig) -> np.ndarray:
     for r in rows:
         info = soundfile.info(str(source[int(r)]))
         samples = info.frames * cfg.sample_rate / max(info.samplerate, 1)
-        out.append(max(cfg.crop_frames, int(samples // cfg.hop_length) + 1))
+        frames = int(samples // cfg.hop_length) + 1
+        out.append(max(cfg.crop_frames, frames) if extend else frames)
     return np.asarray(out, dtype=np.int64)
 
 
@@ -431,9 +442,10 @@ def build_dataloaders(
         raise DataError(f"only {len(train_ds)} training clips: a fold needs at least 2 (lower n_folds).")
     kw = dict(bs=batch_size, num_workers=n_workers, device=device, persistent_workers=n_workers > 0)
     if cfg.crop_frames_max is not None:
-        lengths = np.concatenate([clip_lengths_frames(src, rows, cfg) for src, rows, _ in train_parts])
+        short = mode == "wave"  # waveforms: batches of short clips get short segments (no padding computed)
+        lengths = np.concatenate([clip_lengths_frames(src, rows, cfg, extend=not short) for src, rows, _ in train_parts])
         train_dl = SegmentLoader(train_ds, lengths=lengths, min_frames=cfg.crop_frames,
-                                 max_frames=cfg.crop_frames_max, shuffle=True,
+                                 max_frames=cfg.crop_frames_max, short_batches=short, shuffle=True,
                                  drop_last=len(train_ds) > batch_size, **kw)
     else:
         train_dl = DeviceLoader(train_ds, shuffle=True, drop_last=len(train_ds) > batch_size, **kw)

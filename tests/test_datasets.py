@@ -365,3 +365,26 @@ def test_wave_effects_run_batched_on_training_batches_only(split, tiny_mel):
                                  cfg=tiny_mel, mode="wave", batch_size=2, augment=aug, batched_effects=False)
     assert per_clip.train.batch_effects is None
     assert per_clip.train.one_batch()[0].shape == (2, wave_crop_samples(tiny_mel))
+
+
+def test_batches_of_short_clips_get_short_segments_on_the_waveform_path():
+    """short_batches (the waveform path): a batch whose clips are all shorter than the minimum segment
+    is cut to its longest clip (at least SHORT_MIN_FRAMES), not padded to the minimum; other batches
+    keep the [min, max] segments."""
+    from fatlib.datasets import SHORT_MIN_FRAMES, SegmentLoader
+
+    lengths = np.array([10, 20, 40, 50, 45, 12, 300, 400, 350, 500, 380, 420])
+    dl = SegmentLoader(list(range(12)), lengths=lengths, min_frames=100, max_frames=200, short_batches=True,
+                       bs=3, shuffle=True)
+    for _ in range(3):
+        idxs = dl.get_idxs()
+        for k in range(0, 12, 3):
+            members = [i for i, _ in idxs[k : k + 3]]
+            (frames,) = {f for _, f in idxs[k : k + 3]}
+            if lengths[members].max() < 100:
+                assert frames == max(SHORT_MIN_FRAMES, lengths[members].max())
+            else:
+                assert 100 <= frames <= 200
+    padded = SegmentLoader(list(range(12)), lengths=lengths, min_frames=100, max_frames=200, bs=3, shuffle=True)
+    assert min(f for _, f in padded.get_idxs()) == 100     # without it: every segment at least the minimum
+    assert dl.new().short_batches
