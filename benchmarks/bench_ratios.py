@@ -18,8 +18,9 @@
 Timings interleave baseline and candidate repetitions and take medians; on a machine shared with other
 jobs, absolute figures move a lot, the ratios much less.
 
-    python benchmarks/bench_ratios.py            # about 3-4 min on 2 CPU cores
-    python benchmarks/bench_ratios.py --quick    # smaller sizes, about 1-2 min
+    python benchmarks/bench_ratios.py            # about 6-8 min on 2 busy CPU cores (torch.compile: 2 of them)
+    python benchmarks/bench_ratios.py --quick    # smaller sizes
+    python benchmarks/bench_ratios.py --only logmel,fold   # some parts
     python benchmarks/bench_ratios.py --only logmel,fold
 """
 from __future__ import annotations
@@ -189,7 +190,7 @@ class _TrainOnly:
 
 
 def bench_fit(quick: bool) -> None:
-    bs, n_batches, frames = 32, (3 if quick else 6), 258  # multires128 crops: the default recipe's input
+    bs, n_batches, frames = 32, (2 if quick else 4), 258  # multires128 crops: the default recipe's input
     x, y = _in_memory(bs * n_batches, 20, frames)
     plain = _PlainLoop(x, y, bs)
     learn = _fatlib_learner(x, y, bs)
@@ -205,7 +206,7 @@ def bench_fit(quick: bool) -> None:
             fatlib_epoch()
             plain.epoch()
             t_plain, t_fat = [], []
-            for _ in range(3 if quick else 4):
+            for _ in range(3 if quick else 5):
                 start = clock.now()
                 plain.epoch()
                 t_plain.append(clock.now() - start)
@@ -217,7 +218,7 @@ def bench_fit(quick: bool) -> None:
 
 
 def bench_compile(quick: bool) -> None:
-    bs, n_batches, frames = 32, (3 if quick else 6), 258
+    bs, n_batches, frames = 16, (2 if quick else 4), 258
     x, y = _in_memory(bs * n_batches, 20, frames)
     eager = _PlainLoop(x, y, bs)
     try:
@@ -254,7 +255,7 @@ def bench_workers(quick: bool, tmp: Path) -> None:
     from fatlib.losses import get_loss
 
     cfg = get_preset("multires128")
-    n = 48 if quick else 96
+    n = 32 if quick else 64
     split = _synth_data(tmp / "workers", n, 6.0)
     cache = FeatureCache.build(split.paths(), cfg, cache_dir=tmp / "workers_cache", name="curated", progress=False)
     rows = np.arange(n)
@@ -397,8 +398,8 @@ def _fit(y: np.ndarray, n: int, cfg) -> np.ndarray:
 
 
 def bench_fold(quick: bool, tmp: Path) -> None:
-    steps = 4 if quick else 10
-    split = _synth_data(tmp / "fold", 48 if quick else 64, 12.0, seed=1)
+    steps = 3 if quick else 6
+    split = _synth_data(tmp / "fold", 32 if quick else 64, 12.0, seed=1)
     third, ninety_fifth = _recipe_stage("3rd_place"), _recipe_stage("95th_place")
     runners = {"95th": _FoldRunner(ninety_fifth, split, tmp, batched=None),
                "3rd per-clip": _FoldRunner(third, split, tmp, batched=False),
