@@ -335,9 +335,16 @@ class LogMel(nn.Module):
         if waves.dim() != 2 or (filters is not None and (filters.dim() != 3 or len(filters) != len(waves))):
             raise DataError(f"LogMel.mel_power expects (batch, samples) waveforms and (batch, bins, n_mels) filters, "
                             f"got {tuple(waves.shape)}" + ("" if filters is None else f" and {tuple(filters.shape)}"))
-        return self._mel_power(waves, center=True, filters=filters)
+        ranges = None
+        if filters is not None:  # per-clip banks, still banded: each block of filters over the bins any bank uses
+            ranges = []
+            for r0 in range(0, self.cfg.n_mels, MEL_BLOCK):
+                nz = torch.nonzero(filters[:, :, r0:r0 + MEL_BLOCK].abs().sum(dim=(0, 2))).flatten()
+                ranges.append((int(nz[0]), int(nz[-1]) + 1) if len(nz) else (0, 1))
+        return self._mel_power(waves, center=True, filters=filters, ranges=ranges)
 
-    def _mel_power(self, waves: torch.Tensor, *, center: bool, filters: torch.Tensor | None = None) -> torch.Tensor:
+    def _mel_power(self, waves: torch.Tensor, *, center: bool, filters: torch.Tensor | None = None,
+                   ranges: list | None = None) -> torch.Tensor:
         """(B, samples) -> mel power (B, n_mels, frames). On the CPU the batch goes through in chunks of
         about CPU_CHUNK_FRAMES frames: each chunk's STFT, power and projection stay in the caches (3x
         less time than one pass over a 64-clip batch), and no complex STFT of the whole batch is kept."""
@@ -346,13 +353,13 @@ class LogMel(nn.Module):
             frames = 1 + (waves.shape[-1] + (self.cfg.n_fft // 2) * 2 * center - self.cfg.n_fft) // self.cfg.hop_length
             step = max(1, CPU_CHUNK_FRAMES // max(1, frames))
             if step < len(waves):
-                return torch.cat([self._mel_power(waves[a:a + step], center=center,
+                return torch.cat([self._mel_power(waves[a:a + step], center=center, ranges=ranges,
                                                   filters=None if filters is None else filters[a:a + step])
                                   for a in range(0, len(waves), step)], dim=0)
         if waves.device.type == "cpu" and len(waves) == 1 and center:
             span = self._content_frames(waves[0])
             if span is not None:  # a zero-padded clip: only the frames that see its samples
-                return self._span_power(waves, span, filters)
+                return self._span_power(waves, span, filters, ranges)
         spec = torch.stft(
             waves, n_fft=self.cfg.n_fft, hop_length=self.cfg.hop_length,
             window=self.window, center=center, pad_mode="constant", return_complex=True,
@@ -363,13 +370,9 @@ class LogMel(nn.Module):
         del spec, parts
         if filters is None:
             blocks = [(c0, c1, getattr(self, f"mel_block{i}")) for i, (c0, c1) in enumerate(self._bins)]
-        else:  # per-clip banks, still banded: each block of filters over the bins any clip's bank uses
-            blocks = []
-            for r0 in range(0, self.cfg.n_mels, MEL_BLOCK):
-                w = filters[:, :, r0:r0 + MEL_BLOCK]
-                nz = torch.nonzero(w.abs().sum(dim=(0, 2))).flatten()
-                c0, c1 = (int(nz[0]), int(nz[-1]) + 1) if len(nz) else (0, 1)
-                blocks.append((c0, c1, w[:, c0:c1].to(power.dtype)))
+        else:  # per-clip banks over the bins of ``ranges`` (from mel_power: the whole batch's)
+            blocks = [(c0, c1, filters[:, c0:c1, r0:r0 + MEL_BLOCK].to(power.dtype))
+                      for r0, (c0, c1) in zip(range(0, self.cfg.n_mels, MEL_BLOCK), ranges)]
         mel = torch.cat([torch.matmul(power[..., c0:c1], w) for c0, c1, w in blocks], dim=-1)  # (B, frames, n_mels)
         return mel.transpose(1, 2)
 
@@ -388,7 +391,7 @@ class LogMel(nn.Module):
         end = min(total, -(-(b + n_fft // 2) // hop))
         return (first, end, total) if 4 * (total - (end - first)) >= total else None
 
-    def _span_power(self, waves: torch.Tensor, span: tuple[int, int, int], filters) -> torch.Tensor:
+    def _span_power(self, waves: torch.Tensor, span: tuple[int, int, int], filters, ranges) -> torch.Tensor:
         """Mel power (1, n_mels, total) of a one-clip batch whose frames outside [first, end) are all zeros."""
         first, end, total = span
         n_fft, hop = self.cfg.n_fft, self.cfg.hop_length
@@ -396,7 +399,7 @@ class LogMel(nn.Module):
         if end > first:
             padded = torch.nn.functional.pad(waves, (n_fft // 2, n_fft // 2))
             piece = padded[:, first * hop : (end - 1) * hop + n_fft]
-            out[..., first:end] = self._mel_power(piece, center=False, filters=filters)
+            out[..., first:end] = self._mel_power(piece, center=False, filters=filters, ranges=ranges)
         return out
 
     def _to_db(self, mel: torch.Tensor) -> torch.Tensor:

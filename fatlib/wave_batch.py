@@ -183,8 +183,10 @@ def effect_log_mel(logmel, waves: torch.Tensor, draws: EffectDraws, *, frames: i
                         f"({(need - 1) * hop} samples), the batch has {have}; load crops with BatchWaveEffects.loaded_frames")
     x = waves[:, : (need - 1) * hop].float()
     if bool(draws.drive.any()):
-        gain = torch.pow(10.0, draws.gain_db / 20.0).to(dev, torch.float32)[:, None]
-        x = torch.where(draws.drive.to(dev)[:, None], torch.tanh(gain * x), x)
+        idx = torch.nonzero(draws.drive).flatten()
+        gain = torch.pow(10.0, draws.gain_db[idx] / 20.0).to(dev, torch.float32)[:, None]
+        x = x.clone()
+        x[idx.to(dev)] = torch.tanh(gain * x[idx.to(dev)])
     factor = draws.freq_factor
     warp = bool((factor != 1).any())
     out = []
@@ -204,19 +206,28 @@ def warped_mel_filters(cfg, factor: torch.Tensor) -> torch.Tensor:
     """Each clip's mel filter bank evaluated at ``factor * f`` (B, n_fft // 2 + 1, n_mels) float32, the
     formula of ``librosa.filters.mel`` (Slaney scale and area norm): at factor 1 it is librosa's bank,
     transposed. Applied to a power STFT it gives the mel power of the clip with every frequency
-    multiplied by ``factor``."""
+    multiplied by ``factor``. Each frequency lies between two mel points j and j + 1, so only two
+    filters are non-zero there (the rising edge of j, the falling edge of j - 1): the bank is built
+    from those two weights per (clip, bin), not by evaluating every filter at every bin."""
     import librosa
 
+    dev = factor.device
     mel_f = torch.as_tensor(librosa.mel_frequencies(cfg.n_mels + 2, fmin=cfg.fmin, fmax=cfg.fmax, htk=False),
-                            dtype=torch.float64, device=factor.device)
-    fft_f = torch.as_tensor(librosa.fft_frequencies(sr=cfg.sample_rate, n_fft=cfg.n_fft), dtype=torch.float64,
-                            device=factor.device)
+                            dtype=torch.float64, device=dev)
+    fft_f = torch.as_tensor(librosa.fft_frequencies(sr=cfg.sample_rate, n_fft=cfg.n_fft), dtype=torch.float64, device=dev)
     fdiff = mel_f[1:] - mel_f[:-1]
-    f = factor.to(torch.float64)[:, None, None] * fft_f[None, :, None]  # (B, F, 1)
-    lower = (f - mel_f[None, None, :-2]) / fdiff[None, None, :-1]
-    upper = (mel_f[None, None, 2:] - f) / fdiff[None, None, 1:]
-    enorm = 2.0 / (mel_f[2:] - mel_f[:-2])
-    return (torch.clamp(torch.minimum(lower, upper), min=0.0) * enorm).to(torch.float32)
+    enorm = 2.0 / (mel_f[2:] - mel_f[:-2])  # (n_mels,)
+    f = factor.to(torch.float64)[:, None] * fft_f[None, :]  # (B, F)
+    j = torch.searchsorted(mel_f, f, right=True) - 1  # mel_f[j] <= f < mel_f[j + 1]
+    inside = (j >= 0) & (j < cfg.n_mels + 1)
+    jc = j.clamp(0, cfg.n_mels)
+    rise = ((f - mel_f[jc]) / fdiff[jc]).clamp(min=0.0)  # filter j's rising edge
+    fall = ((mel_f[jc + 1] - f) / fdiff[jc]).clamp(min=0.0)  # filter j - 1's falling edge
+    out = torch.zeros(len(factor), len(fft_f), cfg.n_mels + 2, dtype=torch.float32, device=dev)  # filters -1..n_mels
+    pad_norm = torch.cat([enorm.new_zeros(1), enorm, enorm.new_zeros(1)])  # index m + 1 for filter m
+    out.scatter_add_(2, (jc + 1)[..., None], (rise * pad_norm[jc + 1] * inside).to(torch.float32)[..., None])
+    out.scatter_add_(2, jc[..., None], (fall * pad_norm[jc] * inside).to(torch.float32)[..., None])
+    return out[..., 1 : cfg.n_mels + 1]
 
 
 def stretch_frames(mel: torch.Tensor, rate: torch.Tensor, *, frames: int) -> torch.Tensor:
