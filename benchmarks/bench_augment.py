@@ -4,7 +4,8 @@ Batch: B=32 spectrograms 3 x 128 x 128 (the cnn128 crop). Baseline: one forward 
 ``fatlib.models.create_model("cnn_model_1", width_mult=...)`` on that batch. Printed: seconds per
 batch and the ratio augmentation / baseline (0.05 = the augmentation adds 5 % to a step). Also the
 waveform effects (``WaveAugment``, p 0.75) on the 32 clips of 2 s that would make that batch; they run
-in DataLoader workers, in parallel with the step.
+per clip with librosa (the reference), and batched on the step's device (``fatlib.wave_batch``, what
+training runs), as the extra time over the log-mels the batch needs anyway.
 
     python benchmarks/bench_augment.py            # full width model, more repeats
     python benchmarks/bench_augment.py --quick    # < 60 s on 2 CPU cores (width 0.25, few repeats)
@@ -17,7 +18,7 @@ import time
 import numpy as np
 import torch
 
-from fatlib.augment import AUGMENTS, apply_augment, get_augment
+from fatlib.augment import SPECTROGRAM_AUGMENTS, apply_augment, get_augment
 from fatlib.models import create_model
 from fatlib.wave_augment import WaveAugment
 
@@ -66,7 +67,7 @@ def main(argv=None) -> None:
     print(f"device {device}, batch {args.batch_size}x3x128x128, baseline: {args.model} width {width} "
           f"forward+backward {base * 1000:.1f} ms")
     print(f"{'augmentation':<16}{'ms/batch':>10}{'ratio':>9}")
-    for name in sorted(AUGMENTS):
+    for name in sorted(SPECTROGRAM_AUGMENTS):  # ormixup_wave needs waveforms: the wave rows below
         cb = get_augment(name, seed=0)
         sec = time_per_call(lambda cb=cb: apply_augment(cb, x, y), reps=aug_reps, device=device)
         print(f"{name:<16}{sec * 1000:>10.2f}{sec / base:>9.3f}")
@@ -77,7 +78,25 @@ def main(argv=None) -> None:
     wave = WaveAugment(p=0.75, sample_rate=sample_rate, seed=0)
     wave(clips[0])                                          # first call loads librosa/numba code
     sec = time_per_call(lambda: [wave(c) for c in clips], reps=1 if args.quick else 3, device=device)
-    print(f"{'wave (32x2s)':<16}{sec * 1000:>10.2f}{sec / base:>9.3f}  (CPU, in DataLoader workers)")
+    print(f"{'wave (32x2s)':<16}{sec * 1000:>10.2f}{sec / base:>9.3f}  (per clip, librosa: the reference)")
+
+    from fatlib.features import LogMel, get_preset
+    from fatlib.wave_batch import BatchWaveEffects
+
+    cfg = get_preset("log128")
+    fx = BatchWaveEffects(p=0.75, sample_rate=sample_rate, seed=0)
+    frames = 1 + 2 * sample_rate // cfg.hop_length
+    n = (fx.loaded_frames(frames) - 1) * cfg.hop_length
+    waves = torch.from_numpy(np.stack([np.resize(c, n) for c in clips])).to(device)
+    logmel = LogMel(cfg).to(device)
+    plain_t, batched_t = [], []
+    with torch.no_grad():  # interleaved, so that other jobs' load falls on both alike
+        for _ in range(aug_reps):
+            plain_t.append(time_per_call(lambda: logmel(waves[:, : (frames - 1) * cfg.hop_length]), reps=1, device=device))
+            batched_t.append(time_per_call(lambda: fx.apply(logmel, waves, frames=frames), reps=1, device=device))
+    extra = float(np.median(batched_t) - np.median(plain_t))
+    print(f"{'wave batched':<16}{extra * 1000:>10.2f}{extra / base:>9.3f}  (BatchWaveEffects on {device.type}: "
+          f"log128 features with the effects minus without)")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,10 @@
-"""Run every benchmark in turn (``make bench``; ``--quick`` passes through): each prints its own
-ratios against a baseline measured in the same run."""
+"""``make bench``: issue 21's ratios in one run, printed as one table with the baseline beside each
+(``bench_ratios.py``: LogMel vs librosa, fatlib's fit vs a plain loop, DataLoader workers, torch.compile,
+the 3rd-place fold vs the 95th's split into decode / effects / features / model step).
+
+    python benchmarks/run_all.py             # the one table (``--quick``, ``--only`` pass through)
+    python benchmarks/run_all.py --all       # then every other benchmark script, each with its own ratios
+"""
 from __future__ import annotations
 
 import subprocess
@@ -7,6 +12,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+MAIN = "bench_ratios.py"
 SCRIPTS = ["bench_features.py", "bench_models.py", "bench_augment.py", "bench_train.py", "bench_device_path.py",
            "bench_predict.py",
            "bench_predict_memory.py",
@@ -14,10 +20,13 @@ SCRIPTS = ["bench_features.py", "bench_models.py", "bench_augment.py", "bench_tr
 
 
 def main(argv: list[str]) -> int:
+    run_all = "--all" in argv
+    argv = [a for a in argv if a != "--all"]
     failed = []
-    for name in SCRIPTS:
-        print(f"\n=== {name} {' '.join(argv)}", flush=True)
-        if subprocess.call([sys.executable, str(HERE / name), *argv]) != 0:
+    for name in [MAIN] + (SCRIPTS if run_all else []):
+        args = argv if name == MAIN else [a for a in argv if a == "--quick"]
+        print(f"\n=== {name} {' '.join(args)}", flush=True)
+        if subprocess.call([sys.executable, str(HERE / name), *args]) != 0:
             failed.append(name)
     if failed:
         print(f"failed: {failed}", file=sys.stderr)

@@ -9,9 +9,11 @@ Two feature paths:
   makes the normalised float32 model input (``features.to_model_input``) on the batch's device before
   any spectrogram augmentation runs. ``CropDataset(device_input=False)`` (its default) returns the model
   input per item on the CPU instead: the older path, 6x the bytes for 3 channels.
-- on the fly: ``WaveDataset`` returns fixed-length waveform crops (``load_audio`` + optional
-  ``WaveAugment``); the ``WaveToMel`` callback turns each batch into normalised log-mels with
-  ``features.LogMel`` on the batch's device (GPU or CPU) before any spectrogram augmentation runs.
+- on the fly: ``WaveDataset`` returns fixed-length waveform crops (``load_audio``); the ``WaveToMel``
+  callback turns each batch into normalised log-mels with ``features.LogMel`` on the batch's device
+  (GPU or CPU) before any spectrogram augmentation runs, applying the waveform effects to the whole
+  training batch there (``fatlib.wave_batch.BatchWaveEffects``; the per-clip librosa ``WaveAugment``
+  in the loader is the reference, ``build_dataloaders(batched_effects=False)``).
 
 ``ChannelsLast`` trains the model and its inputs in channels-last memory format.
 
@@ -35,6 +37,7 @@ from .errors import DataError
 from .features import LogMel, MelConfig, clip_stats, clip_wave, extend_mode, to_model_input
 
 MODES = ("cache", "wave")
+SHORT_MIN_FRAMES = 32  # shortest training segment of a batch of short clips (SegmentLoader.short_batches)
 
 
 def _check_rows(rows, targets, n_total: int, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -150,7 +153,12 @@ class WaveDataset(Dataset):
 
     Each clip is loaded (``cfg.sample_rate`` Hz), silence-trimmed (``cfg.trim_top_db``), extended to the
     crop (``cfg.min_length``), cropped (random when ``train``, else centred) and, when training with
-    ``augment`` (a ``WaveAugment``), augmented. Item: (wave float32 (samples,), y float32).
+    ``augment``, augmented. Item: (wave float32 (samples,), y float32).
+
+    ``augment``: a per-clip ``WaveAugment`` (run here, in the loader), or a
+    ``fatlib.wave_batch.BatchWaveEffects`` (``batched``): training crops are then loaded with the
+    margin its fastest tempo needs (``loaded_frames``) and :class:`WaveToMel` applies the effects to
+    the whole batch on the device.
     """
 
     def __init__(self, paths: Sequence[Path], rows, targets, *, cfg: MelConfig, train: bool = True, augment=None):
@@ -167,6 +175,9 @@ class WaveDataset(Dataset):
         i, frames = split_index(i)
         cfg, n = self.cfg, wave_crop_samples(self.cfg, frames)
         augment = self.augment if self.train else None
+        if getattr(augment, "batched", False):  # effects on the batch later: load the tempo margin only
+            n = wave_crop_samples(cfg, augment.loaded_frames(frames or cfg.crop_frames))
+            augment = None
         margin = int(n * 1.25) if augment is not None else n  # room for speed changes
         y = clip_wave(self.paths[int(self.rows[i])], cfg, min_samples=margin)
         off = crop_offset(len(y), margin, train=self.train)
@@ -180,19 +191,37 @@ class WaveDataset(Dataset):
 
 class WaveToMel(Callback):
     """Turns a waveform batch (B, samples) into normalised log-mels (B, channels, n_mels, frames) with
-    ``features.LogMel`` on the batch's device, before spectrogram augmentations (runs first)."""
+    ``features.LogMel`` on the batch's device, before spectrogram augmentations (runs first).
+
+    Training batches get the batched waveform effects (``fatlib.wave_batch.BatchWaveEffects``) of
+    ``effects``, or of the training DataLoader (``build_dataloaders`` puts them there as ``batch_effects``):
+    a batch loaded with the tempo margin comes out at its segment's frames."""
 
     order = -10
 
-    def __init__(self, cfg: MelConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: MelConfig, *, effects=None):
+        self.cfg, self.effects = cfg, effects
         self.logmel = LogMel(cfg)
+
+    def _effects(self):
+        if not getattr(self.learn, "training", False):
+            return None
+        if self.effects is not None:
+            return self.effects
+        dls = getattr(self.learn, "dls", None)
+        return getattr(getattr(dls, "train", None), "batch_effects", None) if dls is not None else None
 
     def before_batch(self):
         x = self.learn.xb[0]
         self.logmel = self.logmel.to(x.device)
+        effects = self._effects()
         with torch.no_grad():
-            self.learn.xb = (to_model_input(self.logmel(x.float()), self.cfg),)
+            if effects is None:
+                mel = self.logmel(x.float())
+            else:
+                frames = effects.segment_frames(1 + x.shape[-1] // self.cfg.hop_length)
+                mel = effects.apply(self.logmel, x, frames=frames)
+            self.learn.xb = (to_model_input(mel, self.cfg),)
 
 
 def cache_batch_to_input(x, stats, cfg: MelConfig) -> torch.Tensor:
@@ -270,10 +299,16 @@ class SegmentLoader(DeviceLoader):
     similar length whose order is shuffled, and each batch gets one segment length, uniform in
     [``crop_frames``, ``crop_frames_max``] frames and at most its shortest clip. Items are
     ``(index, frames)`` for :class:`CropDataset` / :class:`WaveDataset`; a batch whose items came
-    back shorter (a shorter sound-mix partner) is cut to its shortest item."""
+    back shorter (a shorter sound-mix partner) is cut to its shortest item.
 
-    def __init__(self, dataset=None, *, lengths, min_frames: int, max_frames: int, **kwargs):
+    ``short_batches``: a batch whose clips are all shorter than ``min_frames`` gets a segment as long as
+    its longest clip (at least :data:`SHORT_MIN_FRAMES`) instead of ``min_frames`` of padding: no frames
+    are computed, nor fed to the model, for nothing but the padding of short clips."""
+
+    def __init__(self, dataset=None, *, lengths, min_frames: int, max_frames: int, short_batches: bool = False,
+                 **kwargs):
         super().__init__(dataset, **kwargs)
+        self.short_batches = bool(short_batches)
         self.lengths = np.asarray(lengths, dtype=np.int64).reshape(-1)
         if len(self.lengths) != len(dataset) or not 1 <= min_frames <= max_frames:
             raise DataError(f"SegmentLoader: {len(self.lengths)} lengths for {len(dataset)} items, segments "
@@ -293,12 +328,15 @@ class SegmentLoader(DeviceLoader):
         for b in batches:
             longest = self.rng.randint(self.min_frames, self.max_frames) if self.shuffle else self.min_frames
             frames = max(self.min_frames, min(longest, int(self.lengths[b].min())))
+            if self.short_batches and int(self.lengths[b].max()) < self.min_frames:  # only short clips
+                frames = max(SHORT_MIN_FRAMES, int(self.lengths[b].max()))
             idxs.extend((int(i), frames) for i in b)
         return idxs
 
     def new(self, dataset=None, cls=None, **kwargs):
         if cls is None:  # fastai's copies (e.g. get_preds on the training set) keep the segments
-            kwargs = {"lengths": self.lengths, "min_frames": self.min_frames, "max_frames": self.max_frames, **kwargs}
+            kwargs = {"lengths": self.lengths, "min_frames": self.min_frames, "max_frames": self.max_frames,
+                      "short_batches": self.short_batches, **kwargs}
         return super().new(dataset, cls, **kwargs)
 
     def create_batch(self, b):
@@ -307,9 +345,9 @@ class SegmentLoader(DeviceLoader):
         return super().create_batch(b)
 
 
-def clip_lengths_frames(source, rows, cfg: MelConfig) -> np.ndarray:
+def clip_lengths_frames(source, rows, cfg: MelConfig, *, extend: bool = True) -> np.ndarray:
     """Frames of each row's clip: the cache's stored lengths, or from the audio file's header (before
-    trimming, extended to the crop) for a list of paths."""
+    trimming, extended to the crop unless ``extend`` is False) for a list of paths."""
     rows = np.asarray(rows, dtype=int)
     if hasattr(source, "lengths"):
         return np.asarray(source.lengths)[rows]
@@ -319,7 +357,8 @@ def clip_lengths_frames(source, rows, cfg: MelConfig) -> np.ndarray:
     for r in rows:
         info = soundfile.info(str(source[int(r)]))
         samples = info.frames * cfg.sample_rate / max(info.samplerate, 1)
-        out.append(max(cfg.crop_frames, int(samples // cfg.hop_length) + 1))
+        frames = int(samples // cfg.hop_length) + 1
+        out.append(max(cfg.crop_frames, frames) if extend else frames)
     return np.asarray(out, dtype=np.int64)
 
 
@@ -375,6 +414,7 @@ def build_dataloaders(
     mix_p: float = 0.0,
     mix_max: int = 1,
     device_input: bool = True,
+    batched_effects: bool = True,
 ) -> DataLoaders:
     """fastai DataLoaders for (train, valid) parts (see ``make_dataset``); add
     ``input_callbacks(cfg, mode=mode)`` to the Learner's callbacks: ``WaveToMel`` in "wave" mode,
@@ -383,9 +423,18 @@ def build_dataloaders(
     made into the float32 model input on the CPU (batches (x, y); no callback needed). Batches reach
     ``device`` through :class:`DeviceLoader` (pinned, non-blocking on CUDA). The last partial training
     batch is dropped when there is more than one batch (BatchNorm needs more than one sample).
-    ``cfg.crop_frames_max``: training batches of variable-length segments (:class:`SegmentLoader`)."""
+    ``cfg.crop_frames_max``: training batches of variable-length segments (:class:`SegmentLoader`).
+    ``augment`` (wave mode): a ``WaveAugment`` runs as ``fatlib.wave_batch.BatchWaveEffects`` on the
+    training batches on the device (``batched_effects=False``: per clip, with librosa, in the loader)."""
     if batch_size < 1 or n_workers < 0:
         raise DataError(f"batch_size={batch_size}, n_workers={n_workers}: need batch_size >= 1, n_workers >= 0.")
+    effects = None
+    if mode == "wave" and augment is not None and batched_effects and not getattr(augment, "batched", False):
+        from .wave_batch import BatchWaveEffects
+
+        augment = BatchWaveEffects.from_augment(augment)  # the same draws, on the batch, on the device
+    if getattr(augment, "batched", False):
+        effects = augment
     train_ds = make_dataset(train_parts, cfg=cfg, mode=mode, train=True, augment=augment, mix_p=mix_p, mix_max=mix_max,
                             device_input=device_input)
     valid_ds = make_dataset(valid_parts, cfg=cfg, mode=mode, train=False, device_input=device_input)
@@ -393,11 +442,13 @@ def build_dataloaders(
         raise DataError(f"only {len(train_ds)} training clips: a fold needs at least 2 (lower n_folds).")
     kw = dict(bs=batch_size, num_workers=n_workers, device=device, persistent_workers=n_workers > 0)
     if cfg.crop_frames_max is not None:
-        lengths = np.concatenate([clip_lengths_frames(src, rows, cfg) for src, rows, _ in train_parts])
+        short = mode == "wave"  # waveforms: batches of short clips get short segments (no padding computed)
+        lengths = np.concatenate([clip_lengths_frames(src, rows, cfg, extend=not short) for src, rows, _ in train_parts])
         train_dl = SegmentLoader(train_ds, lengths=lengths, min_frames=cfg.crop_frames,
-                                 max_frames=cfg.crop_frames_max, shuffle=True,
+                                 max_frames=cfg.crop_frames_max, short_batches=short, shuffle=True,
                                  drop_last=len(train_ds) > batch_size, **kw)
     else:
         train_dl = DeviceLoader(train_ds, shuffle=True, drop_last=len(train_ds) > batch_size, **kw)
+    train_dl.batch_effects = effects  # WaveToMel applies them to training batches
     valid_dl = DeviceLoader(valid_ds, shuffle=False, drop_last=False, **kw)
     return DataLoaders(train_dl, valid_dl, device=device)

@@ -40,9 +40,10 @@ MAX_WORKERS = 8
 
 def default_n_workers() -> int:
     """DataLoader worker processes by default: one per usable CPU core, at most :data:`MAX_WORKERS`;
-    0 (load in the training process) on a single core."""
+    0 (load in the training process) on one or two cores, where workers take the cores the training
+    step computes on (2 cores, benchmarks/bench_ratios.py: workers 1 and 2 at 0.3x workers 0's samples/s)."""
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return 0 if n <= 1 else min(MAX_WORKERS, n)
+    return 0 if n <= 2 else min(MAX_WORKERS, n)
 
 
 @dataclass
@@ -861,7 +862,7 @@ def add_stage_arguments(p: argparse.ArgumentParser, *, stage: str | None = None)
     p.add_argument("--seed", type=int, default=None, help=f"training seed (augmentations, initialisation; {d('seed')})")
     p.add_argument("--workers", type=int, default=None,
                    help=f"DataLoader worker processes; 0 loads in the training process ({d('n_workers')}: one per "
-                   f"CPU core, at most {MAX_WORKERS})")
+                   f"CPU core, at most {MAX_WORKERS}; 0 on 1-2 cores)")
     p.add_argument("--channels-last", action="store_true",
                    help="model and inputs in channels-last memory format on a GPU, faster on recent GPUs with mixed "
                    "precision (default: off on GPUs; always on when training on the CPU, where it is faster)")

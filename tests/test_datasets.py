@@ -332,3 +332,59 @@ def test_segments_reach_every_part_of_a_concatenated_training_set(cache, split, 
     assert sum(len(bt[0]) for bt in dls.train) == 12
     copy = dls.train.new(shuffle=False, drop_last=False)  # fastai's copies keep the segments
     assert sum(len(bt[0]) for bt in copy) == 12 and {f for _, f in copy.get_idxs()} == {32}
+
+
+def test_wave_effects_run_batched_on_training_batches_only(split, tiny_mel):
+    """A WaveAugment given to build_dataloaders runs as BatchWaveEffects: training crops come with the
+    tempo margin and no per-clip librosa call, WaveToMel cuts them to the segment with the effects
+    applied; validation batches are the plain log-mels of centred crops."""
+    from fatlib.wave_augment import WaveAugment
+    from fatlib.wave_batch import BatchWaveEffects
+
+    y = split.targets
+    aug = WaveAugment(p=1.0, sample_rate=tiny_mel.sample_rate, probs={"tempo": 1.0, "pitch_shift": 1.0}, seed=0)
+    dls = build_dataloaders([(split.paths(), np.arange(4), y[:4])], [(split.paths(), [4, 5], y[4:6])],
+                            cfg=tiny_mel, mode="wave", batch_size=2, augment=aug)
+    fx = dls.train.batch_effects
+    assert isinstance(fx, BatchWaveEffects) and fx.probs == aug.probs and fx.p == 1.0
+    xb, _ = dls.train.one_batch()
+    assert xb.shape == (2, wave_crop_samples(tiny_mel, fx.loaded_frames(tiny_mel.crop_frames)))
+    cb = WaveToMel(tiny_mel)
+    cb.learn = types.SimpleNamespace(xb=(xb,), training=True, dls=dls)
+    cb.before_batch()
+    x = cb.learn.xb[0]
+    assert x.shape == (2, tiny_mel.channels, tiny_mel.n_mels, tiny_mel.crop_frames)
+    plain = to_model_input(LogMel(tiny_mel)(xb[:, : wave_crop_samples(tiny_mel)]), tiny_mel)
+    assert (x - plain).abs().mean() > 0.05                    # every clip got tempo and pitch changes
+    vb, _ = dls.valid.one_batch()
+    assert vb.shape == (2, wave_crop_samples(tiny_mel))
+    cb.learn = types.SimpleNamespace(xb=(vb,), training=False, dls=dls)
+    cb.before_batch()
+    torch.testing.assert_close(cb.learn.xb[0], to_model_input(LogMel(tiny_mel)(vb), tiny_mel))
+    per_clip = build_dataloaders([(split.paths(), np.arange(4), y[:4])], [(split.paths(), [4, 5], y[4:6])],
+                                 cfg=tiny_mel, mode="wave", batch_size=2, augment=aug, batched_effects=False)
+    assert per_clip.train.batch_effects is None
+    assert per_clip.train.one_batch()[0].shape == (2, wave_crop_samples(tiny_mel))
+
+
+def test_batches_of_short_clips_get_short_segments_on_the_waveform_path():
+    """short_batches (the waveform path): a batch whose clips are all shorter than the minimum segment
+    is cut to its longest clip (at least SHORT_MIN_FRAMES), not padded to the minimum; other batches
+    keep the [min, max] segments."""
+    from fatlib.datasets import SHORT_MIN_FRAMES, SegmentLoader
+
+    lengths = np.array([10, 20, 40, 50, 45, 12, 300, 400, 350, 500, 380, 420])
+    dl = SegmentLoader(list(range(12)), lengths=lengths, min_frames=100, max_frames=200, short_batches=True,
+                       bs=3, shuffle=True)
+    for _ in range(3):
+        idxs = dl.get_idxs()
+        for k in range(0, 12, 3):
+            members = [i for i, _ in idxs[k : k + 3]]
+            (frames,) = {f for _, f in idxs[k : k + 3]}
+            if lengths[members].max() < 100:
+                assert frames == max(SHORT_MIN_FRAMES, lengths[members].max())
+            else:
+                assert 100 <= frames <= 200
+    padded = SegmentLoader(list(range(12)), lengths=lengths, min_frames=100, max_frames=200, bs=3, shuffle=True)
+    assert min(f for _, f in padded.get_idxs()) == 100     # without it: every segment at least the minimum
+    assert dl.new().short_batches

@@ -261,3 +261,22 @@ def test_stft256_preset_feeds_the_1d_model():
     x = to_model_input(ref[None], cfg)
     model = create_model("stft1d_3rd", n_classes=3, in_channels=cfg.channels, width_mult=0.125).eval()
     assert model(x).shape == (1, 3)
+
+
+@pytest.mark.parametrize("preset", ["log128", "cnn128"])
+def test_logmel_of_zero_padded_short_clips_skips_the_silent_frames_with_the_same_numbers(preset):
+    """A sub-second clip padded to an 8-s segment: LogMel takes the STFT of the frames that see its samples
+    only (the rest are exact zeros), and gives librosa's numbers for every frame."""
+    cfg = get_preset(preset)
+    rng = np.random.default_rng(3)
+    module = LogMel(cfg)
+    waves = [clip_wave((0.1 * rng.standard_normal(n)).astype(np.float32), cfg, min_samples=399 * cfg.hop_length)
+             for n in (3000, 30000)]
+    batch = torch.from_numpy(np.stack(waves))
+    first, end, total = module._content_frames(batch[0])
+    assert total == 400 and 0 < end - first < 10                 # a few frames of 400 are computed
+    with torch.no_grad():
+        got = module(batch).numpy()
+    for g, w in zip(got, waves):
+        assert np.abs(g - log_mel(w, cfg)).max() <= 0.01
+    assert module._content_frames(torch.ones(399 * cfg.hop_length)) is None  # a full clip: every frame

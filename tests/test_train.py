@@ -178,7 +178,8 @@ def test_workers_default_to_the_cpu_count_and_channels_last_is_an_option(monkeyp
     with pytest.raises(SystemExit):
         cli.main(["train-stage", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
-    assert "--workers WORKERS DataLoader worker processes; 0 loads in the training process (default: 2: one per" in help_text
+    assert "--workers WORKERS DataLoader worker processes; 0 loads in the training process (default: 0: one per" in help_text
+    assert StageConfig(name="x").n_workers == 0  # two cores: workers would take the step's cores
     p = argparse.ArgumentParser()
     train.add_stage_arguments(p)
     assert train.stage_overrides(p.parse_args(["--channels-last"]))["channels_last"] is True
