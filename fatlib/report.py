@@ -38,10 +38,41 @@ def dataset_overview(data) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("split")
 
 
+def has_clips(data, split: str, *, needed_for: str = "") -> bool:
+    """True when ``split`` ("curated", "noisy", "test") of ``data`` has clips; else prints one line saying
+    what is skipped (``needed_for``) and returns False. A notebook cell runs what needs the split only then."""
+    n = len(data.split(split).fnames)
+    if n == 0 and needed_for:
+        source = {"curated": "train_curated.csv", "noisy": "train_noisy.csv", "test": "sample_submission.csv"}[split]
+        print(f"no {split} clips in {data.root} ({source} missing or empty): {needed_for} skipped")
+    return n > 0
+
+
+def splits_with_clips(data, splits: Sequence[str] = ("curated", "noisy"), *, needed_for: str = "") -> list[str]:
+    """The names in ``splits`` whose split has clips (:func:`has_clips`; each empty one says so in one line)."""
+    return [s for s in splits if has_clips(data, s, needed_for=needed_for and f"{needed_for} of {s}")]
+
+
+def build_caches(data, cfg, *, cache_dir, splits: Sequence[str] = ("curated", "noisy"), n_jobs=None,
+                 input_roots=()) -> dict:
+    """The feature cache (``fatlib.cache.FeatureCache.build``) of each split in ``splits`` that has clips,
+    {name: cache}; an empty split (a curated-only data set has no ``train_noisy.csv``) is skipped with one
+    line, as a cache of no clips cannot exist."""
+    from .cache import FeatureCache
+
+    return {name: FeatureCache.build(data.split(name).paths(), cfg, cache_dir=cache_dir, name=name, n_jobs=n_jobs,
+                                     input_roots=input_roots)
+            for name in splits_with_clips(data, splits, needed_for="the feature cache")}
+
+
 def class_counts(data) -> pd.DataFrame:
-    """Clips per class (index: vocabulary order) in the curated and noisy splits."""
-    return pd.DataFrame({"curated": np.asarray(data.curated.targets).sum(axis=0).astype(int),
-                         "noisy": np.asarray(data.noisy.targets).sum(axis=0).astype(int)}, index=list(data.vocab))
+    """Clips per class in the curated and noisy splits (a split without clips left out), most clips first."""
+    counts = {name: np.asarray(data.split(name).targets).sum(axis=0).astype(int)
+              for name in ("curated", "noisy") if len(data.split(name).fnames)}
+    table = pd.DataFrame(counts, index=list(data.vocab))
+    table.index.name = "class"
+    return table.assign(_total=table.sum(axis=1)).sort_values("_total", ascending=False, kind="stable").drop(
+        columns="_total")
 
 
 def _bars(ax, counts: pd.DataFrame) -> None:
@@ -55,7 +86,7 @@ def _bars(ax, counts: pd.DataFrame) -> None:
 
 
 def plot_class_counts(data) -> Figure:
-    """Horizontal bars of :func:`class_counts` (curated and noisy side by side)."""
+    """Horizontal bars of :func:`class_counts` (curated and noisy side by side), most clips at the top."""
     counts = class_counts(data)
     fig = Figure(figsize=(7, 0.6 + 0.22 * len(counts)), layout="constrained")
     _bars(fig.add_subplot(), counts)

@@ -19,8 +19,14 @@ def test_dataset_overview_and_class_counts(tiny_dataset):
     assert table.loc["curated", "multi_label_share"] == pytest.approx((per_clip >= 2).mean())
     assert table.loc["test", "labelled"] == int((data.test_targets.sum(axis=1) > 0).sum())
     counts = class_counts(data)
-    assert list(counts.index) == data.vocab and counts["noisy"].tolist() == data.noisy.targets.sum(0).tolist()
-    assert len(plot_class_counts(data).axes[0].patches) == 2 * len(data.vocab)
+    assert sorted(counts.index) == sorted(data.vocab) and list(counts.columns) == ["curated", "noisy"]
+    assert counts.loc[data.vocab, "noisy"].tolist() == data.noisy.targets.sum(0).tolist()
+    total = counts.sum(axis=1).to_numpy()
+    assert (np.diff(total) <= 0).all() and total[0] > total[-1]  # most clips first
+    ax = plot_class_counts(data).axes[0]
+    assert len(ax.patches) == 2 * len(data.vocab)
+    top = max(ax.get_yticklabels(), key=lambda t: t.get_position()[1])
+    assert top.get_text() == counts.index[0]  # the largest class at the top
 
 
 def test_training_batch_and_log_mel_comparison(tiny_dataset, tiny_mel, tmp_path):
