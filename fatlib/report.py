@@ -35,7 +35,16 @@ def dataset_overview(data) -> pd.DataFrame:
         rows.append({"split": name, "clips": n, "labelled": int(labelled.sum()),
                      "multi_label_share": float((per_clip[labelled] >= 2).mean()) if labelled.any() else np.nan,
                      "labels_per_clip": float(per_clip[labelled].mean()) if labelled.any() else np.nan})
-    return pd.DataFrame(rows).set_index("split")
+    return pd.DataFrame(rows).set_index("split").round(4)
+
+
+def feature_summary(cfg) -> str:
+    """The log-mel settings in one line: "128 mels, hop 694 = 15.7 ms, 44.1 kHz, 2.0 s crops"."""
+    hop_ms = 1000 * cfg.hop_length / cfg.sample_rate
+    ffts = f", STFT sizes {'/'.join(map(str, cfg.n_ffts))}" if cfg.n_ffts else f", n_fft {cfg.n_fft}"
+    return (f"{cfg.n_mels} mels, hop {cfg.hop_length} = {hop_ms:.1f} ms, {cfg.sample_rate / 1000:g} kHz, "
+            f"{cfg.crop_frames * cfg.hop_length / cfg.sample_rate:.1f} s crops ({cfg.crop_frames} frames){ffts}, "
+            f"{cfg.fmin:g}-{cfg.fmax:g} Hz")
 
 
 def has_clips(data, split: str, *, needed_for: str = "") -> bool:
@@ -154,7 +163,7 @@ def plot_log_mel_comparison(comparison: dict, cfg) -> Figure:
     axes = fig.subplots(3, 1)
     plot_spectrogram(ref, cfg, ax=axes[0], title="librosa (features.log_mel)")
     plot_spectrogram(mine, cfg, ax=axes[1], title="torch (features.LogMel)")
-    plot_spectrogram(mine[:, :frames] - ref[:, :frames], cfg, ax=axes[2], units="dB difference",
+    plot_spectrogram(mine[:, :frames] - ref[:, :frames], cfg, ax=axes[2], units="dB difference", diverging=True,
                      title=f"torch - librosa (max |difference| {comparison['max_abs_diff_db']:.4f} dB)")
     return fig
 
@@ -174,8 +183,8 @@ def audio_player(y, *, sample_rate: int):
 
 def listen_rows(waves: dict, cfg, *, max_seconds: float | None = 8.0) -> list[dict]:
     """For each title -> mono waveform (``cfg.sample_rate`` Hz, at most ``max_seconds`` of it): the
-    waveform, its :func:`audio_player` and the log-mel figure of those same samples (``features.log_mel``,
-    dB, seconds and Hz axes), so what is heard is what is shown."""
+    waveform, its :func:`audio_player` and a figure of those same samples: the waveform above their log-mel
+    (``features.log_mel``, dB, seconds and Hz axes), so what is heard is what is shown."""
     from .features import log_mel
     from .plots import plot_spectrogram
 
@@ -184,15 +193,20 @@ def listen_rows(waves: dict, cfg, *, max_seconds: float | None = 8.0) -> list[di
         y = np.asarray(y, dtype=np.float32)
         if max_seconds is not None:
             y = y[: int(round(max_seconds * cfg.sample_rate))]
-        fig = Figure(figsize=(6, 2.2), layout="constrained")
-        plot_spectrogram(log_mel(y, cfg), cfg, ax=fig.add_subplot())
+        fig = Figure(figsize=(6, 3.4), layout="constrained")
+        wave_ax, spec_ax = fig.subplots(2, 1, height_ratios=(1, 2))
+        plot_spectrogram(log_mel(y, cfg), cfg, ax=spec_ax)
+        wave_ax.plot(np.arange(len(y)) / cfg.sample_rate, y, lw=0.4)
+        wave_ax.set(xlim=(0, len(y) / cfg.sample_rate), ylabel="amplitude", xticklabels=[])
+        fig.colorbar(spec_ax.collections[0], ax=wave_ax).remove()  # the same width as the spectrogram above
         rows.append({"title": str(title), "wave": y, "audio": audio_player(y, sample_rate=cfg.sample_rate),
                      "figure": fig})
     return rows
 
 
-def listen_table(rows: list[dict]):
-    """An ``IPython.display.HTML`` table: each row's title, its audio player beside its spectrogram."""
+def listen_table(rows: list[dict], *, caption: str = ""):
+    """An ``IPython.display.HTML`` table: each row's title, its audio player beside its waveform and
+    spectrogram (``caption`` above the table)."""
     import base64
     import html
     import io
@@ -206,7 +220,9 @@ def listen_table(rows: list[dict]):
         image = base64.b64encode(png.getvalue()).decode("ascii")
         cells.append(f"<tr><td style='text-align:left'>{html.escape(row['title'])}</td>"
                      f"<td>{row['audio']._repr_html_()}</td><td><img src='data:image/png;base64,{image}'/></td></tr>")
-    return HTML("<table><tr><th>clip</th><th>listen</th><th>log-mel (dB)</th></tr>" + "".join(cells) + "</table>")
+    head = f"<p>{html.escape(caption)}</p>" if caption else ""
+    return HTML(head + "<table><tr><th>clip</th><th>listen</th><th>waveform and log-mel (dB)</th></tr>" + "".join(cells)
+                + "</table>")
 
 
 def example_waves(data, cfg, *, n: int = 3, split: str = "curated") -> dict:
@@ -224,8 +240,9 @@ def example_waves(data, cfg, *, n: int = 3, split: str = "curated") -> dict:
 
 def effect_waves(path, cfg, *, effects=None, seed: int = 0, max_seconds: float | None = 5.0) -> dict:
     """One clip (``features.clip_wave``, its first ``max_seconds``) before and after each waveform
-    effect of :mod:`fatlib.wave_augment` (``effects``: names, default all), each drawn from
-    ``numpy.random.default_rng(seed)``: {"original": y, "pitch_shift": ..., ...}."""
+    effect of :mod:`fatlib.wave_augment` (``effects``: names, default all), the i-th of ``EFFECTS`` drawn
+    from ``numpy.random.default_rng([seed, i])`` (its own draw, not the same quantile for all):
+    {"original": y, "pitch_shift": ..., ...}."""
     from .features import clip_wave
     from .wave_augment import EFFECTS
 
@@ -238,8 +255,16 @@ def effect_waves(path, cfg, *, effects=None, seed: int = 0, max_seconds: float |
         y = y[: int(round(max_seconds * cfg.sample_rate))]
     out = {"original": y}
     for name in names:
-        out[name] = EFFECTS[name](y, sample_rate=cfg.sample_rate, rng=np.random.default_rng(seed)).astype(np.float32)
+        rng = np.random.default_rng(effect_seed(name, seed))
+        out[name] = EFFECTS[name](y, sample_rate=cfg.sample_rate, rng=rng).astype(np.float32)
     return out
+
+
+def effect_seed(name: str, seed: int) -> list[int]:
+    """The seed of effect ``name``'s draw in :func:`effect_waves`: ``[seed, its index in EFFECTS]``."""
+    from .wave_augment import EFFECTS
+
+    return [int(seed), list(EFFECTS).index(name)]
 
 
 def listen_examples(data, cfg, *, n: int = 3, split: str = "curated", max_seconds: float | None = 8.0):
@@ -249,9 +274,20 @@ def listen_examples(data, cfg, *, n: int = 3, split: str = "curated", max_second
 
 def listen_wave_effects(path, cfg, *, seed: int = 0, max_seconds: float | None = 5.0):
     """HTML: one clip before and after each waveform effect (pitch shift, speed, reverb, overdrive),
-    each playable beside its log-mel."""
-    return listen_table(listen_rows(effect_waves(path, cfg, seed=seed, max_seconds=max_seconds), cfg,
-                                    max_seconds=None))
+    each playable beside its log-mel, titled with what the effect drew (cents, speed, ...)."""
+    from .explore import describe_draws, wave_draws
+
+    waves = effect_waves(path, cfg, seed=seed, max_seconds=max_seconds)
+    titled = {}
+    for name, y in waves.items():
+        if name != "original":
+            text = describe_draws(name, wave_draws(name, {}, sample_rate=cfg.sample_rate, seed=effect_seed(name, seed)),
+                                  (), cfg)
+            name = text if text.startswith(name) else f"{name}: {text}"
+        titled[name] = y
+    return listen_table(listen_rows(titled, cfg, max_seconds=None),
+                        caption=f"{Path(path).name}: its first {len(waves['original']) / cfg.sample_rate:.1f} s, "
+                                f"before and after each effect (seed {seed})")
 
 
 # --------------------------------------------------------------------------------------------- stages

@@ -236,14 +236,22 @@ def data_notebook() -> nbformat.NotebookNode:
         params(DATA_PARAMS + "\nn_examples = 3  # clips played and shown\npreview_batch = 16  # clips in the "
                "augmentation preview\nlisten_seconds = 8.0  # seconds of each clip played and shown"),
         setup(),
-        code("%matplotlib inline\nfrom fatlib import plots, report\nfrom fatlib.augment import SPECTROGRAM_AUGMENTS\n"
+        code("%matplotlib inline\nfrom fatlib import explore, plots, report\nfrom fatlib.augment import SPECTROGRAM_AUGMENTS\n"
              "from fatlib.data import FatData\nfrom fatlib.features import get_preset\n\n"
              "data = FatData.from_dir(data_dir)\ncfg = get_preset(preset, n_mels=n_mels, crop_frames=crop_frames)\n"
-             'print(f"{data.root}: {len(data.vocab)} classes; features {cfg}")\nreport.dataset_overview(data)'),
-        md("## Clips per class"),
+             'print(f"{data.root}: {len(data.vocab)} classes; features: {report.feature_summary(cfg)}")\n'
+             "report.dataset_overview(data)"),
+        md("## Clips per class (most clips first)"),
         code("report.plot_class_counts(data)"),
-        md("## Listen: a few curated clips beside their log-mel spectrograms (the waveform the cache is made from)"),
+        md("## Listen: a few curated clips, their waveform and log-mel (what the cache is made from)"),
         code("report.listen_examples(data, cfg, n=n_examples, max_seconds=listen_seconds)"),
+        md("## Explore: any clip of any class, before and after an augmentation or a waveform effect\n\n"
+           "Choose the split, the class and the clip, an augmentation, its strength and the seed. The figure shows "
+           "the training crop's waveform, its log-mel before and after, and their difference (red: louder after, "
+           "blue: quieter), titled with what the augmentation drew (mixup's lambda and partner clip, the cents of "
+           "a pitch shift, ...); the players let you hear before and after (a spectrogram augmentation through "
+           "Griffin-Lim). A saved notebook shows the first choice as a picture."),
+        code('explorer = explore.explorer(data, cfg, augment="specmix", seed=0)'),
         md("## Feature caches (curated and noisy; a rerun with the same settings, or an attached earlier output "
            "holding them, does nothing)"),
         code('caches = report.build_caches(data, cfg, cache_dir=cache_dir, n_jobs=cache_jobs, input_roots=roots.inputs)\n'

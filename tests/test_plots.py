@@ -44,15 +44,16 @@ def test_augmentation_grid_shows_each_augmentation_with_targets_units_and_a_colo
     x = torch.randn(6, 3, tiny_mel.n_mels, frames, generator=g)
     y = torch.eye(6)[:, :4].clone()
     y[4, 0] = y[5, 1] = 1.0
-    vocab = ["Bark", "Meow", "Drip", "Hiss"]
+    vocab = ["Bark", "Accelerating_and_revving_and_vroom", "Drip", "Hiss"]  # a long name is shown whole
     fig = plot_augmentations(x, y, ["specmix", "specaugment"], vocab, n=3, cfg=tiny_mel)
     assert len(fig.axes) == 3 * 3 + 1                        # the panels and one colour bar
     panels, bar = fig.axes[:9], fig.axes[9]
     assert [panels[r * 3].get_ylabel() for r in range(3)] == [
-        "original\nfrequency (Hz)", "specmix\nfrequency (Hz)", "specaugment\nfrequency (Hz)"]
+        "original\nfrequency (Hz)", "SpecMix\nfrequency (Hz)", "SpecAugment\nfrequency (Hz)"]  # readable names
     assert [panels[6 + c].get_xlabel() for c in range(3)] == ["time (s)"] * 3
     assert panels[0].get_title() == "Bark 1.00"
     assert all(panels[i].get_title() for i in range(9))
+    assert panels[1].get_title() == "Accelerating_and_revving_and_vroom 1.00"
     for ax in panels:                                       # every panel: seconds across, Hz (mel-spaced) up
         assert ax.get_xlim()[1] == pytest.approx(frames * tiny_mel.hop_length / tiny_mel.sample_rate, rel=0.02)
         assert ax.get_yscale() == "symlog" and tiny_mel.fmax <= ax.get_ylim()[1] <= 1.15 * tiny_mel.fmax

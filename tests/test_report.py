@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -33,7 +35,7 @@ def test_training_batch_and_log_mel_comparison(tiny_dataset, tiny_mel, tmp_path)
     from fatlib.cache import FeatureCache
     from fatlib.data import FatData
     from fatlib.errors import DataError
-    from fatlib.report import compare_log_mel, training_batch
+    from fatlib.report import compare_log_mel, plot_log_mel_comparison, training_batch
 
     data = FatData.from_dir(tiny_dataset)
     cache = FeatureCache.build(data.curated.paths(), tiny_mel, cache_dir=tmp_path, name="curated", n_jobs=1,
@@ -48,6 +50,9 @@ def test_training_batch_and_log_mel_comparison(tiny_dataset, tiny_mel, tmp_path)
         training_batch(cache, data.noisy.targets[:5], tiny_mel)
     cmp = compare_log_mel(data.curated.paths()[0], tiny_mel)
     assert cmp["librosa"].shape[0] == 32 and cmp["max_abs_diff_db"] <= 0.01
+    (mesh,) = plot_log_mel_comparison(cmp, tiny_mel).axes[2].collections  # the difference: diverging, centred on 0
+    lo, hi = mesh.get_clim()
+    assert mesh.get_cmap().name == "RdBu_r" and lo == -hi and hi == pytest.approx(cmp["max_abs_diff_db"], rel=1e-3)
 
 
 def _fake_stage(stage_dir, vocab, selected=None):
@@ -129,10 +134,12 @@ def test_clips_play_beside_their_spectrograms(tiny_dataset, tiny_mel):
     samples, rate = _decoded(rows[0]["audio"])
     assert rate == tiny_mel.sample_rate == 44100
     assert len(samples) == len(expected) and np.abs(samples - expected).max() <= 2 / 32767  # 16-bit WAV, not rescaled
-    ax = rows[0]["figure"].axes[0]  # the spectrogram of the very samples played: same duration, seconds and Hz
+    wave_ax, ax = rows[0]["figure"].axes[:2]  # the waveform and spectrogram of the very samples played
     assert ax.get_xlabel() == "Time (s)" and ax.get_ylabel() == "Frequency (Hz)"
     assert ax.get_xlim()[1] == pytest.approx(1.5, abs=2 * tiny_mel.hop_length / tiny_mel.sample_rate)
-    assert rows[0]["figure"].axes[1].get_ylabel() == "dB"  # its colour bar
+    np.testing.assert_array_equal(wave_ax.lines[0].get_ydata(), expected)
+    assert wave_ax.get_xlim()[1] == pytest.approx(1.5, abs=1e-3)
+    assert [a.get_ylabel() for a in rows[0]["figure"].axes].count("dB") == 1  # its colour bar
     html = listen_examples(data, tiny_mel, n=2, max_seconds=1.5).data
     assert html.count("<audio") == 2 and html.count("data:image/png;base64,") == 2 and first in html
 
@@ -150,8 +157,8 @@ def test_waveform_effects_heard_before_and_after(tiny_dataset, tiny_mel):
     assert list(waves) == ["original", *EFFECTS]
     original = clip_wave(path, tiny_mel)[: tiny_mel.sample_rate]
     np.testing.assert_array_equal(waves["original"], original)
-    for name, fn in EFFECTS.items():  # each effect as WaveAugment applies it, from the same seed
-        expected = fn(original, sample_rate=tiny_mel.sample_rate, rng=np.random.default_rng(3))
+    for i, (name, fn) in enumerate(EFFECTS.items()):  # each effect as WaveAugment applies it, its own draw
+        expected = fn(original, sample_rate=tiny_mel.sample_rate, rng=np.random.default_rng([3, i]))
         np.testing.assert_allclose(waves[name], expected, atol=1e-6)
         assert not np.allclose(waves[name][: len(original)], original[: len(waves[name])]) or name == "speed"
     loud = waves["original"] * 4  # beyond [-1, 1]: the player rescales instead of failing
@@ -160,7 +167,9 @@ def test_waveform_effects_heard_before_and_after(tiny_dataset, tiny_mel):
     samples, _ = _decoded(audio_player(waves["overdrive"], sample_rate=tiny_mel.sample_rate))
     np.testing.assert_allclose(samples, waves["overdrive"], atol=2 / 32767)  # its own loudness (16-bit WAV)
     html = listen_wave_effects(path, tiny_mel, seed=3, max_seconds=1.0).data
-    assert html.count("<audio") == 1 + len(EFFECTS) and all(f">{name}<" in html for name in EFFECTS)
+    assert html.count("<audio") == 1 + len(EFFECTS) and Path(path).name in html  # says which clip it plays
+    assert re.search(r">pitch_shift: [+-]\d+ cents<", html) and re.search(r">speed x\d\.\d{3}<", html)
+    assert re.search(r">reverb: RT60 \d\.\d\d s, wet \d\.\d\d<", html) and ">overdrive: gain " in html
     with pytest.raises(DataError, match="unknown effects"):
         effect_waves(path, tiny_mel, effects=["chorus"])
     with pytest.raises(DataError, match="finite mono"):
