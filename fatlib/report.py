@@ -333,6 +333,25 @@ def plot_stage_per_class(stage_dir) -> Figure:
                           xlabel=f"{Path(stage_dir).name} lwlrap (overall {m['cv_lwlrap_curated']:.4f})")
 
 
+def explore_errors(stage_dir, data, *, cfg=None, label: str | None = None, n: int = 3, pairs: int = 10):
+    """A finished stage's mistakes on curated (out-of-fold): the ``pairs`` most confused class pairs (a
+    table), then ``fatlib.mistakes.error_explorer`` (the worst clips of a class: listen, look, true labels,
+    top-3 predicted; the worst class first). Displays both; returns the explorer."""
+    from IPython.display import display
+
+    from .mistakes import confused_pairs, error_explorer
+
+    ex = error_explorer(stage_dir, data, cfg=cfg, label=label, n=n, show=False)
+    table = confused_pairs(ex.truth, ex.scores, data.vocab, n=pairs)
+    print(f"{Path(stage_dir).name}: the class pairs most often confused (a clip's top prediction is not one of "
+          "its labels)" if len(table) else f"{Path(stage_dir).name}: every curated clip's top prediction is one of "
+          "its labels")
+    if len(table):
+        display(table)
+    ex.show()
+    return ex
+
+
 def read_selected(stage_dir) -> pd.DataFrame:
     """A stage's ``selected.csv`` (fname, labels, score, fold)."""
     path = Path(stage_dir) / "selected.csv"

@@ -128,6 +128,9 @@ STAGES = {
         "06_inference_kernel.ipynb", attach="the outputs of 00, 02 and 03", next="05 (for the CNN + VGG16 "
         "ensemble) and 06"),
 }
+ERRORS_MD = ("## What it gets wrong (curated, out-of-fold)\n\nThe class pairs most often confused, then the "
+             "worst clips of a class: listen to them, look at their log-mel, their true labels and the top-3 "
+             "predicted. The classes are sorted by their out-of-fold lwlrap, worst first.")
 SELECTION_PARAMS = {
     "stage3": 'threshold = 0.5  # sqrt(lwlrap1 * lwlrap2) to keep a noisy clip\n'
               'max_per_fold_label = 5  # clips kept per fold and label (None: no cap)',
@@ -210,6 +213,8 @@ def stage_notebook(stage: str) -> nbformat.NotebookNode:
         code("if stage_dir:\n    display(report.plot_stage(stage_dir))"),
         md("## Per-class lwlrap on curated (out-of-fold)"),
         code("if stage_dir:\n    display(report.plot_stage_per_class(stage_dir))"),
+        md(ERRORS_MD),
+        code("if stage_dir:\n    errors = report.explore_errors(stage_dir, data)"),
     ]
     if selects:
         cells += [md("## The noisy clips this stage added: per class and fold, and their scores"),
@@ -304,6 +309,8 @@ def vgg_notebook() -> nbformat.NotebookNode:
         code("run_dir = Path(weights_root) / run\nfor stage in STAGES if summary else ():\n    display(report.stage_table(run_dir / stage))\n"
              "    display(report.plot_stage(run_dir / stage))\n    display(report.plot_stage_per_class(run_dir / stage))\n"
              '    if stage in ("stage3", "stage4"):\n        display(report.plot_selection(run_dir / stage, data.vocab))'),
+        md(ERRORS_MD.replace("## What it gets wrong", "## What stage 4 gets wrong")),
+        code('if summary:\n    errors = report.explore_errors(run_dir / "stage4", data)'),
         md("## Ensemble with the CNN run (both runs' stage ensembles, same folds; the CNN run is read where it is)"),
         code("cnn_oof = roots.find(Path(weights_root) / cnn_run / \"oof_ensemble_curated.csv\") if cnn_run else None\n"
              "if summary is None:\n    pass  # no warm-up run (said above)\nelif cnn_oof is not None:\n"

@@ -245,7 +245,8 @@ def test_kaggle_rehearsal_sessions_00_to_06(kaggle):
         assert len(FeatureCache(index)) == 16 and FeatureCache(index).cfg.n_mels == 32
     assert len(outputs(nb, "png")) >= 3  # class counts, augmentation grid, LogMel vs librosa
     html = "".join(outputs(nb, "html"))
-    assert html.count("<audio") == 2 + 1 + len(EFFECTS)  # 2 clips; one clip before and after each effect
+    # 2 clips; one clip before and after each effect; the explorer: the crop, before and after (Griffin-Lim)
+    assert html.count("<audio") == 2 + 1 + len(EFFECTS) + 3
     (line,) = [m for t in outputs(nb, "text") for m in re.findall(r"max \|LogMel - librosa\| = ([\d.]+) dB", t)]
     assert float(line) <= 0.01
 

@@ -174,3 +174,58 @@ def test_waveform_effects_heard_before_and_after(tiny_dataset, tiny_mel):
         effect_waves(path, tiny_mel, effects=["chorus"])
     with pytest.raises(DataError, match="finite mono"):
         audio_player(np.array([0.0, np.nan]), sample_rate=44100)
+
+
+@pytest.fixture(scope="module")
+def tiny_stage(tiny_dataset, tmp_path_factory):
+    """A finished 2-fold, 1-epoch curated stage of a tiny model (as tests/test_train.py trains one)."""
+    from fatlib.data import FatData
+    from fatlib.train import StageConfig, train_stage
+
+    data = FatData.from_dir(tiny_dataset)
+    root = tmp_path_factory.mktemp("errors")
+    cfg = StageConfig(name="stage2", train_on="curated", model="cnn_model_1", model_kwargs={"width_mult": 0.125},
+                      preset="cnn128", mel=dict(n_mels=32, n_fft=2048, hop_length=1024, crop_frames=32), epochs=1,
+                      n_folds=2, batch_size=24, augment=[], tta_step_frames=32, cache_jobs=1, auto_scale=False,
+                      n_workers=0)
+    res = train_stage(cfg, data, run_dir=root / "run", cache_dir=root / "cache", progress=False)
+    return data, res.stage_dir
+
+
+def test_mistakes_of_a_trained_stage(tiny_stage):
+    """Per-class OOF lwlrap (worst first), the worst clips of a class with their true and top-3 labels, the
+    most confused pairs, and the error explorer driven headless (another class: other clips and sounds)."""
+    pytest.importorskip("ipywidgets")
+    from fatlib.metrics import lwlrap, per_class_lwlrap
+    from fatlib.mistakes import class_table, confused_pairs, read_oof, worst_clips
+    from fatlib.report import explore_errors
+
+    data, stage_dir = tiny_stage
+    scores, truth = read_oof(stage_dir, data), data.curated.targets
+    table = class_table(truth, scores, data.vocab)
+    values, weights = per_class_lwlrap(truth, scores)
+    assert list(table["lwlrap"]) == sorted(table["lwlrap"])  # worst first
+    assert table.loc[data.vocab[0], "lwlrap"] == pytest.approx(values[0], abs=1e-4)
+    assert np.nansum(table["lwlrap"] * table["label_share"]) == pytest.approx(lwlrap(truth, scores), abs=1e-3)
+    label = table.index[0]
+    worst = worst_clips(truth, scores, data.vocab, label, n=3, fnames=data.curated.fnames)
+    c = data.vocab.index(label)
+    ranks = [(scores[i] > scores[i, c]).sum() + 1 for i in np.flatnonzero(truth[:, c])]
+    assert len(worst) == 3 and worst["rank"].tolist() == sorted(ranks, reverse=True)[:3]
+    for r in worst.itertuples():
+        assert label in r.true_labels.split(", ") and data.curated.fnames[r.row] == r.fname
+        top = [t.rsplit(" ", 1)[0] for t in r.top3_predicted.split(", ")]
+        assert top == [data.vocab[j] for j in np.argsort(-scores[r.row], kind="stable")[:3]]
+    pairs = confused_pairs(truth, scores, data.vocab, n=5)
+    wrong = int((~(truth[np.arange(len(truth)), scores.argmax(1)] > 0)).sum())
+    assert (pairs["clips"].diff().dropna() <= 0).all() and (wrong == 0) == pairs.empty
+    assert all(t != p for t, p in zip(pairs["true"], pairs["predicted_instead"]))
+
+    ex = explore_errors(stage_dir, data, n=2)
+    assert ex.label.value == label and ex.html.count("<audio") == 2 and ex.html.count("data:image/png") == 2
+    assert worst.loc[0, "fname"] in ex.html and "top-3 predicted" in ex.html
+    html, other = ex.html, table.index[1]
+    ex.label.value = other
+    assert ex.html != html and f"<b>{other}</b>" in ex.html and set(ex.clips["fname"]) <= set(data.curated.fnames)
+    ex.n.value = 3
+    assert ex.html.count("<audio") == 3
