@@ -165,7 +165,8 @@ def _history_frames(history) -> list:
 
 
 def plot_training_curve(history, ax=None, *, title: str | None = None) -> Figure:
-    """Train/valid loss and lwlrap per epoch; several folds overlaid (one colour per fold).
+    """Train/valid loss and lwlrap per epoch (epochs and folds numbered from 1, integer epoch ticks);
+    several folds overlaid (one colour per fold).
 
     ``ax``: None (new figure with a loss panel and an lwlrap panel), one Axes (loss there, lwlrap on a
     twin right axis) or a pair of Axes (loss, lwlrap).
@@ -187,9 +188,13 @@ def plot_training_curve(history, ax=None, *, title: str | None = None) -> Figure
         for col, style in (("train_loss", "-"), ("valid_loss", "--")):
             if col in df:
                 loss_ax.plot(epochs, df[col].astype(float), style, color=color,
-                             label=f"fold {k} {col.split('_')[0]}")
+                             label=f"fold {k + 1} {col.split('_')[0]}")
         if "lwlrap" in df:
-            metric_ax.plot(epochs, df["lwlrap"].astype(float), ":o", color=color, ms=3, label=f"fold {k} lwlrap")
+            metric_ax.plot(epochs, df["lwlrap"].astype(float), ":o", color=color, ms=3, label=f"fold {k + 1} lwlrap")
+    from matplotlib.ticker import MaxNLocator
+
+    for a in (loss_ax, metric_ax):
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("loss")
     metric_ax.set_xlabel("epoch")
@@ -219,7 +224,8 @@ def plot_per_class(values, names: Sequence[str], weights=None, ax=None, *, xlabe
     ax.barh(pos, np.nan_to_num(values[order]), color="C0")
     ax.set_yticks(pos, [names[i] for i in order], fontsize=7)
     ax.set_ylim(-0.6, len(values) - 0.4)
-    ax.set_xlabel(xlabel)
+    ax.set_xlabel(xlabel + ("\n(beside each bar: the class's share of all labels, its weight in the overall lwlrap)"
+                            if weights is not None else ""))
     for p, i in zip(pos, order):
         note = "n/a" if np.isnan(values[i]) else (f"{100 * weights[i]:.1f}%" if weights is not None else "")
         if note:

@@ -298,13 +298,14 @@ def _read_json(path: Path) -> dict:
 
 
 def stage_table(stage_dir) -> pd.DataFrame:
-    """CV lwlrap of a finished stage: one row per fold (curated = its validation fold, noisy = its
-    out-of-fold noisy clips) and an "all (OOF)" row over all out-of-fold predictions."""
+    """CV lwlrap of a finished stage (4 decimals): one row per fold, numbered from 1 as the training log
+    does (curated = its validation fold, noisy = its out-of-fold noisy clips) and an "all (OOF)" row over
+    all out-of-fold predictions."""
     m = _read_json(Path(stage_dir) / "metrics.json")
-    rows = [{"fold": str(k), "lwlrap_curated": c, "lwlrap_noisy": n}
+    rows = [{"fold": str(k + 1), "lwlrap_curated": c, "lwlrap_noisy": n}
             for k, (c, n) in enumerate(zip(m["fold_lwlrap_curated"], m["fold_lwlrap_noisy"]))]
     rows.append({"fold": "all (OOF)", "lwlrap_curated": m["cv_lwlrap_curated"], "lwlrap_noisy": m["cv_lwlrap_noisy"]})
-    return pd.DataFrame(rows).set_index("fold")
+    return pd.DataFrame(rows).set_index("fold").astype(float).round(4)
 
 
 def stage_histories(stage_dir) -> list:
@@ -347,7 +348,7 @@ def explore_errors(stage_dir, data, *, cfg=None, label: str | None = None, n: in
           "its labels)" if len(table) else f"{Path(stage_dir).name}: every curated clip's top prediction is one of "
           "its labels")
     if len(table):
-        display(table)
+        display(table.set_index(["true", "predicted_instead"]))
     ex.show()
     return ex
 

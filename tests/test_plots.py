@@ -85,6 +85,12 @@ def test_training_curve_overlays_folds_from_train_history_format(tmp_path):
     assert loss_ax.get_ylabel() == "loss" and metric_ax.get_ylabel() == "lwlrap"
     assert len(loss_ax.lines) == 4 and len(metric_ax.lines) == 2
     assert list(metric_ax.lines[1].get_ydata()) == pytest.approx([0.3, 0.4, 0.5])
+    assert [line.get_label() for line in metric_ax.lines] == ["fold 1 lwlrap", "fold 2 lwlrap"]  # from 1, as the log
+    fig.canvas.draw()
+    for ax in (loss_ax, metric_ax):  # whole epochs only: 1, 2, 3 (no 1.2, 1.4, ...)
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert ticks == [1, 2, 3]
     _assert_png(save_figure(fig, tmp_path / "curve.png"))
 
 
@@ -108,7 +114,7 @@ def test_per_class_bars_sorted_best_first_with_nan_last(tmp_path):
     height = {t.get_text(): t.get_position()[1] for t in ax.get_yticklabels()}
     top_to_bottom = sorted(height, key=height.get, reverse=True)
     assert top_to_bottom == ["c", "a", "d", "b"]
-    assert ax.get_xlabel() == "lwlrap"
+    assert ax.get_xlabel().startswith("lwlrap\n") and "share of all labels" in ax.get_xlabel()  # the % explained
     assert any(t.get_text().strip() == "n/a" for t in ax.texts)
     assert any(t.get_text().strip() == "50.0%" for t in ax.texts)
     _assert_png(save_figure(fig, tmp_path / "per_class.png"))
