@@ -18,6 +18,28 @@ from .errors import DataError
 from .io import write_text
 
 
+# ------------------------------------------------------------------------------------------- setup
+def setup_notebook(fatlib_dataset, input_roots=None, *, installed=()):
+    """The notebooks' setup once fatlib is importable: each dependency Kaggle's image lacks installed
+    offline from ``<fatlib_dataset>/wheels`` (``fatlib.kaggle.install_missing``; ``installed``: what the
+    cell installed before, named in the same line), the earlier sessions' outputs found
+    (``fatlib.runs.discover_input_roots`` when ``input_roots`` is None), and one line saying where fatlib
+    and those outputs are. Returns the ``fatlib.runs.Roots``."""
+    import fatlib
+
+    from .kaggle import install_missing
+    from .runs import Roots, discover_input_roots
+
+    wheels = Path(fatlib_dataset) / "wheels"
+    done = [*installed, *install_missing(wheels, progress=False)]
+    if done:
+        print(f"installed from {wheels}: {', '.join(done)}")
+    roots = Roots(discover_input_roots() if input_roots is None else input_roots)
+    print(f"fatlib {fatlib.__version__} from {Path(fatlib.__file__).parent}; earlier sessions read from "
+          f"{[str(r) for r in roots.inputs] or 'nowhere'}")
+    return roots
+
+
 # ----------------------------------------------------------------------------------------- data set
 def dataset_overview(data) -> pd.DataFrame:
     """One row per split: clips, labelled clips, multi-label share (labelled clips with >= 2 labels),

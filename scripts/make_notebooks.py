@@ -17,8 +17,6 @@ from pathlib import Path
 
 import nbformat
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's fatlib, not an installed one
-from fatlib.kaggle import DEPENDENCIES  # noqa: E402  (the packages the setup cell installs when missing)
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 STAGE_EPOCHS = {"stage1": 30, "stage2": 20, "stage3": 15, "stage4": 10}
@@ -33,34 +31,18 @@ KAGGLE_PARAMS = '''fatlib_dataset = "../input/fatlib"  # the fatlib Kaggle datas
 input_roots = None  # earlier sessions' outputs, read-only (None: every folder under ../input/ holding weights/ or cache/)'''
 
 # The same in every notebook, after the parameters: fatlib and the packages Kaggle's image lacks, offline.
-SETUP = '''# Setup (the same in every notebook): fatlib and the packages Kaggle's image may lack, installed from
-# the fatlib dataset's wheels/ with pip --no-index (no internet needed), each only when it is not importable;
-# then the earlier sessions' outputs attached under ../input/
-import importlib.util
-import subprocess
-import sys
-from pathlib import Path
-
-wheels = Path(fatlib_dataset) / "wheels"
-packages = {modules}  # import name: package
-missing = [package for module, package in packages.items() if importlib.util.find_spec(module) is None]
-if missing:
-    if not wheels.is_dir():
-        raise ModuleNotFoundError(f"{{missing}} not installed and {{wheels}} does not exist: attach the fatlib dataset "
-                                  "(python -m fatlib kaggle-dataset) or set fatlib_dataset to where it is")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--find-links",
-                    str(wheels), *missing], check=True)
-    importlib.invalidate_caches()  # let this running kernel see the new packages
-    print(f"installed from {{wheels}}: {{', '.join(missing)}}")
-import fatlib
-from fatlib.kaggle import install_missing
-from fatlib.runs import Roots, discover_input_roots
-
-install_missing(wheels)  # a dependency still missing: one line naming it and the fix
-roots = Roots(discover_input_roots() if input_roots is None else input_roots)
-print(f"fatlib {{fatlib.__version__}} from {{Path(fatlib.__file__).parent}}; earlier sessions read from "
-      f"{{[str(r) for r in roots.inputs] or 'nowhere'}}")'''.format(
-    modules={"fatlib": "fatlib", **DEPENDENCIES})
+SETUP = '''# Setup (the same in every notebook). On Kaggle fatlib is not installed: pip installs it from the fatlib dataset's
+# wheels/ (--no-index: no internet needed); setup_notebook installs the dependencies Kaggle's image lacks the same
+# way and finds the earlier sessions' outputs attached under ../input/
+import importlib.util, subprocess, sys  # noqa: E401
+fresh = importlib.util.find_spec("fatlib") is None
+if fresh and subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
+                             "--find-links", f"{fatlib_dataset}/wheels", "fatlib"]).returncode:
+    raise ModuleNotFoundError(f"fatlib is not installed and {fatlib_dataset}/wheels has no fatlib wheel: attach the "
+                              "fatlib dataset (python -m fatlib kaggle-dataset) or set fatlib_dataset to where it is")
+importlib.invalidate_caches()  # let this running kernel see what pip installed
+from fatlib.report import setup_notebook
+roots = setup_notebook(fatlib_dataset, input_roots, installed=["fatlib"] if fresh else [])'''
 
 SESSIONS = ("**Kaggle sessions.** One session per notebook: its working folder is the only place written; earlier "
             "sessions' outputs are read where they are mounted (`../input/<name>/`, found by `input_roots=None`), "
@@ -296,7 +278,7 @@ def vgg_notebook() -> nbformat.NotebookNode:
                    .replace("max_per_fold_label", "stage4_max_per_fold_label", 1)
                + '\ncnn_run = "cnn_model_1"  # ensemble with this run when it exists (None: skip)'),
         setup(),
-        code("%matplotlib inline\nfrom fatlib import report\nfrom fatlib.data import FatData\n"
+        code("%matplotlib inline\nfrom pathlib import Path\n\nfrom fatlib import report\nfrom fatlib.data import FatData\n"
              "from fatlib.pipeline import STAGES, warmup\n\n" + SETTINGS + "\n" + NEEDS_NOISY),
         md("## Stages 1-4 and the stage ensemble (resumable)"),
         code("summary = None\nif report.has_clips(data, \"noisy\", needed_for=NEEDS_NOISY):\n"
@@ -348,7 +330,7 @@ def kernel_notebook() -> nbformat.NotebookNode:
         setup(),
         code("%matplotlib inline\nimport time\n\nimport pandas as pd\n\nfrom fatlib import report\nfrom fatlib.data import FatData\n"
              "from fatlib.kaggle import verify_dataset\nfrom fatlib.plots import plot_per_class\n"
-             "from fatlib.predict import predict_test\n\n"
+             "from fatlib.predict import predict_test\nfrom fatlib.runs import Roots\n\n"
              "manifest = verify_dataset(fatlib_dataset)  # every file against its sha256: a damaged one is named here\n"
              "data = FatData.from_dir(data_dir)\n"
              'weights = Roots([fatlib_dataset, *roots.inputs]).find_weights([f"weights/{r}" for r in runs], stages=stages)\n'

@@ -212,7 +212,8 @@ def test_committed_notebooks_are_clean_and_generated():
         head = "".join(nb["cells"][0]["source"])
         assert "**Attach (Kaggle, Add data):**" in head and "**Then:** attach this notebook's output to" in head
     (setup,) = setups  # one setup cell, the same in every notebook
-    assert "--no-index" in setup and "install_missing(wheels)" in setup and "discover_input_roots()" in setup
+    assert "--no-index" in setup and "setup_notebook(fatlib_dataset, input_roots" in setup
+    assert len([line for line in setup.splitlines() if not line.startswith("#")]) <= 9  # was 23 lines
     check = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_notebooks.py"), "--check"],
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
