@@ -173,18 +173,55 @@ def curated_only(tmp_path_factory) -> Path:
     return root
 
 
-def test_notebooks_00_01_on_curated_only_data(curated_only, tmp_path):
+@pytest.fixture(scope="module")
+def executed_00(curated_only, tmp_path_factory) -> tuple[dict, Path]:
+    """Notebook 00 executed on the curated-only set: (the executed notebook, its working folder)."""
+    working = tmp_path_factory.mktemp("nb00")
+    return run_notebook(ALL[0], working, data_dir=str(curated_only), n_examples=1, preview_batch=4,
+                        listen_seconds=1.0, **DATA), working
+
+
+def test_notebooks_00_01_on_curated_only_data(curated_only, executed_00, tmp_path):
     """00 and 01 finish on a curated-only data set without a test split: what needs the missing splits is
-    skipped with one line; the curated cache is built (not a noisy one)."""
-    nb = run_notebook(ALL[0], tmp_path, data_dir=str(curated_only), n_examples=1, preview_batch=4,
-                      listen_seconds=1.0, **DATA)
+    skipped with one line; the curated cache is built (not a noisy one); the explorer's first choice is
+    saved as a picture and players; 5 classes, sorted by count."""
+    nb, working = executed_00
     text = "".join(outputs(nb, "text"))
     assert "no noisy clips in" in text and "the feature cache of noisy skipped" in text
-    assert [p.name.split("-")[0] for p in (tmp_path / "cache").glob("*.json")] == ["curated"]
+    assert [p.name.split("-")[0] for p in (working / "cache").glob("*.json")] == ["curated"]
+    assert "features: 32 mels, hop 694 = 15.7 ms, 44.1 kHz, 0.5 s crops" in text and "MelConfig(" not in text
+    (explorer,) = [h for h in outputs(nb, "html") if "Griffin-Lim" in h]  # the explorer's static rendering
+    assert explorer.count("<audio") == 3 and explorer.count("data:image/png;base64,") == 1
     nb = run_notebook(ALL[1], tmp_path, data_dir=str(curated_only), **TRAIN)
     text = "".join(outputs(nb, "text"))
     assert text.count("no noisy clips in") == 1 and "the warm-up (stage 1 trains on the noisy clips" in text
     assert not (tmp_path / "weights").exists()
+
+
+def test_executed_00_rendered_and_screenshotted(executed_00, tmp_path):
+    """scripts/screenshot_notebook.py: nbconvert HTML of the executed 00, then headless Chromium pages; the
+    page shows the saved outputs (pictures drawn, not a blank or error page)."""
+    pytest.importorskip("nbconvert")
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from screenshot_notebook import find_browser
+
+    if find_browser() is None:
+        pytest.skip("no chromium installed (apt-get install chromium)")
+    import numpy as np
+    from PIL import Image
+
+    nb, working = executed_00
+    executed = working / f"{ALL[0]}.ipynb"
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "screenshot_notebook.py"), str(executed), "--out",
+                          str(tmp_path), "--height", "6000"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    pages = [Path(line) for line in res.stdout.split()]
+    assert len(pages) >= 2 and all(p.is_file() for p in pages)
+    html = (tmp_path / f"{ALL[0]}.html").read_text()
+    assert html.count("<audio") >= 1 + 3 + 1 and "Griffin-Lim" in html  # players of the saved outputs
+    pixels = np.concatenate([np.asarray(Image.open(p).convert("RGB"), dtype=np.int16).reshape(-1, 3) for p in pages])
+    coloured = (pixels.max(axis=1) - pixels.min(axis=1)) > 60  # figures (magma, bars), not text or background
+    assert coloured.mean() > 0.02, f"{coloured.mean():.3f} of the pixels coloured: figures not drawn?"
 
 
 def test_committed_notebooks_are_clean_and_generated():
