@@ -17,7 +17,6 @@ from pathlib import Path
 
 import nbformat
 
-
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 STAGE_EPOCHS = {"stage1": 30, "stage2": 20, "stage3": 15, "stage4": 10}
 EPOCHS_NOTE = (
