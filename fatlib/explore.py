@@ -507,4 +507,6 @@ class Explorer(LiveView):
         self.view = augment_view(self._batch, self.augment.value, strength=self.strength.value, seed=key[2],
                                  vocab=self.data.vocab)
         self.figure, self.audio = plot_view(self.view), view_audio(self.view)
-        return static_html(self.figure, self.audio)
+        v = self.view
+        return static_html(self.figure, self.audio, note=f"{v['split']} clip {v['fname']} ({v['labels']}); "
+                           f"{short_title(v['name'])}, strength {v['strength']:g}, seed {v['seed']}: {v['text']}")

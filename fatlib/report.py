@@ -41,6 +41,21 @@ def setup_notebook(fatlib_dataset, input_roots=None, *, installed=()):
 
 
 # ----------------------------------------------------------------------------------------- data set
+def load_data(data_dir=None):
+    """``fatlib.data.FatData.from_dir(data_dir)``, its warnings (e.g. no ``train_noisy.csv``: a curated-only
+    data set) printed as plain "note:" lines instead of a notebook's warning boxes."""
+    import warnings
+
+    from .data import FatData
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = FatData.from_dir(data_dir)
+    for w in caught:
+        print(f"note: {w.message}")
+    return data
+
+
 def dataset_overview(data) -> pd.DataFrame:
     """One row per split: clips, labelled clips, multi-label share (labelled clips with >= 2 labels),
     mean labels per labelled clip. Test labels count when the data set has them."""

@@ -33,7 +33,7 @@ input_roots = None  # earlier sessions' outputs, read-only (None: every folder u
 SETUP = '''# Setup (the same in every notebook). On Kaggle fatlib is not installed: pip installs it from the fatlib dataset's
 # wheels/ (--no-index: no internet needed); setup_notebook installs the dependencies Kaggle's image lacks the same
 # way and finds the earlier sessions' outputs attached under ../input/
-import importlib.util, subprocess, sys  # noqa: E401
+import importlib.util, subprocess, sys
 fresh = importlib.util.find_spec("fatlib") is None
 if fresh and subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
                              "--find-links", f"{fatlib_dataset}/wheels", "fatlib"]).returncode:
@@ -70,7 +70,7 @@ auto_scale = True  # on a data set smaller than FSDKaggle2019: smaller batches, 
 SETTINGS = '''settings = dict(preset=preset, mel={"n_mels": n_mels, "crop_frames": crop_frames},
                 model_kwargs={"width_mult": width_mult}, n_folds=n_folds, batch_size=batch_size, lr=lr,
                 n_workers=n_workers, cache_jobs=cache_jobs, auto_scale=auto_scale)
-data = FatData.from_dir(data_dir)
+data = report.load_data(data_dir)
 print(f"{data.root}: {len(data.curated.fnames)} curated, {len(data.noisy.fnames)} noisy clips, {len(data.vocab)} classes")'''
 NEEDS_NOISY = ('NEEDS_NOISY = "the warm-up (stage 1 trains on the noisy clips, every later stage starts from it; '
                'curated-only data: python -m fatlib run)"')
@@ -183,7 +183,7 @@ def stage_notebook(stage: str) -> nbformat.NotebookNode:
                   next=s["next"]) + "\n\n" + EPOCHS_NOTE),
         params(p),
         setup(),
-        code("%matplotlib inline\nfrom fatlib import report\nfrom fatlib.data import FatData\n"
+        code("%matplotlib inline\nfrom fatlib import report\n"
              "from fatlib.pipeline import " + ("stage_ensemble, " if stage == "stage4" else "") + "warmup_stage\n\n"
              + SETTINGS + "\n" + NEEDS_NOISY),
         md(f"## Train {stage} (K folds; finished folds are skipped)"),
@@ -223,8 +223,8 @@ def data_notebook() -> nbformat.NotebookNode:
                "augmentation preview\nlisten_seconds = 8.0  # seconds of each clip played and shown"),
         setup(),
         code("%matplotlib inline\nfrom fatlib import explore, plots, report\nfrom fatlib.augment import SPECTROGRAM_AUGMENTS\n"
-             "from fatlib.data import FatData\nfrom fatlib.features import get_preset\n\n"
-             "data = FatData.from_dir(data_dir)\ncfg = get_preset(preset, n_mels=n_mels, crop_frames=crop_frames)\n"
+             "from fatlib.features import get_preset\n\n"
+             "data = report.load_data(data_dir)\ncfg = get_preset(preset, n_mels=n_mels, crop_frames=crop_frames)\n"
              'print(f"{data.root}: {len(data.vocab)} classes; features: {report.feature_summary(cfg)}")\n'
              "report.dataset_overview(data)"),
         md("## Clips per class (most clips first)"),
@@ -277,7 +277,7 @@ def vgg_notebook() -> nbformat.NotebookNode:
                    .replace("max_per_fold_label", "stage4_max_per_fold_label", 1)
                + '\ncnn_run = "cnn_model_1"  # ensemble with this run when it exists (None: skip)'),
         setup(),
-        code("%matplotlib inline\nfrom pathlib import Path\n\nfrom fatlib import report\nfrom fatlib.data import FatData\n"
+        code("%matplotlib inline\nfrom pathlib import Path\n\nfrom fatlib import report\n"
              "from fatlib.pipeline import STAGES, warmup\n\n" + SETTINGS + "\n" + NEEDS_NOISY),
         md("## Stages 1-4 and the stage ensemble (resumable)"),
         code("summary = None\nif report.has_clips(data, \"noisy\", needed_for=NEEDS_NOISY):\n"
@@ -327,11 +327,11 @@ def kernel_notebook() -> nbformat.NotebookNode:
                "batch_size = 64  # crops per forward pass\n"
                'ensemble = "mean"  # across stages and models\nout = "submission.csv"'),
         setup(),
-        code("%matplotlib inline\nimport time\n\nimport pandas as pd\n\nfrom fatlib import report\nfrom fatlib.data import FatData\n"
+        code("%matplotlib inline\nimport time\n\nimport pandas as pd\n\nfrom fatlib import report\n"
              "from fatlib.kaggle import verify_dataset\nfrom fatlib.plots import plot_per_class\n"
              "from fatlib.predict import predict_test\nfrom fatlib.runs import Roots\n\n"
              "manifest = verify_dataset(fatlib_dataset)  # every file against its sha256: a damaged one is named here\n"
-             "data = FatData.from_dir(data_dir)\n"
+             "data = report.load_data(data_dir)\n"
              'weights = Roots([fatlib_dataset, *roots.inputs]).find_weights([f"weights/{r}" for r in runs], stages=stages)\n'
              'print(f"{len(data.test.fnames)} test clips; {len(manifest[\'files\'])} dataset files verified; weights "\n'
              '      f"{[str(w) for w in weights]}")'),
@@ -342,7 +342,8 @@ def kernel_notebook() -> nbformat.NotebookNode:
              '    print(f"{result[\'n_models\']} fold models in groups {result[\'groups\']}: {time.time() - start:.0f} s -> {out}")\n'
              "    display(pd.read_csv(out).head())"),
         md("## Evaluation (only when the test labels are known)"),
-        code('ev = result and result["evaluation"]\nif ev is None:\n    print("no test labels: submission written, not scored")\nelif ev:\n'
+        code('ev = result["evaluation"] if result else None\nif result and ev is None:\n'
+             '    print("no test labels: submission written, not scored")\nelif ev:\n'
              '    print(f"test lwlrap {ev[\'lwlrap\']:.4f} on {ev[\'n_clips\']} clips; by usage: {ev.get(\'by_usage\')}")\n'
              '    per_class = ev["per_class"]\n'
              '    display(plot_per_class([v["lwlrap"] if v["lwlrap"] is not None else float("nan") for v in per_class.values()],\n'

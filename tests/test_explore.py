@@ -118,3 +118,32 @@ def test_explorer_widgets_drive_the_view(data, tiny_mel):
     # another split
     ex.split.value = "noisy"
     assert ex.view["split"] == "noisy" and ex.view["fname"] in data.noisy.fnames
+
+
+def test_explorer_in_a_kernel_updates_its_output_in_place(data, tiny_dataset, tmp_path):
+    """In a real kernel (nbclient), changing the class dropdown from another cell replaces the explorer's
+    rendering in place (update_display_data with its display id), as a live notebook shows it."""
+    pytest.importorskip("ipywidgets")
+    nbformat = pytest.importorskip("nbformat")
+    from nbclient import NotebookClient
+
+    from fatlib.explore import clips_of_class
+
+    counts = data.curated.targets.sum(0)
+    first, second = [data.vocab[i] for i in np.argsort(-counts, kind="stable")[:2]]
+    other_clip = data.curated.fnames[clips_of_class(data, "curated", second)[0]]
+    cells = [f"""from fatlib import explore
+from fatlib.data import FatData
+from fatlib.features import get_preset
+data = FatData.from_dir({str(tiny_dataset)!r})
+cfg = get_preset("cnn128", n_mels=32, n_fft=1024, hop_length=512, crop_frames=32)
+ex = explore.explorer(data, cfg, batch_size=3)""", f"ex.label.value = {second!r}\nprint(ex.view['fname'])"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    shown = [o for o in nb.cells[0].outputs if "text/html" in o.get("data", {})]
+    assert len(shown) == 1 and "Griffin-Lim" in shown[0]["data"]["text/html"]
+    assert nb.cells[1].outputs[0]["text"].strip() == other_clip
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in nb.cells[0].outputs)
+    assert shown[0]["data"]["text/html"] != "" and first != second
+    # the saved first cell now holds the rendering of the second class's clip (updated, not appended)
+    assert other_clip in shown[0]["data"]["text/html"]

@@ -188,6 +188,9 @@ def test_notebooks_00_01_on_curated_only_data(curated_only, executed_00, tmp_pat
     nb, working = executed_00
     text = "".join(outputs(nb, "text"))
     assert "no noisy clips in" in text and "the feature cache of noisy skipped" in text
+    assert "note: " in text and "train_noisy.csv not found" in text  # the loader's warning as a plain line
+    boxes = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("name") == "stderr"]
+    assert not boxes, boxes  # no warning boxes (TqdmWarning, UserWarning)
     assert [p.name.split("-")[0] for p in (working / "cache").glob("*.json")] == ["curated"]
     assert "features: 32 mels, hop 694 = 15.7 ms, 44.1 kHz, 0.5 s crops" in text and "MelConfig(" not in text
     (explorer,) = [h for h in outputs(nb, "html") if "Griffin-Lim" in h]  # the explorer's static rendering
