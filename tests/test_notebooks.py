@@ -304,6 +304,10 @@ def test_kaggle_rehearsal_sessions_00_to_06(kaggle):
     kaggle.freeze(cut)
     # ... and the next session resumes from that output: fold 0 copied over (not retrained), fold 1 trained
     s01, nb, _ = kaggle.session("s01", ALL[1], {**base, "nb00": s00, "nb01": cut}, **TRAIN)
+    text, html = "".join(outputs(nb, "text")), "".join(outputs(nb, "html"))
+    assert len(re.findall(r"stage1 fold 2/2 epoch 1/1: train_loss [\d.]+, valid_loss [\d.]+, lwlrap [\d.]+", text)) == 1
+    assert "train_loss</th>" not in html  # one line per epoch: not fastai's table as well
+    assert "top-3 predicted" in html and html.count("<audio") >= 1  # the error explorer's first rendering
     cnn = s01 / "weights/cnn_model_1"
     stage_ok(cnn, "stage1")
     assert json.loads((cnn / "stage1/fold0.json").read_text())["session"] == "s01a"
