@@ -13,20 +13,18 @@ a notebook executed headless (papermill) and converted (nbconvert) shows the fir
 """
 from __future__ import annotations
 
-import base64
 import functools
-import html
-import io
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from .display import LiveView, static_html
 from .errors import DataError
 
 __all__ = ["AUGMENT_CHOICES", "Choice", "Explorer", "augment_view", "clip_batch", "clips_of_class", "explorer",
-           "invert_log_mel", "plot_view", "static_html", "view_audio"]
+           "invert_log_mel", "plot_view", "view_audio"]
 
 
 @dataclass(frozen=True)
@@ -320,7 +318,7 @@ def invert_log_mel(db, cfg, *, n_iter: int = 32) -> np.ndarray:
 def view_audio(view: dict) -> dict:
     """Players of the view: {title: IPython Audio}; a spectrogram augmentation is heard through
     :func:`invert_log_mel` of both log-mels (the original waveform beside them), a waveform effect as is."""
-    from .report import audio_player
+    from .display import audio_player
 
     cfg, sr = view["cfg"], view["cfg"].sample_rate
     if view["wave_after"] is not None:
@@ -370,20 +368,6 @@ def plot_view(view: dict) -> Figure:
     return fig
 
 
-def _png(fig: Figure, *, dpi: int = 80) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def static_html(fig: Figure, audio: dict, *, note: str = "") -> str:
-    """HTML of a figure (embedded PNG) and titled players: what a saved notebook shows of an explorer."""
-    players = "".join(f"<td style='text-align:left'>{html.escape(t)}<br/>{a._repr_html_()}</td>"
-                      for t, a in audio.items())
-    return (f"<div>{'<p>' + html.escape(note) + '</p>' if note else ''}<img src='data:image/png;base64,{_png(fig)}'/>"
-            f"<table><tr>{players}</tr></table></div>")
-
-
 # -------------------------------------------------------------------------------------- the widget
 def explorer(data, cfg, *, split: str = "curated", label: str | None = None, augment: str = "specmix",
              seed: int = 0, batch_size: int = 8, show: bool = True) -> Explorer:
@@ -395,42 +379,14 @@ def explorer(data, cfg, *, split: str = "curated", label: str | None = None, aug
     return ex
 
 
-class LiveView:
-    """Controls (ipywidgets) above one plain HTML output that :meth:`render` replaces in place (an IPython
-    display handle, not an Output widget), so a notebook saved headless still holds the current rendering:
-    nbconvert shows it without widget state, and a live kernel updates it when a control changes."""
-
-    handle = None
-    widget = None
-    html = ""
-
-    def show(self) -> None:
-        from IPython.display import HTML, display
-
-        display(self.widget)
-        self.handle = display(HTML(self.html), display_id=True)
-
-    def render(self) -> None:
-        self.html = self.compute()
-        if self.handle is not None:
-            from IPython.display import HTML
-
-            self.handle.update(HTML(self.html))
-
-    def compute(self) -> str:
-        raise NotImplementedError
-
-
 class Explorer(LiveView):
     """The controls and the current view (``view``, ``figure``, ``audio``, ``html``) of :func:`explorer`."""
 
     def __init__(self, data, cfg, *, split, label, augment, seed, batch_size):
         import ipywidgets as w
 
-        from .report import splits_with_clips
-
         self.data, self.cfg, self.batch_size = data, cfg, batch_size
-        splits = splits_with_clips(data, ("curated", "noisy", "test"))
+        splits = [s for s in ("curated", "noisy", "test") if len(data.split(s).fnames)]
         if split not in splits:
             raise DataError(f"explorer: the {split} split has no clips; choose one of {splits}")
         _choice(augment)

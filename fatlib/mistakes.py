@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .display import LiveView, _png, audio_player
 from .errors import DataError
-from .explore import LiveView, _png, labels_text
+from .explore import labels_text
 
 __all__ = ["ErrorExplorer", "class_table", "clips_html", "confused_pairs", "error_explorer", "read_oof",
            "worst_clips"]
@@ -100,7 +101,6 @@ def clips_html(data, cfg, table: pd.DataFrame, *, max_seconds: float = 5.0) -> s
 
     from .features import clip_wave, log_mel
     from .plots import plot_spectrogram
-    from .report import audio_player
 
     cells = []
     paths = data.curated.paths()

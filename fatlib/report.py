@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from .display import audio_player
 from .errors import DataError
 from .io import write_text
 
@@ -206,18 +207,6 @@ def plot_log_mel_comparison(comparison: dict, cfg) -> Figure:
 
 
 # ----------------------------------------------------------------------------------------- listening
-def audio_player(y, *, sample_rate: int):
-    """An ``IPython.display.Audio`` player of a mono float waveform at ``sample_rate`` Hz, at its own
-    loudness: scaled to full range only when it goes beyond [-1, 1], which a WAV file cannot hold."""
-    from IPython.display import Audio
-
-    y = np.asarray(y, dtype=np.float32)
-    if y.ndim != 1 or y.size == 0 or not np.isfinite(y).all():
-        raise DataError(f"audio_player: expected a non-empty finite mono waveform, got shape {y.shape}; "
-                        "load clips with fatlib.features.clip_wave")
-    return Audio(y, rate=int(sample_rate), normalize=bool(np.abs(y).max() > 1.0))
-
-
 def listen_rows(waves: dict, cfg, *, max_seconds: float | None = 8.0) -> list[dict]:
     """For each title -> mono waveform (``cfg.sample_rate`` Hz, at most ``max_seconds`` of it): the
     waveform, its :func:`audio_player` and a figure of those same samples: the waveform above their log-mel
