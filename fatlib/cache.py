@@ -79,7 +79,9 @@ def _compute_shard(paths: list[str], cfg_dict: dict, shard_path: str) -> list[st
 def _check_paths(paths) -> list[Path]:
     paths = [Path(p) for p in paths]
     if not paths:
-        raise DataError("FeatureCache.build got no audio files; pass the split's paths (Split.paths())")
+        raise DataError("FeatureCache.build got an empty list of audio files: a split without clips (a curated-only "
+                        "data set has no noisy split) has no cache; build only non-empty splits' caches "
+                        "(fatlib.report.build_caches skips empty ones)")
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
         raise AudioError(f"{len(missing)} audio file(s) not found, first: {missing[:5]}; check the audio directory")

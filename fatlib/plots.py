@@ -35,11 +35,19 @@ def _new_axes(ax, *, figsize) -> tuple[Figure, object]:
 
 
 # ------------------------------------------------------------------------------------- spectrogram
-def plot_spectrogram(spec, cfg, ax=None, title: str | None = None, *, units: str = "dB") -> Figure:
+def _centred(values) -> dict:
+    """A diverging colour map with limits symmetric about 0 (blue below, red above)."""
+    limit = float(np.nanmax(np.abs(values))) or 1.0
+    return {"cmap": "RdBu_r", "vmin": -limit, "vmax": limit}
+
+
+def plot_spectrogram(spec, cfg, ax=None, title: str | None = None, *, units: str = "dB",
+                     diverging: bool = False) -> Figure:
     """One log-mel ``(n_mels, frames)`` (or ``(channels, n_mels, frames)``: channel 0) with time in
     seconds (``frames * hop_length / sample_rate``) and mel-spaced frequency ticks in Hz, from ``cfg``
     (a ``fatlib.features.MelConfig``: sample_rate, hop_length, fmin, fmax, n_mels). ``units`` labels
-    the colour bar ("dB" for raw log-mels; pass e.g. "std" for normalised input)."""
+    the colour bar ("dB" for raw log-mels; pass e.g. "std" for normalised input). ``diverging``: a
+    difference, drawn in a diverging colour map centred on 0 (symmetric limits)."""
     import librosa.display
 
     spec = np.asarray(spec.detach().cpu() if hasattr(spec, "detach") else spec, dtype=np.float32)
@@ -50,7 +58,8 @@ def plot_spectrogram(spec, cfg, ax=None, title: str | None = None, *, units: str
                         "pass one clip's log-mel made with the same MelConfig")
     fig, ax = _new_axes(ax, figsize=(8, 3))
     img = librosa.display.specshow(spec, sr=cfg.sample_rate, hop_length=cfg.hop_length, x_axis="s",
-                                   y_axis="mel", fmin=cfg.fmin, fmax=cfg.fmax, ax=ax, cmap="magma")
+                                   y_axis="mel", fmin=cfg.fmin, fmax=cfg.fmax, ax=ax,
+                                   **(_centred(spec) if diverging else {"cmap": "magma"}))
     ax.set_xlabel("Time (s)")
     ax.set_ylabel("Frequency (Hz)")
     fig.colorbar(img, ax=ax, label=units)
@@ -62,7 +71,7 @@ def plot_spectrogram(spec, cfg, ax=None, title: str | None = None, *, units: str
 # ----------------------------------------------------------------------------------- augmentations
 def _target_text(row: np.ndarray, vocab: Sequence[str], *, top: int = 3) -> str:
     order = [i for i in np.argsort(-row, kind="stable")[:top] if row[i] > 0]
-    return "\n".join(f"{vocab[i][:18]} {row[i]:.2f}" for i in order) or "(no label)"
+    return "\n".join(f"{vocab[i]} {row[i]:.2f}" for i in order) or "(no label)"
 
 
 def input_units(cfg=None) -> str:
@@ -78,8 +87,9 @@ def input_units(cfg=None) -> str:
 def plot_augmentations(x, y, augments, vocab: Sequence[str], n: int = 4, *, cfg=None, seed: int = 0) -> Figure:
     """Grid: the first ``n`` clips of a batch ``x`` (B, C, M, T), ``y`` (B, n_classes) before (top row)
     and after each augmentation (one row each; the whole batch is augmented, so partners may be clips
-    not shown), with each clip's resulting targets written above it. ``augments``: names for
-    ``fatlib.augment.get_augment`` (made with ``seed``), callbacks, or a dict title -> name/callback.
+    not shown), with each clip's resulting targets (full class names) written above it. ``augments``: names
+    for ``fatlib.augment.get_augment`` (made with ``seed``; rows titled in words, ``explore.short_title``),
+    callbacks, or a dict title -> name/callback.
 
     With ``cfg`` (the batch's MelConfig) the axes are time in seconds and mel-spaced frequency in Hz;
     without, frames and mel bins. One colour bar for the whole grid (same scale in every panel), in the
@@ -99,8 +109,10 @@ def plot_augmentations(x, y, augments, vocab: Sequence[str], n: int = 4, *, cfg=
     if cfg is not None and x.shape[2] != cfg.n_mels:
         raise DataError(f"plot_augmentations: x has {x.shape[2]} mel bands, cfg.n_mels={cfg.n_mels}; pass the "
                         "MelConfig the batch was made with (or cfg=None for frames and mel bins)")
-    items = augments.items() if isinstance(augments, dict) else [(a if isinstance(a, str) else type(a).__name__, a)
-                                                                  for a in augments]
+    from fatlib.explore import short_title
+
+    items = augments.items() if isinstance(augments, dict) else [
+        (short_title(a) if isinstance(a, str) else type(a).__name__, a) for a in augments]
     rows = [("original", x, y)]
     for title, aug in items:
         cb = get_augment(aug, seed=seed) if isinstance(aug, str) else aug
@@ -153,7 +165,8 @@ def _history_frames(history) -> list:
 
 
 def plot_training_curve(history, ax=None, *, title: str | None = None) -> Figure:
-    """Train/valid loss and lwlrap per epoch; several folds overlaid (one colour per fold).
+    """Train/valid loss and lwlrap per epoch (epochs and folds numbered from 1, integer epoch ticks);
+    several folds overlaid (one colour per fold).
 
     ``ax``: None (new figure with a loss panel and an lwlrap panel), one Axes (loss there, lwlrap on a
     twin right axis) or a pair of Axes (loss, lwlrap).
@@ -175,9 +188,13 @@ def plot_training_curve(history, ax=None, *, title: str | None = None) -> Figure
         for col, style in (("train_loss", "-"), ("valid_loss", "--")):
             if col in df:
                 loss_ax.plot(epochs, df[col].astype(float), style, color=color,
-                             label=f"fold {k} {col.split('_')[0]}")
+                             label=f"fold {k + 1} {col.split('_')[0]}")
         if "lwlrap" in df:
-            metric_ax.plot(epochs, df["lwlrap"].astype(float), ":o", color=color, ms=3, label=f"fold {k} lwlrap")
+            metric_ax.plot(epochs, df["lwlrap"].astype(float), ":o", color=color, ms=3, label=f"fold {k + 1} lwlrap")
+    from matplotlib.ticker import MaxNLocator
+
+    for a in (loss_ax, metric_ax):
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("loss")
     metric_ax.set_xlabel("epoch")
@@ -207,7 +224,8 @@ def plot_per_class(values, names: Sequence[str], weights=None, ax=None, *, xlabe
     ax.barh(pos, np.nan_to_num(values[order]), color="C0")
     ax.set_yticks(pos, [names[i] for i in order], fontsize=7)
     ax.set_ylim(-0.6, len(values) - 0.4)
-    ax.set_xlabel(xlabel)
+    ax.set_xlabel(xlabel + ("\n(beside each bar: the class's share of all labels, its weight in the overall lwlrap)"
+                            if weights is not None else ""))
     for p, i in zip(pos, order):
         note = "n/a" if np.isnan(values[i]) else (f"{100 * weights[i]:.1f}%" if weights is not None else "")
         if note:

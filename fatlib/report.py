@@ -14,11 +14,49 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from .display import audio_player
 from .errors import DataError
 from .io import write_text
 
 
+# ------------------------------------------------------------------------------------------- setup
+def setup_notebook(fatlib_dataset, input_roots=None, *, installed=()):
+    """The notebooks' setup once fatlib is importable: each dependency Kaggle's image lacks installed
+    offline from ``<fatlib_dataset>/wheels`` (``fatlib.kaggle.install_missing``; ``installed``: what the
+    cell installed before, named in the same line), the earlier sessions' outputs found
+    (``fatlib.runs.discover_input_roots`` when ``input_roots`` is None), and one line saying where fatlib
+    and those outputs are. Returns the ``fatlib.runs.Roots``."""
+    import fatlib
+
+    from .kaggle import install_missing
+    from .runs import Roots, discover_input_roots
+
+    wheels = Path(fatlib_dataset) / "wheels"
+    done = [*installed, *install_missing(wheels, progress=False)]
+    if done:
+        print(f"installed from {wheels}: {', '.join(done)}")
+    roots = Roots(discover_input_roots() if input_roots is None else input_roots)
+    print(f"fatlib {fatlib.__version__} from {Path(fatlib.__file__).parent}; earlier sessions read from "
+          f"{[str(r) for r in roots.inputs] or 'nowhere'}")
+    return roots
+
+
 # ----------------------------------------------------------------------------------------- data set
+def load_data(data_dir=None):
+    """``fatlib.data.FatData.from_dir(data_dir)``, its warnings (e.g. no ``train_noisy.csv``: a curated-only
+    data set) printed as plain "note:" lines instead of a notebook's warning boxes."""
+    import warnings
+
+    from .data import FatData
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        data = FatData.from_dir(data_dir)
+    for w in caught:
+        print(f"note: {w.message}")
+    return data
+
+
 def dataset_overview(data) -> pd.DataFrame:
     """One row per split: clips, labelled clips, multi-label share (labelled clips with >= 2 labels),
     mean labels per labelled clip. Test labels count when the data set has them."""
@@ -35,13 +73,53 @@ def dataset_overview(data) -> pd.DataFrame:
         rows.append({"split": name, "clips": n, "labelled": int(labelled.sum()),
                      "multi_label_share": float((per_clip[labelled] >= 2).mean()) if labelled.any() else np.nan,
                      "labels_per_clip": float(per_clip[labelled].mean()) if labelled.any() else np.nan})
-    return pd.DataFrame(rows).set_index("split")
+    return pd.DataFrame(rows).set_index("split").round(4)
+
+
+def feature_summary(cfg) -> str:
+    """The log-mel settings in one line: "128 mels, hop 694 = 15.7 ms, 44.1 kHz, 2.0 s crops"."""
+    hop_ms = 1000 * cfg.hop_length / cfg.sample_rate
+    ffts = f", STFT sizes {'/'.join(map(str, cfg.n_ffts))}" if cfg.n_ffts else f", n_fft {cfg.n_fft}"
+    return (f"{cfg.n_mels} mels, hop {cfg.hop_length} = {hop_ms:.1f} ms, {cfg.sample_rate / 1000:g} kHz, "
+            f"{cfg.crop_frames * cfg.hop_length / cfg.sample_rate:.1f} s crops ({cfg.crop_frames} frames){ffts}, "
+            f"{cfg.fmin:g}-{cfg.fmax:g} Hz")
+
+
+def has_clips(data, split: str, *, needed_for: str = "") -> bool:
+    """True when ``split`` ("curated", "noisy", "test") of ``data`` has clips; else prints one line saying
+    what is skipped (``needed_for``) and returns False. A notebook cell runs what needs the split only then."""
+    n = len(data.split(split).fnames)
+    if n == 0 and needed_for:
+        source = {"curated": "train_curated.csv", "noisy": "train_noisy.csv", "test": "sample_submission.csv"}[split]
+        print(f"no {split} clips in {data.root} ({source} missing or empty): {needed_for} skipped")
+    return n > 0
+
+
+def splits_with_clips(data, splits: Sequence[str] = ("curated", "noisy"), *, needed_for: str = "") -> list[str]:
+    """The names in ``splits`` whose split has clips (:func:`has_clips`; each empty one says so in one line)."""
+    return [s for s in splits if has_clips(data, s, needed_for=needed_for and f"{needed_for} of {s}")]
+
+
+def build_caches(data, cfg, *, cache_dir, splits: Sequence[str] = ("curated", "noisy"), n_jobs=None,
+                 input_roots=()) -> dict:
+    """The feature cache (``fatlib.cache.FeatureCache.build``) of each split in ``splits`` that has clips,
+    {name: cache}; an empty split (a curated-only data set has no ``train_noisy.csv``) is skipped with one
+    line, as a cache of no clips cannot exist."""
+    from .cache import FeatureCache
+
+    return {name: FeatureCache.build(data.split(name).paths(), cfg, cache_dir=cache_dir, name=name, n_jobs=n_jobs,
+                                     input_roots=input_roots)
+            for name in splits_with_clips(data, splits, needed_for="the feature cache")}
 
 
 def class_counts(data) -> pd.DataFrame:
-    """Clips per class (index: vocabulary order) in the curated and noisy splits."""
-    return pd.DataFrame({"curated": np.asarray(data.curated.targets).sum(axis=0).astype(int),
-                         "noisy": np.asarray(data.noisy.targets).sum(axis=0).astype(int)}, index=list(data.vocab))
+    """Clips per class in the curated and noisy splits (a split without clips left out), most clips first."""
+    counts = {name: np.asarray(data.split(name).targets).sum(axis=0).astype(int)
+              for name in ("curated", "noisy") if len(data.split(name).fnames)}
+    table = pd.DataFrame(counts, index=list(data.vocab))
+    table.index.name = "class"
+    return table.assign(_total=table.sum(axis=1)).sort_values("_total", ascending=False, kind="stable").drop(
+        columns="_total")
 
 
 def _bars(ax, counts: pd.DataFrame) -> None:
@@ -55,7 +133,7 @@ def _bars(ax, counts: pd.DataFrame) -> None:
 
 
 def plot_class_counts(data) -> Figure:
-    """Horizontal bars of :func:`class_counts` (curated and noisy side by side)."""
+    """Horizontal bars of :func:`class_counts` (curated and noisy side by side), most clips at the top."""
     counts = class_counts(data)
     fig = Figure(figsize=(7, 0.6 + 0.22 * len(counts)), layout="constrained")
     _bars(fig.add_subplot(), counts)
@@ -123,28 +201,16 @@ def plot_log_mel_comparison(comparison: dict, cfg) -> Figure:
     axes = fig.subplots(3, 1)
     plot_spectrogram(ref, cfg, ax=axes[0], title="librosa (features.log_mel)")
     plot_spectrogram(mine, cfg, ax=axes[1], title="torch (features.LogMel)")
-    plot_spectrogram(mine[:, :frames] - ref[:, :frames], cfg, ax=axes[2], units="dB difference",
+    plot_spectrogram(mine[:, :frames] - ref[:, :frames], cfg, ax=axes[2], units="dB difference", diverging=True,
                      title=f"torch - librosa (max |difference| {comparison['max_abs_diff_db']:.4f} dB)")
     return fig
 
 
 # ----------------------------------------------------------------------------------------- listening
-def audio_player(y, *, sample_rate: int):
-    """An ``IPython.display.Audio`` player of a mono float waveform at ``sample_rate`` Hz, at its own
-    loudness: scaled to full range only when it goes beyond [-1, 1], which a WAV file cannot hold."""
-    from IPython.display import Audio
-
-    y = np.asarray(y, dtype=np.float32)
-    if y.ndim != 1 or y.size == 0 or not np.isfinite(y).all():
-        raise DataError(f"audio_player: expected a non-empty finite mono waveform, got shape {y.shape}; "
-                        "load clips with fatlib.features.clip_wave")
-    return Audio(y, rate=int(sample_rate), normalize=bool(np.abs(y).max() > 1.0))
-
-
 def listen_rows(waves: dict, cfg, *, max_seconds: float | None = 8.0) -> list[dict]:
     """For each title -> mono waveform (``cfg.sample_rate`` Hz, at most ``max_seconds`` of it): the
-    waveform, its :func:`audio_player` and the log-mel figure of those same samples (``features.log_mel``,
-    dB, seconds and Hz axes), so what is heard is what is shown."""
+    waveform, its :func:`audio_player` and a figure of those same samples: the waveform above their log-mel
+    (``features.log_mel``, dB, seconds and Hz axes), so what is heard is what is shown."""
     from .features import log_mel
     from .plots import plot_spectrogram
 
@@ -153,15 +219,20 @@ def listen_rows(waves: dict, cfg, *, max_seconds: float | None = 8.0) -> list[di
         y = np.asarray(y, dtype=np.float32)
         if max_seconds is not None:
             y = y[: int(round(max_seconds * cfg.sample_rate))]
-        fig = Figure(figsize=(6, 2.2), layout="constrained")
-        plot_spectrogram(log_mel(y, cfg), cfg, ax=fig.add_subplot())
+        fig = Figure(figsize=(6, 3.4), layout="constrained")
+        wave_ax, spec_ax = fig.subplots(2, 1, height_ratios=(1, 2))
+        plot_spectrogram(log_mel(y, cfg), cfg, ax=spec_ax)
+        wave_ax.plot(np.arange(len(y)) / cfg.sample_rate, y, lw=0.4)
+        wave_ax.set(xlim=(0, len(y) / cfg.sample_rate), ylabel="amplitude", xticklabels=[])
+        fig.colorbar(spec_ax.collections[0], ax=wave_ax).remove()  # the same width as the spectrogram above
         rows.append({"title": str(title), "wave": y, "audio": audio_player(y, sample_rate=cfg.sample_rate),
                      "figure": fig})
     return rows
 
 
-def listen_table(rows: list[dict]):
-    """An ``IPython.display.HTML`` table: each row's title, its audio player beside its spectrogram."""
+def listen_table(rows: list[dict], *, caption: str = ""):
+    """An ``IPython.display.HTML`` table: each row's title, its audio player beside its waveform and
+    spectrogram (``caption`` above the table)."""
     import base64
     import html
     import io
@@ -175,7 +246,9 @@ def listen_table(rows: list[dict]):
         image = base64.b64encode(png.getvalue()).decode("ascii")
         cells.append(f"<tr><td style='text-align:left'>{html.escape(row['title'])}</td>"
                      f"<td>{row['audio']._repr_html_()}</td><td><img src='data:image/png;base64,{image}'/></td></tr>")
-    return HTML("<table><tr><th>clip</th><th>listen</th><th>log-mel (dB)</th></tr>" + "".join(cells) + "</table>")
+    head = f"<p>{html.escape(caption)}</p>" if caption else ""
+    return HTML(head + "<table><tr><th>clip</th><th>listen</th><th>waveform and log-mel (dB)</th></tr>" + "".join(cells)
+                + "</table>")
 
 
 def example_waves(data, cfg, *, n: int = 3, split: str = "curated") -> dict:
@@ -193,8 +266,9 @@ def example_waves(data, cfg, *, n: int = 3, split: str = "curated") -> dict:
 
 def effect_waves(path, cfg, *, effects=None, seed: int = 0, max_seconds: float | None = 5.0) -> dict:
     """One clip (``features.clip_wave``, its first ``max_seconds``) before and after each waveform
-    effect of :mod:`fatlib.wave_augment` (``effects``: names, default all), each drawn from
-    ``numpy.random.default_rng(seed)``: {"original": y, "pitch_shift": ..., ...}."""
+    effect of :mod:`fatlib.wave_augment` (``effects``: names, default all), the i-th of ``EFFECTS`` drawn
+    from ``numpy.random.default_rng([seed, i])`` (its own draw, not the same quantile for all):
+    {"original": y, "pitch_shift": ..., ...}."""
     from .features import clip_wave
     from .wave_augment import EFFECTS
 
@@ -207,8 +281,16 @@ def effect_waves(path, cfg, *, effects=None, seed: int = 0, max_seconds: float |
         y = y[: int(round(max_seconds * cfg.sample_rate))]
     out = {"original": y}
     for name in names:
-        out[name] = EFFECTS[name](y, sample_rate=cfg.sample_rate, rng=np.random.default_rng(seed)).astype(np.float32)
+        rng = np.random.default_rng(effect_seed(name, seed))
+        out[name] = EFFECTS[name](y, sample_rate=cfg.sample_rate, rng=rng).astype(np.float32)
     return out
+
+
+def effect_seed(name: str, seed: int) -> list[int]:
+    """The seed of effect ``name``'s draw in :func:`effect_waves`: ``[seed, its index in EFFECTS]``."""
+    from .wave_augment import EFFECTS
+
+    return [int(seed), list(EFFECTS).index(name)]
 
 
 def listen_examples(data, cfg, *, n: int = 3, split: str = "curated", max_seconds: float | None = 8.0):
@@ -218,9 +300,20 @@ def listen_examples(data, cfg, *, n: int = 3, split: str = "curated", max_second
 
 def listen_wave_effects(path, cfg, *, seed: int = 0, max_seconds: float | None = 5.0):
     """HTML: one clip before and after each waveform effect (pitch shift, speed, reverb, overdrive),
-    each playable beside its log-mel."""
-    return listen_table(listen_rows(effect_waves(path, cfg, seed=seed, max_seconds=max_seconds), cfg,
-                                    max_seconds=None))
+    each playable beside its log-mel, titled with what the effect drew (cents, speed, ...)."""
+    from .explore import describe_draws, wave_draws
+
+    waves = effect_waves(path, cfg, seed=seed, max_seconds=max_seconds)
+    titled = {}
+    for name, y in waves.items():
+        if name != "original":
+            text = describe_draws(name, wave_draws(name, {}, sample_rate=cfg.sample_rate, seed=effect_seed(name, seed)),
+                                  (), cfg)
+            name = text if text.startswith(name) else f"{name}: {text}"
+        titled[name] = y
+    return listen_table(listen_rows(titled, cfg, max_seconds=None),
+                        caption=f"{Path(path).name}: its first {len(waves['original']) / cfg.sample_rate:.1f} s, "
+                                f"before and after each effect (seed {seed})")
 
 
 # --------------------------------------------------------------------------------------------- stages
@@ -231,13 +324,14 @@ def _read_json(path: Path) -> dict:
 
 
 def stage_table(stage_dir) -> pd.DataFrame:
-    """CV lwlrap of a finished stage: one row per fold (curated = its validation fold, noisy = its
-    out-of-fold noisy clips) and an "all (OOF)" row over all out-of-fold predictions."""
+    """CV lwlrap of a finished stage (4 decimals): one row per fold, numbered from 1 as the training log
+    does (curated = its validation fold, noisy = its out-of-fold noisy clips) and an "all (OOF)" row over
+    all out-of-fold predictions."""
     m = _read_json(Path(stage_dir) / "metrics.json")
-    rows = [{"fold": str(k), "lwlrap_curated": c, "lwlrap_noisy": n}
+    rows = [{"fold": str(k + 1), "lwlrap_curated": c, "lwlrap_noisy": n}
             for k, (c, n) in enumerate(zip(m["fold_lwlrap_curated"], m["fold_lwlrap_noisy"]))]
     rows.append({"fold": "all (OOF)", "lwlrap_curated": m["cv_lwlrap_curated"], "lwlrap_noisy": m["cv_lwlrap_noisy"]})
-    return pd.DataFrame(rows).set_index("fold")
+    return pd.DataFrame(rows).set_index("fold").astype(float).round(4)
 
 
 def stage_histories(stage_dir) -> list:
@@ -264,6 +358,25 @@ def plot_stage_per_class(stage_dir) -> Figure:
     weights = [m["class_weight_curated"][c] for c in names]
     return plot_per_class(values, names, weights=weights,
                           xlabel=f"{Path(stage_dir).name} lwlrap (overall {m['cv_lwlrap_curated']:.4f})")
+
+
+def explore_errors(stage_dir, data, *, cfg=None, label: str | None = None, n: int = 3, pairs: int = 10):
+    """A finished stage's mistakes on curated (out-of-fold): the ``pairs`` most confused class pairs (a
+    table), then ``fatlib.mistakes.error_explorer`` (the worst clips of a class: listen, look, true labels,
+    top-3 predicted; the worst class first). Displays both; returns the explorer."""
+    from IPython.display import display
+
+    from .mistakes import confused_pairs, error_explorer
+
+    ex = error_explorer(stage_dir, data, cfg=cfg, label=label, n=n, show=False)
+    table = confused_pairs(ex.truth, ex.scores, data.vocab, n=pairs)
+    print(f"{Path(stage_dir).name}: the class pairs most often confused (a clip's top prediction is not one of "
+          "its labels)" if len(table) else f"{Path(stage_dir).name}: every curated clip's top prediction is one of "
+          "its labels")
+    if len(table):
+        display(table.set_index(["true", "predicted_instead"]))
+    ex.show()
+    return ex
 
 
 def read_selected(stage_dir) -> pd.DataFrame:

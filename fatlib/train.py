@@ -11,6 +11,7 @@ an interrupted one restarts from scratch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -431,11 +432,9 @@ def _train_fold(inp: _Inputs, cfg: StageConfig, k: int, stage_dir: Path, *, bars
     set_seed(cfg.seed * 1000 + k, reproducible=False)
     parts, cur_rows, noisy_rows = _train_parts(inp, k)
     learn = _make_learner(inp, cfg, k, parts, stage_dir, device, log=log, cbs=cbs)
-    if bars:
+    # one line per epoch, EpochLog's (epochs from 1, 4 decimals): never fastai's table as well; bars only for batches
+    with learn.no_logging(), (contextlib.nullcontext() if bars else learn.no_bar()):
         _fit(learn, cfg)
-    else:  # plain lines from EpochLog; no bar redraws, no fastai table printed a second time
-        with learn.no_bar(), learn.no_logging():
-            _fit(learn, cfg)
     if _data_parallel(cfg) and not is_main_process():
         return  # rank 0 predicts out of fold and writes the fold; the others wait at the next barrier
     model = learn.model

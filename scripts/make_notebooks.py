@@ -17,9 +17,6 @@ from pathlib import Path
 
 import nbformat
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # this checkout's fatlib, not an installed one
-from fatlib.kaggle import DEPENDENCIES  # noqa: E402  (the packages the setup cell installs when missing)
-
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 STAGE_EPOCHS = {"stage1": 30, "stage2": 20, "stage3": 15, "stage4": 10}
 EPOCHS_NOTE = (
@@ -33,34 +30,18 @@ KAGGLE_PARAMS = '''fatlib_dataset = "../input/fatlib"  # the fatlib Kaggle datas
 input_roots = None  # earlier sessions' outputs, read-only (None: every folder under ../input/ holding weights/ or cache/)'''
 
 # The same in every notebook, after the parameters: fatlib and the packages Kaggle's image lacks, offline.
-SETUP = '''# Setup (the same in every notebook): fatlib and the packages Kaggle's image may lack, installed from
-# the fatlib dataset's wheels/ with pip --no-index (no internet needed), each only when it is not importable;
-# then the earlier sessions' outputs attached under ../input/
-import importlib.util
-import subprocess
-import sys
-from pathlib import Path
-
-wheels = Path(fatlib_dataset) / "wheels"
-packages = {modules}  # import name: package
-missing = [package for module, package in packages.items() if importlib.util.find_spec(module) is None]
-if missing:
-    if not wheels.is_dir():
-        raise ModuleNotFoundError(f"{{missing}} not installed and {{wheels}} does not exist: attach the fatlib dataset "
-                                  "(python -m fatlib kaggle-dataset) or set fatlib_dataset to where it is")
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps", "--find-links",
-                    str(wheels), *missing], check=True)
-    importlib.invalidate_caches()  # let this running kernel see the new packages
-    print(f"installed from {{wheels}}: {{', '.join(missing)}}")
-import fatlib
-from fatlib.kaggle import install_missing
-from fatlib.runs import Roots, discover_input_roots
-
-install_missing(wheels)  # a dependency still missing: one line naming it and the fix
-roots = Roots(discover_input_roots() if input_roots is None else input_roots)
-print(f"fatlib {{fatlib.__version__}} from {{Path(fatlib.__file__).parent}}; earlier sessions read from "
-      f"{{[str(r) for r in roots.inputs] or 'nowhere'}}")'''.format(
-    modules={"fatlib": "fatlib", **DEPENDENCIES})
+SETUP = '''# Setup (the same in every notebook). On Kaggle fatlib is not installed: pip installs it from the fatlib dataset's
+# wheels/ (--no-index: no internet needed); setup_notebook installs the dependencies Kaggle's image lacks the same
+# way and finds the earlier sessions' outputs attached under ../input/
+import importlib.util, subprocess, sys
+fresh = importlib.util.find_spec("fatlib") is None
+if fresh and subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
+                             "--find-links", f"{fatlib_dataset}/wheels", "fatlib"]).returncode:
+    raise ModuleNotFoundError(f"fatlib is not installed and {fatlib_dataset}/wheels has no fatlib wheel: attach the "
+                              "fatlib dataset (python -m fatlib kaggle-dataset) or set fatlib_dataset to where it is")
+importlib.invalidate_caches()  # let this running kernel see what pip installed
+from fatlib.report import setup_notebook
+roots = setup_notebook(fatlib_dataset, input_roots, installed=["fatlib"] if fresh else [])'''
 
 SESSIONS = ("**Kaggle sessions.** One session per notebook: its working folder is the only place written; earlier "
             "sessions' outputs are read where they are mounted (`../input/<name>/`, found by `input_roots=None`), "
@@ -89,8 +70,10 @@ auto_scale = True  # on a data set smaller than FSDKaggle2019: smaller batches, 
 SETTINGS = '''settings = dict(preset=preset, mel={"n_mels": n_mels, "crop_frames": crop_frames},
                 model_kwargs={"width_mult": width_mult}, n_folds=n_folds, batch_size=batch_size, lr=lr,
                 n_workers=n_workers, cache_jobs=cache_jobs, auto_scale=auto_scale)
-data = FatData.from_dir(data_dir)
+data = report.load_data(data_dir)
 print(f"{data.root}: {len(data.curated.fnames)} curated, {len(data.noisy.fnames)} noisy clips, {len(data.vocab)} classes")'''
+NEEDS_NOISY = ('NEEDS_NOISY = "the warm-up (stage 1 trains on the noisy clips, every later stage starts from it; '
+               'curated-only data: python -m fatlib run)"')
 
 STAGES = {
     "stage1": dict(
@@ -126,6 +109,9 @@ STAGES = {
         "06_inference_kernel.ipynb", attach="the outputs of 00, 02 and 03", next="05 (for the CNN + VGG16 "
         "ensemble) and 06"),
 }
+ERRORS_MD = ("## What it gets wrong (curated, out-of-fold)\n\nThe class pairs most often confused, then the "
+             "worst clips of a class: listen to them, look at their log-mel, their true labels and the top-3 "
+             "predicted. The classes are sorted by their out-of-fold lwlrap, worst first.")
 SELECTION_PARAMS = {
     "stage3": 'threshold = 0.5  # sqrt(lwlrap1 * lwlrap2) to keep a noisy clip\n'
               'max_per_fold_label = 5  # clips kept per fold and label (None: no cap)',
@@ -186,35 +172,39 @@ def stage_notebook(stage: str) -> nbformat.NotebookNode:
     p = TRAIN_PARAMS.format(run="cnn_model_1", model="cnn_model_1") + f"\nepochs = {STAGE_EPOCHS[stage]}"
     if selects:
         p += "\n" + SELECTION_PARAMS[stage]
-    call = (f'result = warmup_stage("{stage}", data, run=run, model=model, weights_root=weights_root, '
-            f'cache_dir=cache_dir,\n                      epochs=epochs, '
+    call = (f'stage_dir = None\nif report.has_clips(data, "noisy", needed_for=NEEDS_NOISY):\n'
+            f'    result = warmup_stage("{stage}", data, run=run, model=model, weights_root=weights_root, '
+            f'cache_dir=cache_dir,\n                          epochs=epochs, '
             + ('selection={"threshold": threshold, "max_per_fold_label": max_per_fold_label}, ' if selects else "")
-            + 'input_roots=roots.inputs, **settings)\nstage_dir = result.stage_dir\n'
-              'print(f"CV lwlrap curated {result.cv_curated:.4f}, noisy {result.cv_noisy:.4f} -> {stage_dir}")')
+            + 'input_roots=roots.inputs, **settings)\n    stage_dir = result.stage_dir\n'
+              '    print(f"CV lwlrap curated {result.cv_curated:.4f}, noisy {result.cv_noisy:.4f} -> {stage_dir}")')
     cells = [
         md(header(s["title"], s["what"], s["reads"], writes, s["before"], s["after"], attach=s["attach"],
                   next=s["next"]) + "\n\n" + EPOCHS_NOTE),
         params(p),
         setup(),
-        code("%matplotlib inline\nfrom fatlib import report\nfrom fatlib.data import FatData\n"
+        code("%matplotlib inline\nfrom fatlib import report\n"
              "from fatlib.pipeline import " + ("stage_ensemble, " if stage == "stage4" else "") + "warmup_stage\n\n"
-             + SETTINGS),
+             + SETTINGS + "\n" + NEEDS_NOISY),
         md(f"## Train {stage} (K folds; finished folds are skipped)"),
         code(call),
         md("## Cross-validated lwlrap per fold (out-of-fold)"),
-        code("report.stage_table(stage_dir)"),
+        code("if stage_dir:\n    display(report.stage_table(stage_dir))"),
         md("## Training curves (every fold)"),
-        code("report.plot_stage(stage_dir)"),
+        code("if stage_dir:\n    display(report.plot_stage(stage_dir))"),
         md("## Per-class lwlrap on curated (out-of-fold)"),
-        code("report.plot_stage_per_class(stage_dir)"),
+        code("if stage_dir:\n    display(report.plot_stage_per_class(stage_dir))"),
+        md(ERRORS_MD),
+        code("if stage_dir:\n    errors = report.explore_errors(stage_dir, data)"),
     ]
     if selects:
         cells += [md("## The noisy clips this stage added: per class and fold, and their scores"),
-                  code("report.selection_counts(stage_dir, data.vocab)"),
-                  code("report.plot_selection(stage_dir, data.vocab)")]
+                  code("if stage_dir:\n    display(report.selection_counts(stage_dir, data.vocab))\n"
+                       "    display(report.plot_selection(stage_dir, data.vocab))")]
     if stage == "stage4":
         cells += [md("## Stage ensemble: mean of stages 2-4 (out-of-fold, curated)"),
-                  code("summary = stage_ensemble(data, run=run, weights_root=weights_root, input_roots=roots.inputs)")]
+                  code("if stage_dir:\n    summary = stage_ensemble(data, run=run, weights_root=weights_root, "
+                       "input_roots=roots.inputs)")]
     return notebook(cells)
 
 
@@ -232,19 +222,26 @@ def data_notebook() -> nbformat.NotebookNode:
         params(DATA_PARAMS + "\nn_examples = 3  # clips played and shown\npreview_batch = 16  # clips in the "
                "augmentation preview\nlisten_seconds = 8.0  # seconds of each clip played and shown"),
         setup(),
-        code("%matplotlib inline\nfrom fatlib import plots, report\nfrom fatlib.augment import SPECTROGRAM_AUGMENTS\n"
-             "from fatlib.cache import FeatureCache\nfrom fatlib.data import FatData\nfrom fatlib.features import get_preset\n\n"
-             "data = FatData.from_dir(data_dir)\ncfg = get_preset(preset, n_mels=n_mels, crop_frames=crop_frames)\n"
-             'print(f"{data.root}: {len(data.vocab)} classes; features {cfg}")\nreport.dataset_overview(data)'),
-        md("## Clips per class"),
+        code("%matplotlib inline\nfrom fatlib import explore, plots, report\nfrom fatlib.augment import SPECTROGRAM_AUGMENTS\n"
+             "from fatlib.features import get_preset\n\n"
+             "data = report.load_data(data_dir)\ncfg = get_preset(preset, n_mels=n_mels, crop_frames=crop_frames)\n"
+             'print(f"{data.root}: {len(data.vocab)} classes; features: {report.feature_summary(cfg)}")\n'
+             "report.dataset_overview(data)"),
+        md("## Clips per class (most clips first)"),
         code("report.plot_class_counts(data)"),
-        md("## Listen: a few curated clips beside their log-mel spectrograms (the waveform the cache is made from)"),
+        md("## Listen: a few curated clips, their waveform and log-mel (what the cache is made from)"),
         code("report.listen_examples(data, cfg, n=n_examples, max_seconds=listen_seconds)"),
+        md("## Explore: any clip of any class, before and after an augmentation or a waveform effect\n\n"
+           "Choose the split, the class and the clip, an augmentation, its strength and the seed. The figure shows "
+           "the training crop's waveform, its log-mel before and after, and their difference (red: louder after, "
+           "blue: quieter), titled with what the augmentation drew (mixup's lambda and partner clip, the cents of "
+           "a pitch shift, ...); the players let you hear before and after (a spectrogram augmentation through "
+           "Griffin-Lim). A saved notebook shows the first choice as a picture."),
+        code('explorer = explore.explorer(data, cfg, augment="specmix", seed=0)'),
         md("## Feature caches (curated and noisy; a rerun with the same settings, or an attached earlier output "
            "holding them, does nothing)"),
-        code('caches = {name: FeatureCache.build(data.split(name).paths(), cfg, cache_dir=cache_dir, name=name,\n'
-             '                                  n_jobs=cache_jobs, input_roots=roots.inputs)\n'
-             '          for name in ("curated", "noisy")}\ncaches'),
+        code('caches = report.build_caches(data, cfg, cache_dir=cache_dir, n_jobs=cache_jobs, input_roots=roots.inputs)\n'
+             'caches'),
         md("## One training batch from the cache under every augmentation (training only, never at inference)\n\n"
            "Time in seconds, mel-spaced frequency in Hz; the colour bar is the model's input: the log-mel in dB "
            "standardised per clip (z-score, no unit), one scale for every panel."),
@@ -280,21 +277,24 @@ def vgg_notebook() -> nbformat.NotebookNode:
                    .replace("max_per_fold_label", "stage4_max_per_fold_label", 1)
                + '\ncnn_run = "cnn_model_1"  # ensemble with this run when it exists (None: skip)'),
         setup(),
-        code("%matplotlib inline\nfrom fatlib import report\nfrom fatlib.data import FatData\n"
-             "from fatlib.pipeline import STAGES, warmup\n\n" + SETTINGS),
+        code("%matplotlib inline\nfrom pathlib import Path\n\nfrom fatlib import report\n"
+             "from fatlib.pipeline import STAGES, warmup\n\n" + SETTINGS + "\n" + NEEDS_NOISY),
         md("## Stages 1-4 and the stage ensemble (resumable)"),
-        code("summary = warmup(data, run=run, model=model, weights_root=weights_root, cache_dir=cache_dir,\n"
-             "                 selection={\"stage3\": {\"threshold\": stage3_threshold, \"max_per_fold_label\": stage3_max_per_fold_label},\n"
-             "                            \"stage4\": {\"threshold\": stage4_threshold, \"max_per_fold_label\": stage4_max_per_fold_label}},\n"
-             "                 stage_overrides={s: {\"epochs\": e} for s, e in epochs.items()}, input_roots=roots.inputs,\n"
-             "                 **settings)"),
+        code("summary = None\nif report.has_clips(data, \"noisy\", needed_for=NEEDS_NOISY):\n"
+             "    summary = warmup(data, run=run, model=model, weights_root=weights_root, cache_dir=cache_dir,\n"
+             "                     selection={\"stage3\": {\"threshold\": stage3_threshold, \"max_per_fold_label\": stage3_max_per_fold_label},\n"
+             "                                \"stage4\": {\"threshold\": stage4_threshold, \"max_per_fold_label\": stage4_max_per_fold_label}},\n"
+             "                     stage_overrides={s: {\"epochs\": e} for s, e in epochs.items()}, input_roots=roots.inputs,\n"
+             "                     **settings)"),
         md("## Each stage: CV table, training curves, per-class lwlrap, selection"),
-        code("run_dir = Path(weights_root) / run\nfor stage in STAGES:\n    display(report.stage_table(run_dir / stage))\n"
+        code("run_dir = Path(weights_root) / run\nfor stage in STAGES if summary else ():\n    display(report.stage_table(run_dir / stage))\n"
              "    display(report.plot_stage(run_dir / stage))\n    display(report.plot_stage_per_class(run_dir / stage))\n"
              '    if stage in ("stage3", "stage4"):\n        display(report.plot_selection(run_dir / stage, data.vocab))'),
+        md(ERRORS_MD.replace("## What it gets wrong", "## What stage 4 gets wrong")),
+        code('if summary:\n    errors = report.explore_errors(run_dir / "stage4", data)'),
         md("## Ensemble with the CNN run (both runs' stage ensembles, same folds; the CNN run is read where it is)"),
         code("cnn_oof = roots.find(Path(weights_root) / cnn_run / \"oof_ensemble_curated.csv\") if cnn_run else None\n"
-             "if cnn_oof is not None:\n"
+             "if summary is None:\n    pass  # no warm-up run (said above)\nelif cnn_oof is not None:\n"
              '    cv = report.runs_ensemble_cv(data, [cnn_oof.parent, run_dir])\n'
              '    print(f"CV lwlrap, {cnn_run} + {run} stage ensembles: {cv:.4f}")\nelse:\n'
              '    print(f"no finished {cnn_run!r} run under {weights_root} nor in the inputs: run notebooks 01-04 "\n'
@@ -327,21 +327,23 @@ def kernel_notebook() -> nbformat.NotebookNode:
                "batch_size = 64  # crops per forward pass\n"
                'ensemble = "mean"  # across stages and models\nout = "submission.csv"'),
         setup(),
-        code("%matplotlib inline\nimport time\n\nimport pandas as pd\n\nfrom fatlib.data import FatData\n"
+        code("%matplotlib inline\nimport time\n\nimport pandas as pd\n\nfrom fatlib import report\n"
              "from fatlib.kaggle import verify_dataset\nfrom fatlib.plots import plot_per_class\n"
-             "from fatlib.predict import predict_test\n\n"
+             "from fatlib.predict import predict_test\nfrom fatlib.runs import Roots\n\n"
              "manifest = verify_dataset(fatlib_dataset)  # every file against its sha256: a damaged one is named here\n"
-             "data = FatData.from_dir(data_dir)\n"
+             "data = report.load_data(data_dir)\n"
              'weights = Roots([fatlib_dataset, *roots.inputs]).find_weights([f"weights/{r}" for r in runs], stages=stages)\n'
              'print(f"{len(data.test.fnames)} test clips; {len(manifest[\'files\'])} dataset files verified; weights "\n'
              '      f"{[str(w) for w in weights]}")'),
         md("## Predict the test set and write the submission"),
-        code("start = time.time()\nresult = predict_test(data, weights, tta=tta, step_frames=step_frames,\n"
-             "                      batch_size=batch_size, ensemble=ensemble, out=out)\n"
-             'print(f"{result[\'n_models\']} fold models in groups {result[\'groups\']}: {time.time() - start:.0f} s -> {out}")\n'
-             "pd.read_csv(out).head()"),
+        code("result = None\nif report.has_clips(data, \"test\", needed_for=\"the submission\"):\n"
+             "    start = time.time()\n    result = predict_test(data, weights, tta=tta, step_frames=step_frames,\n"
+             "                          batch_size=batch_size, ensemble=ensemble, out=out)\n"
+             '    print(f"{result[\'n_models\']} fold models in groups {result[\'groups\']}: {time.time() - start:.0f} s -> {out}")\n'
+             "    display(pd.read_csv(out).head())"),
         md("## Evaluation (only when the test labels are known)"),
-        code('ev = result["evaluation"]\nif ev is None:\n    print("no test labels: submission written, not scored")\nelse:\n'
+        code('ev = result["evaluation"] if result else None\nif result and ev is None:\n'
+             '    print("no test labels: submission written, not scored")\nelif ev:\n'
              '    print(f"test lwlrap {ev[\'lwlrap\']:.4f} on {ev[\'n_clips\']} clips; by usage: {ev.get(\'by_usage\')}")\n'
              '    per_class = ev["per_class"]\n'
              '    display(plot_per_class([v["lwlrap"] if v["lwlrap"] is not None else float("nan") for v in per_class.values()],\n'

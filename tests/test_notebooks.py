@@ -148,6 +148,85 @@ def kaggle(tmp_path_factory, dep_wheels):
     k.thaw()
 
 
+def run_notebook(name: str, out_dir: Path, **parameters) -> dict:
+    """papermill notebooks/<name>.ipynb in this environment (fatlib from this checkout), cwd ``out_dir``."""
+    out = out_dir / f"{name}.ipynb"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, "-m", "papermill", str(NOTEBOOKS / f"{name}.ipynb"), str(out), "--cwd",
+                          str(out_dir), "-y", json.dumps({"fatlib_dataset": str(out_dir / "no-dataset"), **parameters}),
+                          "--no-progress-bar"], capture_output=True, text=True, env=env)
+    assert res.returncode == 0, f"{name} failed:\n{res.stderr[-6000:]}"
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def curated_only(tmp_path_factory) -> Path:
+    """Someone's own small data set: curated clips only (no train_noisy.csv, no test split), 5 classes."""
+    from fatlib.synth import make_dataset
+
+    root = make_dataset(tmp_path_factory.mktemp("curated_only") / "data", n_classes=5, n_curated=15, n_noisy=0,
+                        n_test=0, max_seconds=2.0, seed=3)
+    for name in ("train_noisy", "test"):
+        shutil.rmtree(root / name)
+    for name in ("train_noisy.csv", "sample_submission.csv", "test_labels.csv", "noisy_truth.csv", "synth.json"):
+        (root / name).unlink()
+    return root
+
+
+@pytest.fixture(scope="module")
+def executed_00(curated_only, tmp_path_factory) -> tuple[dict, Path]:
+    """Notebook 00 executed on the curated-only set: (the executed notebook, its working folder)."""
+    working = tmp_path_factory.mktemp("nb00")
+    return run_notebook(ALL[0], working, data_dir=str(curated_only), n_examples=1, preview_batch=4,
+                        listen_seconds=1.0, **DATA), working
+
+
+def test_notebooks_00_01_on_curated_only_data(curated_only, executed_00, tmp_path):
+    """00 and 01 finish on a curated-only data set without a test split: what needs the missing splits is
+    skipped with one line; the curated cache is built (not a noisy one); the explorer's first choice is
+    saved as a picture and players; 5 classes, sorted by count."""
+    nb, working = executed_00
+    text = "".join(outputs(nb, "text"))
+    assert "no noisy clips in" in text and "the feature cache of noisy skipped" in text
+    assert "note: " in text and "train_noisy.csv not found" in text  # the loader's warning as a plain line
+    boxes = [o for c in nb["cells"] for o in c.get("outputs", []) if o.get("name") == "stderr"]
+    assert not boxes, boxes  # no warning boxes (TqdmWarning, UserWarning)
+    assert [p.name.split("-")[0] for p in (working / "cache").glob("*.json")] == ["curated"]
+    assert "features: 32 mels, hop 694 = 15.7 ms, 44.1 kHz, 0.5 s crops" in text and "MelConfig(" not in text
+    (explorer,) = [h for h in outputs(nb, "html") if "Griffin-Lim" in h]  # the explorer's static rendering
+    assert explorer.count("<audio") == 3 and explorer.count("data:image/png;base64,") == 1
+    nb = run_notebook(ALL[1], tmp_path, data_dir=str(curated_only), **TRAIN)
+    text = "".join(outputs(nb, "text"))
+    assert text.count("no noisy clips in") == 1 and "the warm-up (stage 1 trains on the noisy clips" in text
+    assert not (tmp_path / "weights").exists()
+
+
+def test_executed_00_rendered_and_screenshotted(executed_00, tmp_path):
+    """scripts/screenshot_notebook.py: nbconvert HTML of the executed 00, then headless Chromium pages; the
+    page shows the saved outputs (pictures drawn, not a blank or error page)."""
+    pytest.importorskip("nbconvert")
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from screenshot_notebook import find_browser
+
+    if find_browser() is None:
+        pytest.skip("no chromium installed (apt-get install chromium)")
+    import numpy as np
+    from PIL import Image
+
+    nb, working = executed_00
+    executed = working / f"{ALL[0]}.ipynb"
+    res = subprocess.run([sys.executable, str(ROOT / "scripts" / "screenshot_notebook.py"), str(executed), "--out",
+                          str(tmp_path), "--height", "6000"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    pages = [Path(line) for line in res.stdout.split()]
+    assert len(pages) >= 2 and all(p.is_file() for p in pages)
+    html = (tmp_path / f"{ALL[0]}.html").read_text()
+    assert html.count("<audio") >= 1 + 3 + 1 and "Griffin-Lim" in html  # players of the saved outputs
+    pixels = np.concatenate([np.asarray(Image.open(p).convert("RGB"), dtype=np.int16).reshape(-1, 3) for p in pages])
+    coloured = (pixels.max(axis=1) - pixels.min(axis=1)) > 60  # figures (magma, bars), not text or background
+    assert coloured.mean() > 0.02, f"{coloured.mean():.3f} of the pixels coloured: figures not drawn?"
+
+
 def test_committed_notebooks_are_clean_and_generated():
     names = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
     assert names == ALL
@@ -173,7 +252,8 @@ def test_committed_notebooks_are_clean_and_generated():
         head = "".join(nb["cells"][0]["source"])
         assert "**Attach (Kaggle, Add data):**" in head and "**Then:** attach this notebook's output to" in head
     (setup,) = setups  # one setup cell, the same in every notebook
-    assert "--no-index" in setup and "install_missing(wheels)" in setup and "discover_input_roots()" in setup
+    assert "--no-index" in setup and "setup_notebook(fatlib_dataset, input_roots" in setup
+    assert len([line for line in setup.splitlines() if not line.startswith("#")]) <= 9  # was 23 lines
     check = subprocess.run([sys.executable, str(ROOT / "scripts" / "make_notebooks.py"), "--check"],
                            capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
@@ -206,7 +286,8 @@ def test_kaggle_rehearsal_sessions_00_to_06(kaggle):
         assert len(FeatureCache(index)) == 16 and FeatureCache(index).cfg.n_mels == 32
     assert len(outputs(nb, "png")) >= 3  # class counts, augmentation grid, LogMel vs librosa
     html = "".join(outputs(nb, "html"))
-    assert html.count("<audio") == 2 + 1 + len(EFFECTS)  # 2 clips; one clip before and after each effect
+    # 2 clips; one clip before and after each effect; the explorer: the crop, before and after (Griffin-Lim)
+    assert html.count("<audio") == 2 + 1 + len(EFFECTS) + 3
     (line,) = [m for t in outputs(nb, "text") for m in re.findall(r"max \|LogMel - librosa\| = ([\d.]+) dB", t)]
     assert float(line) <= 0.01
 
@@ -223,6 +304,10 @@ def test_kaggle_rehearsal_sessions_00_to_06(kaggle):
     kaggle.freeze(cut)
     # ... and the next session resumes from that output: fold 0 copied over (not retrained), fold 1 trained
     s01, nb, _ = kaggle.session("s01", ALL[1], {**base, "nb00": s00, "nb01": cut}, **TRAIN)
+    text, html = "".join(outputs(nb, "text")), "".join(outputs(nb, "html"))
+    assert len(re.findall(r"stage1 fold 2/2 epoch 1/1: train_loss [\d.]+, valid_loss [\d.]+, lwlrap [\d.]+", text)) == 1
+    assert "train_loss</th>" not in html  # one line per epoch: not fastai's table as well
+    assert "top-3 predicted" in html and html.count("<audio") >= 1  # the error explorer's first rendering
     cnn = s01 / "weights/cnn_model_1"
     stage_ok(cnn, "stage1")
     assert json.loads((cnn / "stage1/fold0.json").read_text())["session"] == "s01a"

@@ -44,15 +44,16 @@ def test_augmentation_grid_shows_each_augmentation_with_targets_units_and_a_colo
     x = torch.randn(6, 3, tiny_mel.n_mels, frames, generator=g)
     y = torch.eye(6)[:, :4].clone()
     y[4, 0] = y[5, 1] = 1.0
-    vocab = ["Bark", "Meow", "Drip", "Hiss"]
+    vocab = ["Bark", "Accelerating_and_revving_and_vroom", "Drip", "Hiss"]  # a long name is shown whole
     fig = plot_augmentations(x, y, ["specmix", "specaugment"], vocab, n=3, cfg=tiny_mel)
     assert len(fig.axes) == 3 * 3 + 1                        # the panels and one colour bar
     panels, bar = fig.axes[:9], fig.axes[9]
     assert [panels[r * 3].get_ylabel() for r in range(3)] == [
-        "original\nfrequency (Hz)", "specmix\nfrequency (Hz)", "specaugment\nfrequency (Hz)"]
+        "original\nfrequency (Hz)", "SpecMix\nfrequency (Hz)", "SpecAugment\nfrequency (Hz)"]  # readable names
     assert [panels[6 + c].get_xlabel() for c in range(3)] == ["time (s)"] * 3
     assert panels[0].get_title() == "Bark 1.00"
     assert all(panels[i].get_title() for i in range(9))
+    assert panels[1].get_title() == "Accelerating_and_revving_and_vroom 1.00"
     for ax in panels:                                       # every panel: seconds across, Hz (mel-spaced) up
         assert ax.get_xlim()[1] == pytest.approx(frames * tiny_mel.hop_length / tiny_mel.sample_rate, rel=0.02)
         assert ax.get_yscale() == "symlog" and tiny_mel.fmax <= ax.get_ylim()[1] <= 1.15 * tiny_mel.fmax
@@ -84,6 +85,12 @@ def test_training_curve_overlays_folds_from_train_history_format(tmp_path):
     assert loss_ax.get_ylabel() == "loss" and metric_ax.get_ylabel() == "lwlrap"
     assert len(loss_ax.lines) == 4 and len(metric_ax.lines) == 2
     assert list(metric_ax.lines[1].get_ydata()) == pytest.approx([0.3, 0.4, 0.5])
+    assert [line.get_label() for line in metric_ax.lines] == ["fold 1 lwlrap", "fold 2 lwlrap"]  # from 1, as the log
+    fig.canvas.draw()
+    for ax in (loss_ax, metric_ax):  # whole epochs only: 1, 2, 3 (no 1.2, 1.4, ...)
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert ticks == [1, 2, 3]
     _assert_png(save_figure(fig, tmp_path / "curve.png"))
 
 
@@ -107,7 +114,7 @@ def test_per_class_bars_sorted_best_first_with_nan_last(tmp_path):
     height = {t.get_text(): t.get_position()[1] for t in ax.get_yticklabels()}
     top_to_bottom = sorted(height, key=height.get, reverse=True)
     assert top_to_bottom == ["c", "a", "d", "b"]
-    assert ax.get_xlabel() == "lwlrap"
+    assert ax.get_xlabel().startswith("lwlrap\n") and "share of all labels" in ax.get_xlabel()  # the % explained
     assert any(t.get_text().strip() == "n/a" for t in ax.texts)
     assert any(t.get_text().strip() == "50.0%" for t in ax.texts)
     _assert_png(save_figure(fig, tmp_path / "per_class.png"))

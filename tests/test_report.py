@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,18 +18,24 @@ def test_dataset_overview_and_class_counts(tiny_dataset):
     table = dataset_overview(data)
     per_clip = data.curated.targets.sum(axis=1)
     assert table.loc["curated", "clips"] == 48
-    assert table.loc["curated", "multi_label_share"] == pytest.approx((per_clip >= 2).mean())
+    assert table.loc["curated", "multi_label_share"] == pytest.approx((per_clip >= 2).mean(), abs=5e-5)  # 4 decimals
     assert table.loc["test", "labelled"] == int((data.test_targets.sum(axis=1) > 0).sum())
     counts = class_counts(data)
-    assert list(counts.index) == data.vocab and counts["noisy"].tolist() == data.noisy.targets.sum(0).tolist()
-    assert len(plot_class_counts(data).axes[0].patches) == 2 * len(data.vocab)
+    assert sorted(counts.index) == sorted(data.vocab) and list(counts.columns) == ["curated", "noisy"]
+    assert counts.loc[data.vocab, "noisy"].tolist() == data.noisy.targets.sum(0).tolist()
+    total = counts.sum(axis=1).to_numpy()
+    assert (np.diff(total) <= 0).all() and total[0] > total[-1]  # most clips first
+    ax = plot_class_counts(data).axes[0]
+    assert len(ax.patches) == 2 * len(data.vocab)
+    top = max(ax.get_yticklabels(), key=lambda t: t.get_position()[1])
+    assert top.get_text() == counts.index[0]  # the largest class at the top
 
 
 def test_training_batch_and_log_mel_comparison(tiny_dataset, tiny_mel, tmp_path):
     from fatlib.cache import FeatureCache
     from fatlib.data import FatData
     from fatlib.errors import DataError
-    from fatlib.report import compare_log_mel, training_batch
+    from fatlib.report import compare_log_mel, plot_log_mel_comparison, training_batch
 
     data = FatData.from_dir(tiny_dataset)
     cache = FeatureCache.build(data.curated.paths(), tiny_mel, cache_dir=tmp_path, name="curated", n_jobs=1,
@@ -42,6 +50,9 @@ def test_training_batch_and_log_mel_comparison(tiny_dataset, tiny_mel, tmp_path)
         training_batch(cache, data.noisy.targets[:5], tiny_mel)
     cmp = compare_log_mel(data.curated.paths()[0], tiny_mel)
     assert cmp["librosa"].shape[0] == 32 and cmp["max_abs_diff_db"] <= 0.01
+    (mesh,) = plot_log_mel_comparison(cmp, tiny_mel).axes[2].collections  # the difference: diverging, centred on 0
+    lo, hi = mesh.get_clim()
+    assert mesh.get_cmap().name == "RdBu_r" and lo == -hi and hi == pytest.approx(cmp["max_abs_diff_db"], rel=1e-3)
 
 
 def _fake_stage(stage_dir, vocab, selected=None):
@@ -63,7 +74,7 @@ def test_stage_table_and_selection(tmp_path):
                         "fold": [0, 1, 1]})
     _fake_stage(tmp_path / "stage3", vocab, sel)
     table = stage_table(tmp_path / "stage3")
-    assert table.index.tolist() == ["0", "1", "all (OOF)"] and table.loc["all (OOF)", "lwlrap_curated"] == 0.7
+    assert table.index.tolist() == ["1", "2", "all (OOF)"] and table.loc["all (OOF)", "lwlrap_curated"] == 0.7
     counts = selection_counts(tmp_path / "stage3", vocab)
     assert counts.loc["A"].tolist() == [1, 1, 2] and counts.loc["B", "total"] == 0 and counts.loc["C", "total"] == 2
     assert plot_selection(tmp_path / "stage3", vocab) is not None
@@ -123,10 +134,12 @@ def test_clips_play_beside_their_spectrograms(tiny_dataset, tiny_mel):
     samples, rate = _decoded(rows[0]["audio"])
     assert rate == tiny_mel.sample_rate == 44100
     assert len(samples) == len(expected) and np.abs(samples - expected).max() <= 2 / 32767  # 16-bit WAV, not rescaled
-    ax = rows[0]["figure"].axes[0]  # the spectrogram of the very samples played: same duration, seconds and Hz
+    wave_ax, ax = rows[0]["figure"].axes[:2]  # the waveform and spectrogram of the very samples played
     assert ax.get_xlabel() == "Time (s)" and ax.get_ylabel() == "Frequency (Hz)"
     assert ax.get_xlim()[1] == pytest.approx(1.5, abs=2 * tiny_mel.hop_length / tiny_mel.sample_rate)
-    assert rows[0]["figure"].axes[1].get_ylabel() == "dB"  # its colour bar
+    np.testing.assert_array_equal(wave_ax.lines[0].get_ydata(), expected)
+    assert wave_ax.get_xlim()[1] == pytest.approx(1.5, abs=1e-3)
+    assert [a.get_ylabel() for a in rows[0]["figure"].axes].count("dB") == 1  # its colour bar
     html = listen_examples(data, tiny_mel, n=2, max_seconds=1.5).data
     assert html.count("<audio") == 2 and html.count("data:image/png;base64,") == 2 and first in html
 
@@ -144,8 +157,8 @@ def test_waveform_effects_heard_before_and_after(tiny_dataset, tiny_mel):
     assert list(waves) == ["original", *EFFECTS]
     original = clip_wave(path, tiny_mel)[: tiny_mel.sample_rate]
     np.testing.assert_array_equal(waves["original"], original)
-    for name, fn in EFFECTS.items():  # each effect as WaveAugment applies it, from the same seed
-        expected = fn(original, sample_rate=tiny_mel.sample_rate, rng=np.random.default_rng(3))
+    for i, (name, fn) in enumerate(EFFECTS.items()):  # each effect as WaveAugment applies it, its own draw
+        expected = fn(original, sample_rate=tiny_mel.sample_rate, rng=np.random.default_rng([3, i]))
         np.testing.assert_allclose(waves[name], expected, atol=1e-6)
         assert not np.allclose(waves[name][: len(original)], original[: len(waves[name])]) or name == "speed"
     loud = waves["original"] * 4  # beyond [-1, 1]: the player rescales instead of failing
@@ -154,8 +167,65 @@ def test_waveform_effects_heard_before_and_after(tiny_dataset, tiny_mel):
     samples, _ = _decoded(audio_player(waves["overdrive"], sample_rate=tiny_mel.sample_rate))
     np.testing.assert_allclose(samples, waves["overdrive"], atol=2 / 32767)  # its own loudness (16-bit WAV)
     html = listen_wave_effects(path, tiny_mel, seed=3, max_seconds=1.0).data
-    assert html.count("<audio") == 1 + len(EFFECTS) and all(f">{name}<" in html for name in EFFECTS)
+    assert html.count("<audio") == 1 + len(EFFECTS) and Path(path).name in html  # says which clip it plays
+    assert re.search(r">pitch_shift: [+-]\d+ cents<", html) and re.search(r">speed x\d\.\d{3}<", html)
+    assert re.search(r">reverb: RT60 \d\.\d\d s, wet \d\.\d\d<", html) and ">overdrive: gain " in html
     with pytest.raises(DataError, match="unknown effects"):
         effect_waves(path, tiny_mel, effects=["chorus"])
     with pytest.raises(DataError, match="finite mono"):
         audio_player(np.array([0.0, np.nan]), sample_rate=44100)
+
+
+@pytest.fixture(scope="module")
+def tiny_stage(tiny_dataset, tmp_path_factory):
+    """A finished 2-fold, 1-epoch curated stage of a tiny model (as tests/test_train.py trains one)."""
+    from fatlib.data import FatData
+    from fatlib.train import StageConfig, train_stage
+
+    data = FatData.from_dir(tiny_dataset)
+    root = tmp_path_factory.mktemp("errors")
+    cfg = StageConfig(name="stage2", train_on="curated", model="cnn_model_1", model_kwargs={"width_mult": 0.125},
+                      preset="cnn128", mel=dict(n_mels=32, n_fft=2048, hop_length=1024, crop_frames=32), epochs=1,
+                      n_folds=2, batch_size=24, augment=[], tta_step_frames=32, cache_jobs=1, auto_scale=False,
+                      n_workers=0)
+    res = train_stage(cfg, data, run_dir=root / "run", cache_dir=root / "cache", progress=False)
+    return data, res.stage_dir
+
+
+def test_mistakes_of_a_trained_stage(tiny_stage):
+    """Per-class OOF lwlrap (worst first), the worst clips of a class with their true and top-3 labels, the
+    most confused pairs, and the error explorer driven headless (another class: other clips and sounds)."""
+    pytest.importorskip("ipywidgets")
+    from fatlib.metrics import lwlrap, per_class_lwlrap
+    from fatlib.mistakes import class_table, confused_pairs, read_oof, worst_clips
+    from fatlib.report import explore_errors
+
+    data, stage_dir = tiny_stage
+    scores, truth = read_oof(stage_dir, data), data.curated.targets
+    table = class_table(truth, scores, data.vocab)
+    values, weights = per_class_lwlrap(truth, scores)
+    assert list(table["lwlrap"]) == sorted(table["lwlrap"])  # worst first
+    assert table.loc[data.vocab[0], "lwlrap"] == pytest.approx(values[0], abs=1e-4)
+    assert np.nansum(table["lwlrap"] * table["label_share"]) == pytest.approx(lwlrap(truth, scores), abs=1e-3)
+    label = table.index[0]
+    worst = worst_clips(truth, scores, data.vocab, label, n=3, fnames=data.curated.fnames)
+    c = data.vocab.index(label)
+    ranks = [(scores[i] > scores[i, c]).sum() + 1 for i in np.flatnonzero(truth[:, c])]
+    assert len(worst) == 3 and worst["rank"].tolist() == sorted(ranks, reverse=True)[:3]
+    for r in worst.itertuples():
+        assert label in r.true_labels.split(", ") and data.curated.fnames[r.row] == r.fname
+        top = [t.rsplit(" ", 1)[0] for t in r.top3_predicted.split(", ")]
+        assert top == [data.vocab[j] for j in np.argsort(-scores[r.row], kind="stable")[:3]]
+    pairs = confused_pairs(truth, scores, data.vocab, n=5)
+    wrong = int((~(truth[np.arange(len(truth)), scores.argmax(1)] > 0)).sum())
+    assert (pairs["clips"].diff().dropna() <= 0).all() and (wrong == 0) == pairs.empty
+    assert all(t != p for t, p in zip(pairs["true"], pairs["predicted_instead"]))
+
+    ex = explore_errors(stage_dir, data, n=2)
+    assert ex.label.value == label and ex.html.count("<audio") == 2 and ex.html.count("data:image/png") == 2
+    assert worst.loc[0, "fname"] in ex.html and "top-3 predicted" in ex.html
+    html, other = ex.html, table.index[1]
+    ex.label.value = other
+    assert ex.html != html and f"<b>{other}</b>" in ex.html and set(ex.clips["fname"]) <= set(data.curated.fnames)
+    ex.n.value = 3
+    assert ex.html.count("<audio") == 3
