@@ -116,7 +116,7 @@ def test_bad_file_raises_naming_it(tmp_path, tiny_mel, monkeypatch):
         FeatureCache.build([*paths, bad], tiny_mel, cache_dir=tmp_path / "c", n_jobs=2, progress=False)
     with pytest.raises(AudioError, match="missing.wav"):
         FeatureCache.build([tmp_path / "missing.wav"], tiny_mel, cache_dir=tmp_path / "c", progress=False)
-    with pytest.raises(DataError, match="no audio files"):
+    with pytest.raises(DataError, match="empty list of audio files"):
         FeatureCache.build([], tiny_mel, cache_dir=tmp_path / "c", progress=False)
 
 
