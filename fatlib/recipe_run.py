@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
+from .guards import check_output_not_input, check_plain_name, data_inputs
 from .io import write_json, write_text
 from .recipes import Recipe, apply_sets, load_recipe
 
@@ -59,6 +60,10 @@ def _pseudo(recipe: Recipe) -> dict:
 
 def _check(recipe: Recipe) -> None:
     """Problems a run would meet late, found before any work: one DataError naming the recipe file."""
+    from .setting_rules import check_recipe
+    from .train import StageConfig
+
+    check_recipe(recipe, stage_config=StageConfig)  # every setting and name, before any work
     names = recipe.stage_names()
     problems = []
     if recipe.pipeline != "warmup" and not names:
@@ -121,8 +126,9 @@ def run_recipe(recipe, data, *, run: str | None = None, weights_root="weights", 
     t0 = time.time()
     rec = apply_sets(load_recipe(recipe), sets)
     _check(rec)
-    run = run or rec.name
+    run = check_plain_name(run or rec.name, what="run name (--run, else the recipe's name)", source=str(rec.path))
     run_dir = Path(weights_root) / run
+    check_output_not_input(run_dir, inputs=data_inputs(data), what="run folder", folder=True, within=input_roots)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "recipe.json", {"recipe": rec.name, "path": str(rec.path), "sets": list(sets),
                                          "pipeline": rec.pipeline, "stage": rec.stage, "stages": rec.stages,

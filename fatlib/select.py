@@ -220,12 +220,26 @@ def run_rule(
     return fn(probs, targets=targets, folds=folds, **params)
 
 
+def check_selection_out(out, data, *, run_dir: Path, run: str, stages: Sequence[str]) -> None:
+    """Run and stage names are plain folder names, and ``out`` falls on no input: a file of the data set
+    (``--out data/train_noisy.csv`` would shrink the noisy split), the stages' outputs or the run's folds."""
+    from .guards import check_output_not_input, check_plain_name, data_inputs, weights_inputs
+
+    check_plain_name(run, what="run name (--run)")
+    for s in stages:
+        check_plain_name(s, what="stage name (--stages)")
+    inputs = [*data_inputs(data), *weights_inputs([run_dir / s for s in stages]), run_dir / "folds_curated.csv",
+              run_dir / "folds_noisy.csv"]
+    check_output_not_input(out, inputs=inputs, what="--out file")
+
+
 def _cli(args) -> int:
     from .data import FatData
     from .preflight import check_writable
 
     data = FatData.from_dir(args.data)
     run_dir = Path(args.weights) / args.run
+    check_selection_out(args.out, data, run_dir=run_dir, run=args.run, stages=args.stages)  # fatlib.guards
     check_writable(Path(args.out).parent, what="--out folder")
     folds = noisy_folds(data, run_dir=run_dir, n_folds=args.n_folds, seed=args.folds_seed)
     params = {}

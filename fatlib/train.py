@@ -26,7 +26,10 @@ from . import distrib
 from .distrib import is_main_process
 from .errors import DataError
 from .folds import curated_folds, noisy_folds, read_selection
+from .guards import check_output_not_input, check_plain_name, data_inputs
 from .io import save_npy, write_csv, write_json, write_text
+from .model_files import check_init_folds
+from .setting_rules import check_n_folds, check_settings
 
 TRAIN_ON = ("noisy", "curated", "curated+selected")
 KEEP = ("last", "best")
@@ -112,6 +115,7 @@ class StageConfig:
         def bad(what, fix):
             raise DataError(f"StageConfig {self.name!r}: {what}; {fix}")
 
+        check_settings(vars(self), source=f"StageConfig {self.name!r}")  # types and ranges (fatlib.setting_rules)
         if not isinstance(self.name, str) or not self.name or "/" in self.name:
             bad(f"name={self.name!r}", "use a non-empty folder name without '/'")
         if self.train_on not in TRAIN_ON:
@@ -163,7 +167,7 @@ class StageConfig:
     def load(cls, path) -> StageConfig:
         path = Path(path)
         try:
-            return cls.from_dict(json.loads(path.read_text()))
+            return cls.from_dict(check_settings(json.loads(path.read_text()), source=f"--config {path}"))
         except (OSError, json.JSONDecodeError) as e:
             raise DataError(f"{path}: cannot read the stage config ({e}); pass a JSON file of StageConfig fields.") from e
 
@@ -533,11 +537,13 @@ def _check_before_writing(cfg: StageConfig, data, *, stage_dir: Path, todo: list
     if cfg.train_on == "noisy" and len(data.noisy.fnames) < cfg.n_folds:
         raise DataError(f"{data.root / 'train_noisy.csv'}: {len(data.noisy.fnames)} clips; train_on='noisy' needs at "
                         f"least n_folds={cfg.n_folds}. Add clips or train on curated.")
+    check_n_folds(cfg.n_folds, data)  # names the split; before any folds file is written
     if not cfg.init_from:
         return
     init_dir = roots.find_stage(cfg.init_from)
     if init_dir is None:
         raise DataError(f"init_from={cfg.init_from!r}: no such stage folder; train that stage first or fix the path.")
+    check_init_folds(init_dir, cfg.n_folds)  # "2 folds there, 3 here"
     kwargs = dict(cfg.model_kwargs)
     if cfg.auto_scale and "width_mult" not in kwargs:  # the width effective_config will choose
         kwargs["width_mult"] = dataset_width(data.n_train_clips)
@@ -718,7 +724,7 @@ def run_name(args, *, n_dataset: int | None = None) -> str:
     """``--run``, else the model's name (``--model``, else the recipe's for a data set of ``n_dataset``
     clips): the notebooks' run names, so the headless commands and the inference kernel's defaults agree."""
     if args.run:
-        return args.run
+        return check_plain_name(args.run, what="run name (--run)")
     if getattr(args, "model", None):
         return args.model
     from .recipes import load_recipe
@@ -754,6 +760,11 @@ def config_from_args(args, *, n_dataset: int | None = None, given: dict | None =
                                                                                         given=given)})
 
 
+def stage_inputs(cfg, data, cache_dir) -> list:
+    """What a stage reads and must not write on: the data set, the selection CSV, the init_from stage, the cache."""
+    return [*data_inputs(data), *[Path(p) for p in (cfg.selection_csv, cfg.init_from, cache_dir) if p]]
+
+
 def check_stage_outputs(cfg, data, *, run_dir, cache_dir, input_roots=(), n_stages: int = 1) -> None:
     """Before training ``n_stages`` stages like StageConfig ``cfg`` on ``data`` (a FatData): the stage folder
     (all of ``run_dir`` when ``n_stages`` > 1) must take ``n_folds`` weights files per stage, and ``cache_dir``
@@ -769,6 +780,9 @@ def check_stage_outputs(cfg, data, *, run_dir, cache_dir, input_roots=(), n_stag
         kwargs["width_mult"] = dataset_width(data.n_train_clips)
     fold = weights_bytes(create_model(cfg.model, n_classes=len(data.vocab), in_channels=mel.channels, **kwargs))
     out = Path(run_dir) if n_stages > 1 else Path(run_dir) / cfg.name
+    check_output_not_input(out, inputs=stage_inputs(cfg, data, cache_dir), what="stage folder", folder=True,
+                           within=input_roots)
+    check_output_not_input(cache_dir, inputs=data_inputs(data), what="--cache-dir", folder=True)
     check_writable(out, expected_bytes=fold * cfg.n_folds * n_stages, largest_file_bytes=fold,
                    what="stage folder (--weights/--run)")
     caches = [missing_cache_bytes(split.paths(), mel, cache_dir=cache_dir, name=name, input_roots=input_roots)
