@@ -146,10 +146,6 @@ def check_replaceable(folder: PathLike, *, marker: str | Sequence[str], inputs: 
 
 
 # ----------------------------------------------------------------------------- temporary leftovers
-_TEMP = re.compile(r"^\.(?P<name>.+)\.(?:pid(?P<pid>\d+)\.)?[A-Za-z0-9_]+\.tmp$")
-_OLD = re.compile(r"^\.(?P<name>.+)\.old-(?P<pid>\d+)$")
-
-
 def temp_prefix(name: str) -> str:
     """The prefix of the temporary folder a process builds ``name`` in (see :func:`clean_stale_temps`)."""
     return f".{name}.pid{os.getpid()}."
@@ -173,11 +169,15 @@ def clean_stale_temps(parent: PathLike, *, name: str) -> list[Path]:
     removed = []
     if not parent.is_dir():
         return removed
+    head = f".{name}."
     for p in parent.iterdir():
-        m = _TEMP.match(p.name) or _OLD.match(p.name)
-        if m is None or m.group("name") != name or not p.is_dir() or p.is_symlink():
+        middle = p.name[len(head):]
+        if not p.name.startswith(head) or not p.is_dir() or p.is_symlink():
             continue
-        pid = m.groupdict().get("pid")
+        m = re.fullmatch(r"(?:pid(\d+)\.)?[A-Za-z0-9_]+\.tmp|old-(\d+)", middle)
+        if m is None:
+            continue
+        pid = m.group(1) or m.group(2)
         if pid is not None and _alive(int(pid)):
             continue
         shutil.rmtree(p, ignore_errors=True)
