@@ -703,3 +703,110 @@ def test_python_m_fatlib_entry_point(base, tmp_path):
     assert res.returncode == 1 and res.stderr.startswith("error: ") and res.stderr.count("\n") == 1, res.stderr
     assert "fold0.safetensors: damaged" in res.stderr
     assert (d / "out" / "submission.csv").read_bytes() == OLD_SUBMISSION
+
+
+def test_finished_write_survives_an_unencodable_message(base, tmp_path):
+    """PYTHONIOENCODING=ascii and a non-ASCII --out: the "wrote ..." line is printed with escapes, exit 0."""
+    d = Path(shutil.copytree(base, tmp_path / "case"))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PYTHONIOENCODING": "ascii",
+           "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "fatlib", *_predict_with("out/résumé ✓.csv")], cwd=d, capture_output=True,
+                         text=True, env=env, errors="replace")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (d / "out" / "résumé ✓.csv").is_file() and "wrote out/r\\xe9sum\\xe9 \\u2713.csv" in res.stdout
+
+
+# ------------------------------------------------------------------------------- the rules, in-process
+@pytest.mark.parametrize("name", ["..", ".", "a/b", "../x", "/tmp/x", "a\\b", "", " ", "x\ny", "C:x", 5, None])
+def test_plain_names_refuse_what_climbs_out(name):
+    from fatlib.errors import DataError
+    from fatlib.guards import check_plain_name
+
+    with pytest.raises(DataError, match="plain folder name"):
+        check_plain_name(name, what="stage name", source="r.toml [stages]")
+
+
+def test_plain_names_accept_folder_names():
+    from fatlib.guards import check_plain_name
+
+    for name in ("stage1", "round2", "my run", "95th_place", "x.v2", "café"):
+        assert check_plain_name(name, what="run name") == name
+
+
+def test_every_stage_field_is_type_checked():
+    """Each StageConfig field given a value of the wrong type is one DataError naming the field and its
+    source; the right type passes (the defaults of StageConfig)."""
+    import dataclasses
+
+    from fatlib.errors import DataError
+    from fatlib.setting_rules import STAGE_RULES, check_settings
+    from fatlib.train import StageConfig
+
+    fields = {f.name for f in dataclasses.fields(StageConfig)}
+    choice_fields = {"train_on", "keep", "schedule"}  # checked by StageConfig.validate against its choices
+    assert fields - choice_fields == set(STAGE_RULES)
+    defaults = StageConfig(name="s").to_dict()
+    check_settings(defaults, source="defaults")
+    for key in STAGE_RULES:
+        bad = [5] if isinstance(defaults[key], dict) else [[[1]]]  # a number for a table, else a list of lists
+        bad += ["0.5"] if isinstance(defaults[key], (int, float)) else []  # a number or true/false as a text
+        for value in bad:
+            with pytest.raises(DataError, match=rf"^src: .*{key}"):
+                check_settings({key: value}, source="src")
+        with pytest.raises(DataError):
+            StageConfig.from_dict({**defaults, key: bad[0]})
+
+
+@pytest.mark.parametrize("kind,key,value", [
+    ("predict", "tta", "window"), ("predict", "ensemble", "median"), ("predict", "rescale", "yes"),
+    ("predict", "stages", ["../s"]), ("predict", "step_frames", 0), ("pseudo", "rounds", "abc"),
+    ("pseudo", "threshold", 2), ("pseudo", "init_from_previous", 1), ("selection", "rule", "best"),
+    ("selection", "sources", "s1/.."), ("selection", "n_best", -1), ("stage", "lr", float("nan")),
+    ("stage", "epochs", True), ("stage", "wave_effects", {"reverb": 2}), ("stage", "mel", {"n_mels": "64"}),
+])
+def test_table_values_are_range_checked(kind, key, value):
+    from fatlib.errors import DataError
+    from fatlib.setting_rules import check_settings
+
+    with pytest.raises(DataError, match=rf"^src: .*{key}"):
+        check_settings({key: value}, source="src", kind=kind)
+
+
+def test_os_error_without_a_path_names_the_commands_outputs():
+    import errno
+    from argparse import Namespace
+
+    from fatlib.preflight import os_error_line, output_folders
+
+    args = Namespace(out="out/submission.csv", weights="w", cache_dir="cache")
+    line = os_error_line(OSError(errno.ENOSPC, "No space left on device"), outputs=output_folders(args))
+    assert line.startswith("while writing under out, w, cache") and "no space left on the device" in line
+
+
+def test_stale_temp_folders_of_live_processes_are_kept(tmp_path):
+    from fatlib.guards import clean_stale_temps, temp_prefix
+
+    mine = tmp_path / f"{temp_prefix('ds')}abc.tmp"  # this process: alive
+    dead = tmp_path / ".ds.pid999999999.abc.tmp"
+    other = tmp_path / ".other.pid999999999.abc.tmp"  # another output's: not this one's business
+    for p in (mine, dead, other):
+        p.mkdir()
+    assert clean_stale_temps(tmp_path, name="ds") == [dead]
+    assert mine.is_dir() and other.is_dir()
+
+
+def test_wav_shortfall_reads_the_header():
+    import io
+
+    from fatlib.audio import wav_shortfall
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(1000, np.float32), SR, format="WAV", subtype="PCM_16")
+    data = buf.getvalue()
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"fatlib-short-{os.getpid()}.wav"
+    try:
+        tmp.write_bytes(data)
+        assert wav_shortfall(tmp) is None
+        tmp.write_bytes(data[:-500])
+        assert wav_shortfall(tmp) == (2000, 1500)
+    finally:
+        tmp.unlink()
