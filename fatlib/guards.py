@@ -12,7 +12,8 @@ Each rule is enforced here, in one place; the commands call these with one line 
    not ``.``/``..``, not absolute, no control characters), so that every output stays inside
    ``--weights``.
 
-Also: :func:`check_folder_slot` (an output folder's path must not be a file), :func:`clean_stale_temps`
+Also: :func:`check_replaceable_file` (rule 1 for a file output: it replaces only a CSV of its kind),
+:func:`check_folder_slot` (an output folder's path must not be a file), :func:`clean_stale_temps`
 (temporary folders of killed runs are removed by the next run), and the inputs of a data set
 (:func:`data_inputs`) and of weights folders (:func:`weights_inputs`).
 """
@@ -103,7 +104,7 @@ def check_output_not_input(out: PathLike, *, inputs: Iterable[PathLike], what: s
                 how = f"holds {p}, an input of this command"
             else:
                 how = "is an input of this command" + (f" ({p})" if os.path.normpath(p) != os.path.normpath(out) else "")
-            raise OutputError(f"{out}: the {what} {how}; writing there would destroy it. Choose another {what} "
+            raise OutputError(f"{out}: the {what} {how}, which fatlib never writes on. Choose another {what} "
                               "(a new path outside the data set and the weights this command reads).")
     for root in within:
         real = _real(root)
@@ -143,6 +144,25 @@ def check_replaceable(folder: PathLike, *, marker: str | Sequence[str], inputs: 
                           f"delete it; choose another {what}, or move the folder away yourself if you mean it.")
     check_output_not_input(folder, inputs=inputs, what=what, folder=True)
     return folder
+
+
+def check_replaceable_file(path: PathLike, *, header: str = "fname", what: str = "--out file") -> Path:
+    """A file output replaces only a file of its own kind: an existing ``path`` must be empty or a CSV whose
+    first field is ``header`` (what fatlib's submissions and selections start with), else OutputError
+    (rule 1: a user's other file is never replaced)."""
+    path = Path(path)
+    if not path.exists():
+        return path
+    if not path.is_file():
+        raise OutputError(f"{path}: the {what} is a folder (or not a plain file); name a file, e.g. {path}/out.csv.")
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    first = head.lstrip(b"\xef\xbb\xbf").split(b"\n", 1)[0].split(b",", 1)[0].strip().strip(b'"')
+    if head.strip() and first != header.encode():
+        raise OutputError(f"{path}: exists and is not a CSV fatlib writes (its first line does not start with "
+                          f"'{header},'), so the {what} will not replace it; choose another {what}, or move the file "
+                          "away yourself if you mean it.")
+    return path
 
 
 # ----------------------------------------------------------------------------- temporary leftovers

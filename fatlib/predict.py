@@ -201,10 +201,17 @@ def predict_test(
 def check_submission_out(out, data, weights, *, input_roots=()) -> None:
     """``out`` and its evaluation folder fall on no input (the data set, the weights' stage folders, an
     input root), and the evaluation folder's path is not a file: checked before anything is written."""
-    from .guards import check_folder_slot, check_output_not_input, data_inputs, weights_inputs
+    from .guards import (
+        check_folder_slot,
+        check_output_not_input,
+        check_replaceable_file,
+        data_inputs,
+        weights_inputs,
+    )
 
     inputs = [*data_inputs(data), *weights_inputs(weights)]
     check_output_not_input(out, inputs=inputs, what="--out file", within=input_roots)
+    check_replaceable_file(out)
     if data.test_targets is not None:
         eval_dir = Path(out).parent / f"{Path(out).stem}_eval"
         check_folder_slot(eval_dir, what="evaluation folder of --out")

@@ -61,9 +61,9 @@ def _pseudo(recipe: Recipe) -> dict:
 def _check(recipe: Recipe) -> None:
     """Problems a run would meet late, found before any work: one DataError naming the recipe file."""
     from .setting_rules import check_recipe
-    from .train import StageConfig
+    from .train import StageConfig, check_components
 
-    check_recipe(recipe, stage_config=StageConfig)  # every setting and name, before any work
+    check_recipe(recipe, stage_config=StageConfig, check_stage=check_components)  # every setting, before any work
     names = recipe.stage_names()
     problems = []
     if recipe.pipeline != "warmup" and not names:
@@ -129,6 +129,7 @@ def run_recipe(recipe, data, *, run: str | None = None, weights_root="weights", 
     run = check_plain_name(run or rec.name, what="run name (--run, else the recipe's name)", source=str(rec.path))
     run_dir = Path(weights_root) / run
     check_output_not_input(run_dir, inputs=data_inputs(data), what="run folder", folder=True, within=input_roots)
+    check_output_not_input(cache_dir, inputs=data_inputs(data), what="--cache-dir", folder=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "recipe.json", {"recipe": rec.name, "path": str(rec.path), "sets": list(sets),
                                          "pipeline": rec.pipeline, "stage": rec.stage, "stages": rec.stages,

@@ -223,7 +223,13 @@ def run_rule(
 def check_selection_out(out, data, *, run_dir: Path, run: str, stages: Sequence[str]) -> None:
     """Run and stage names are plain folder names, and ``out`` falls on no input: a file of the data set
     (``--out data/train_noisy.csv`` would shrink the noisy split), the stages' outputs or the run's folds."""
-    from .guards import check_output_not_input, check_plain_name, data_inputs, weights_inputs
+    from .guards import (
+        check_output_not_input,
+        check_plain_name,
+        check_replaceable_file,
+        data_inputs,
+        weights_inputs,
+    )
 
     check_plain_name(run, what="run name (--run)")
     for s in stages:
@@ -231,6 +237,7 @@ def check_selection_out(out, data, *, run_dir: Path, run: str, stages: Sequence[
     inputs = [*data_inputs(data), *weights_inputs([run_dir / s for s in stages]), run_dir / "folds_curated.csv",
               run_dir / "folds_noisy.csv"]
     check_output_not_input(out, inputs=inputs, what="--out file")
+    check_replaceable_file(out)
 
 
 def _cli(args) -> int:

@@ -229,11 +229,12 @@ def check_recipe_layout(raw: Mapping, *, source: str) -> None:
             raise DataError(f"{source}: {key} = {_show(raw[key])} is not a text; write {key} = \"...\".")
 
 
-def check_recipe(recipe, *, stage_config=None) -> None:
+def check_recipe(recipe, *, stage_config=None, check_stage=None) -> None:
     """Every table of a loaded :class:`fatlib.recipes.Recipe`, and each stage's fields as it will run
     (``[stage]``, then ``[stages.<name>]``), before any training. DataError naming the recipe file.
     ``stage_config``: the StageConfig class, to build each stage's config too (its own checks: choices
-    such as ``keep`` and ``train_on``, the selection CSV rule), so nothing fails after a stage trained."""
+    such as ``keep`` and ``train_on``, the selection CSV rule), so nothing fails after a stage trained;
+    ``check_stage``: called with each built config (e.g. the model, loss and augmentation names)."""
     from .guards import check_plain_name
 
     src = str(recipe.path)
@@ -249,7 +250,9 @@ def check_recipe(recipe, *, stage_config=None) -> None:
             fields = {**recipe.stage_fields(name), "name": name}
             if fields.get("train_on") == "curated+selected" and fields.get("selection_csv") is None:
                 fields.update(train_on="curated", selection_csv=None)  # the run writes the selection first
-            stage_config.from_dict(fields)
+            cfg = stage_config.from_dict(fields)
+            if check_stage is not None:
+                check_stage(cfg)
     check_settings(recipe.predict, source=f"{src} [predict]", kind="predict")
     check_settings(recipe.pseudo, source=f"{src} [pseudo]", kind="pseudo")
     for name, fields in recipe.selection.items():

@@ -523,6 +523,11 @@ def _check_components(cfg: StageConfig, *, n_classes: int) -> None:
     create_model(cfg.model, n_classes=n_classes, in_channels=mel.channels, **cfg.model_kwargs)
 
 
+def check_components(cfg: StageConfig) -> None:
+    """:func:`_check_components` for a stage of a recipe before the data is read (any class count)."""
+    _check_components(cfg, n_classes=2)
+
+
 def _check_before_writing(cfg: StageConfig, data, *, stage_dir: Path, todo: list[int], roots) -> None:
     """What can be checked before config.json is written: a refused run must not leave a config.json that
     makes its corrected rerun fail as "started with other settings". Split sizes, and the init_from stage:
@@ -726,12 +731,12 @@ def run_name(args, *, n_dataset: int | None = None) -> str:
     if args.run:
         return check_plain_name(args.run, what="run name (--run)")
     if getattr(args, "model", None):
-        return args.model
+        return check_plain_name(args.model, what="run name (the --model name; or give --run)")
     from .recipes import load_recipe
 
     fields = load_recipe(args.recipe).stage_fields(getattr(args, "stage", None) or "stage", n_dataset=n_dataset,
                                                    given=stage_overrides(args))
-    return fields.get("model", "cnn_model_1")
+    return check_plain_name(fields.get("model", "cnn_model_1"), what="run name (the recipe's model name; or give --run)")
 
 
 def _given(args, *, n_dataset: int | None = None) -> dict:

@@ -411,6 +411,14 @@ CASES = [
     Case("eval_folder_is_a_file", "predict --out whose evaluation folder's name is a file", _all(
         _test_labels, _write("out/submission_eval", "not a folder\n")), PREDICT, 1,
          ("out/submission_eval: the evaluation folder of --out would be made here, but a file has that name",)),
+    Case("predict_out_on_user_file", "predict --out onto a file that is not a CSV fatlib writes",
+         _write("notes.txt", "my notes\n"), _predict_with("notes.txt"), 1,
+         ("notes.txt: exists and is not a CSV fatlib writes", "will not replace it")),
+    Case("predict_out_is_folder", "predict --out naming a folder", None, _predict_with("out"), 1,
+         ("out: the --out file is a folder",)),
+    Case("run_cache_in_data", "run --cache-dir inside the data set's audio folder", None,
+         [*RUN[:-3], "--cache-dir", "data/test", "95th_place", "--set", "epochs=1"], 1,
+         ("data/test: the --cache-dir is an input",), absent=("w/95th_place",)),
     # rule 3: names stay inside their folder
     Case("recipe_name_climbs", 'a recipe with name = "../../x"', _recipe('name = "../../x"\n' + TINY_STAGE),
          [*RUN, "tiny.toml"], 1, ("tiny.toml: recipe name", "'../../x' holds a path separator", "plain folder name"),
@@ -423,6 +431,8 @@ CASES = [
          absent=("w/run/folds_curated.csv", "w/fold0.safetensors")),
     Case("run_option_climbs", "run --run ../..", None, [*RUN, "95th_place", "--run", "../.."], 1,
          ("run name", "'../..' holds a path separator")),
+    Case("model_name_as_run_climbs", "train-stage --model ../x without --run (the run is named after the model)",
+         None, [*_train_with("--model", "../x", drop=("--run",))], 1, ("'../x' holds a path separator",)),
     # rule 4: every setting checked at the door
     Case("recipe_string_lr", 'lr = "0.001" in a recipe', _recipe('[stage]\nlr = "0.001"\n' + TINY_STAGE),
          [*RUN, "tiny.toml"], 1, ('tiny.toml [stage]: lr = "0.001" is not a number > 0', "without quotes")),
@@ -439,6 +449,9 @@ CASES = [
          absent=("w/95th_place", "cache")),
     Case("set_ensemble_before_training", "--set predict.ensemble=median", None,
          [*RUN, "95th_place", "--set", "predict.ensemble=median"], 1, ("mean, geometric",), absent=("w/95th_place",)),
+    Case("later_stage_model_before_training", "a recipe whose second stage names an unknown model", None,
+         [*RUN, "9th_place", "--set", "stages.selected_m1.model=no_such_net"], 1, ("unknown model 'no_such_net'",),
+         absent=("w/9th_place", "cache")),
     Case("n_folds_above_noisy", "--n-folds 6 with 4 noisy clips", None, _train_with("--n-folds", "6"), 1,
          ("train_noisy.csv: the noisy split has 4 clips, fewer than n_folds=6", "--n-folds 4"),
          absent=("w/run/folds_curated.csv", "w/run/s2")),
