@@ -41,6 +41,15 @@ _REASONS = {
 }
 
 
+def as_os_error(e: Exception, path) -> Exception:
+    """An OSError (naming ``path``) for a library's error that wraps one ("... (os error 28)", as safetensors
+    writes them); ``e`` itself otherwise."""
+    m = re.search(r"os error (\d+)", str(e))
+    if isinstance(e, OSError) or m is None:
+        return e
+    return OSError(int(m.group(1)), os.strerror(int(m.group(1))), str(path))
+
+
 def os_error_line(e: OSError, *, what: str | None = None, outputs: Sequence = ()) -> str:
     """One line for an OSError: the path, what happened and the fix (known errnos), else its message.
     ``what``: the output the path is (e.g. "--out folder"). ``outputs``: the command's output folders,

@@ -823,3 +823,26 @@ def test_wav_shortfall_reads_the_header():
         assert wav_shortfall(tmp) == (2000, 1500)
     finally:
         tmp.unlink()
+
+
+def test_weights_write_hitting_a_limit_is_an_os_error_naming_the_file(tmp_path):
+    """safetensors reports a failed write as its own error type: save_weights makes it an OSError naming the
+    file (so the command prints one line), and leaves no file behind."""
+    code = r"""
+import errno, resource, signal, sys, torch
+from fatlib.preflight import os_error_line
+from fatlib.weights import save_weights
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (65536, resource.RLIM_INFINITY))
+try:
+    save_weights(sys.argv[1], torch.nn.Linear(1000, 100), model_name="x", model_kwargs={}, mel_config={}, vocab=["a"])
+except OSError as e:
+    assert e.errno == errno.EFBIG, e
+    print(os_error_line(e))
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "fold0.safetensors")], capture_output=True,
+                         text=True, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.startswith(f"{tmp_path / 'fold0.safetensors'}: cannot write") and "ulimit -f" in res.stdout
+    assert list(tmp_path.iterdir()) == []
