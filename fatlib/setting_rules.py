@@ -80,10 +80,8 @@ def table(v) -> str | None:
 def names(v) -> str | None:
     from .guards import check_plain_name
 
-    if isinstance(v, str):
-        v = [v]
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
-        return "a list of names"
+        return "a list of names, e.g. [\"stage1\"]"
     for x in v:
         try:
             check_plain_name(x, what="name")
@@ -96,7 +94,7 @@ def plain_name(*, optional: bool = False) -> Rule:
     def rule(v):
         if v is None and optional:
             return None
-        return names([v]) if isinstance(v, str) else "a plain name"
+        return None if isinstance(v, str) and names([v]) is None else "a plain name (no '/', not '.' or '..')"
     return rule
 
 
@@ -275,11 +273,11 @@ def check_set(parts: list[str], value, *, item: str) -> None:
         check_settings({head: value}, source=source)
 
 
-def check_n_folds(n_folds: int, data) -> None:
+def check_n_folds(n_folds: int, data, *, option: str = "--n-folds {n}") -> None:
     """Each split that gets folds has at least ``n_folds`` clips: DataError naming the split's CSV, before
     any folds file is written (curated always; noisy when it has clips)."""
     for name, split in (("curated", data.curated), ("noisy", data.noisy)):
         n = len(split.fnames)
         if (name == "curated" or n) and n < n_folds:
             raise DataError(f"{data.root / f'train_{name}.csv'}: the {name} split has {n} clips, fewer than "
-                            f"n_folds={n_folds} (each fold needs clips of it); use --n-folds {n} or fewer, or add clips.")
+                            f"n_folds={n_folds} (each fold needs clips of it); use {option.format(n=n)} or fewer, or add clips.")

@@ -455,6 +455,12 @@ CASES = [
     Case("n_folds_above_noisy", "--n-folds 6 with 4 noisy clips", None, _train_with("--n-folds", "6"), 1,
          ("train_noisy.csv: the noisy split has 4 clips, fewer than n_folds=6", "--n-folds 4"),
          absent=("w/run/folds_curated.csv", "w/run/s2")),
+    Case("run_n_folds_above_noisy", "run a 5-fold recipe with 4 noisy clips", None, [*RUN, "95th_place"], 1,
+         ("train_noisy.csv: the noisy split has 4 clips, fewer than n_folds=5", "--set n_folds=4"),
+         absent=("w/95th_place",)),
+    Case("recipe_sources_text", 'sources = "s1" (a text, not a list) in a recipe', _recipe(
+        TINY_STAGE + '[stages.s2]\nepochs = 1\n[selection.s2]\nrule = "stage4"\nsources = "s1"\n'), [*RUN, "tiny.toml"],
+         1, ('tiny.toml [selection.s2]: sources = "s1" is not a list of names',)),
     Case("init_from_other_folds", "--init-from a 2-fold stage into a 3-fold one",
          _all(_stage_config(2), _init_stage_of_width(0.125)), [*_train_with("--n-folds", "3"), "--init-from", "s1"], 1,
          ("s1/config.json: init_from stage has 2 folds there, 3 here",),
