@@ -59,7 +59,7 @@ def os_error_line(e: OSError, *, what: str | None = None, outputs: Sequence = ()
         p = Path(os.fsdecode(path))
         m = _TMP_NAME.match(p.name)
         path = p.with_name(m.group(1)) if m else p
-    elif outputs:
+    elif outputs and e.errno in _REASONS:  # a write that failed: somewhere under the outputs
         path = f"while writing under {', '.join(map(str, dict.fromkeys(outputs)))} (this command's outputs)"
     reason, fix = _REASONS.get(e.errno, (e.strerror or str(e), "check the path and try again"))
     where = f"{path}: " if path is not None else ""

@@ -200,6 +200,14 @@ def _oof_noisy(stage_dir: Path, fnames: Sequence[str], vocab: Sequence[str]) -> 
     return df.loc[list(fnames), list(vocab)].to_numpy(dtype=float)
 
 
+def check_sources(rule: str, stage_dirs: Sequence[Path]) -> None:
+    """Before anything is written (the run's noisy folds): the rule's stage outputs exist."""
+    name = "noisy_lwlrap.csv" if rule in ("stage3", "stage4") else "oof_noisy.csv"
+    for d in stage_dirs:
+        if not (Path(d) / name).exists():
+            raise DataError(f"{Path(d) / name}: not found. Train stage {Path(d).name!r} to completion first.")
+
+
 def run_rule(
     rule: str, *, stage_dirs: Sequence[Path], targets, folds, fnames, vocab, **params
 ) -> Selection:
@@ -248,6 +256,7 @@ def _cli(args) -> int:
     run_dir = Path(args.weights) / args.run
     check_selection_out(args.out, data, run_dir=run_dir, run=args.run, stages=args.stages)  # fatlib.guards
     check_writable(Path(args.out).parent, what="--out folder")
+    check_sources(args.rule, [run_dir / s for s in args.stages])  # before the run's folds file is written
     folds = noisy_folds(data, run_dir=run_dir, n_folds=args.n_folds, seed=args.folds_seed)
     params = {}
     if args.threshold is not None:

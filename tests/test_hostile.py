@@ -408,6 +408,8 @@ CASES = [
          _predict_with("w/run/s1/fold0.safetensors"), 1, ("fold0.safetensors: the --out file is an input",)),
     Case("select_out_on_noisy", "select --out data/train_noisy.csv", None, [*SELECT, "data/train_noisy.csv"], 1,
          ("data/train_noisy.csv: the --out file is an input",)),
+    Case("select_unfinished_stage", "select from a stage without its out-of-fold outputs", None, [*SELECT, "sel.csv"], 1,
+         ("s1/noisy_lwlrap.csv: not found",), absent=("w/run/folds_noisy.csv", "sel.csv")),
     Case("eval_folder_is_a_file", "predict --out whose evaluation folder's name is a file", _all(
         _test_labels, _write("out/submission_eval", "not a folder\n")), PREDICT, 1,
          ("out/submission_eval: the evaluation folder of --out would be made here, but a file has that name",)),
