@@ -125,10 +125,11 @@ def check_folder_slot(path: PathLike, *, what: str) -> Path:
 
 
 def check_replaceable(folder: PathLike, *, marker: str | Sequence[str], inputs: Iterable[PathLike] = (),
-                      what: str, force_flag: str = "--force") -> Path:
+                      what: str, force_flag: str = "--force", doing: str | None = None) -> Path:
     """Before ``--force`` replaces ``folder``: it must be a folder fatlib made (it carries every one of
     ``marker``, paths relative to it, e.g. ``manifest.json``) and hold none of ``inputs``. An empty or
-    absent folder is fine. OutputError naming the folder and the fix otherwise."""
+    absent folder is fine. OutputError naming the folder and the fix otherwise. ``doing``: what is refused
+    (default "--force will not delete it")."""
     folder = Path(folder)
     markers = [marker] if isinstance(marker, str) else list(marker)
     if not folder.exists() and not folder.is_symlink():
@@ -140,8 +141,9 @@ def check_replaceable(folder: PathLike, *, marker: str | Sequence[str], inputs: 
         return folder
     missing = [m for m in markers if not (folder / m).exists()]
     if missing:
-        raise OutputError(f"{folder}: not a {what} fatlib made (no {', '.join(missing)}), so {force_flag} will not "
-                          f"delete it; choose another {what}, or move the folder away yourself if you mean it.")
+        doing = doing or f"{force_flag} will not delete it"
+        raise OutputError(f"{folder}: not a {what} fatlib made (no {', '.join(missing)}), so {doing}; choose another "
+                          f"{what} (a new or empty folder), or move the folder away yourself if you mean it.")
     check_output_not_input(folder, inputs=inputs, what=what, folder=True)
     return folder
 
@@ -184,7 +186,8 @@ def _alive(pid: int) -> bool:
 def clean_stale_temps(parent: PathLike, *, name: str) -> list[Path]:
     """Remove the temporary folders ``.<name>.pid<PID>.*.tmp`` and ``.<name>.old-<PID>`` in ``parent`` whose
     process is gone (a run killed while building or replacing ``name``); those of a running process
-    are left alone. Returns what was removed."""
+    are left alone, and an old folder whose replacement never arrived (``name`` absent) is put back as
+    ``name``. Returns what was removed."""
     parent = Path(parent)
     removed = []
     if not parent.is_dir():
@@ -199,6 +202,9 @@ def clean_stale_temps(parent: PathLike, *, name: str) -> list[Path]:
             continue
         pid = m.group(1) or m.group(2)
         if pid is not None and _alive(int(pid)):
+            continue
+        if m.group(2) is not None and not (parent / name).exists():
+            os.replace(p, parent / name)  # killed between moving the old folder away and the new one in: put it back
             continue
         shutil.rmtree(p, ignore_errors=True)
         removed.append(p)

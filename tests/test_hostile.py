@@ -399,6 +399,9 @@ CASES = [
     Case("force_over_own_input", "kaggle-dataset --force over the fatlib dataset it reads the weights from",
          _fatlib_dataset, [*KAGGLE[:2], "out/ds/weights/run", *KAGGLE[3:], "out/ds", "--force"], 1,
          ("out/ds: the --out folder holds out/ds/weights/run",)),
+    Case("demo_into_a_user_folder", "demo --out a folder fatlib did not make (it holds a submission.csv)", None,
+         ["demo", "--out", "out", "--quiet"], 1, ("out: not a demo folder (--out) fatlib made (no data/synth.json)",),
+         absent=("out/data", "out/weights")),
     # rule 2: no output on an input
     Case("predict_out_on_labels", "predict --out data/train_curated.csv", None, _predict_with("data/train_curated.csv"),
          1, ("data/train_curated.csv: the --out file is an input of this command", "Choose another --out file")),
@@ -814,6 +817,10 @@ def test_stale_temp_folders_of_live_processes_are_kept(tmp_path):
         p.mkdir()
     assert clean_stale_temps(tmp_path, name="ds") == [dead]
     assert mine.is_dir() and other.is_dir()
+    old = tmp_path / ".ds.old-999999999"  # killed after moving ds away, before moving the new one in
+    old.mkdir()
+    (old / "manifest.json").write_text("{}")
+    assert clean_stale_temps(tmp_path, name="ds") == [] and (tmp_path / "ds" / "manifest.json").is_file()
 
 
 def test_wav_shortfall_reads_the_header():
