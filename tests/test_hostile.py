@@ -416,6 +416,9 @@ CASES = [
     Case("eval_folder_is_a_file", "predict --out whose evaluation folder's name is a file", _all(
         _test_labels, _write("out/submission_eval", "not a folder\n")), PREDICT, 1,
          ("out/submission_eval: the evaluation folder of --out would be made here, but a file has that name",)),
+    Case("out_beside_data_files", "predict --out a new file in the data folder, twice (e.g. with --data .)", None,
+         _predict_with("data/submission.csv"), 0, ("wrote",), creates=("data/submission.csv",),
+         then=_predict_with("data/submission.csv")),
     Case("predict_out_on_user_file", "predict --out onto a file that is not a CSV fatlib writes",
          _write("notes.txt", "my notes\n"), _predict_with("notes.txt"), 1,
          ("notes.txt: exists and is not a CSV fatlib writes", "will not replace it")),
