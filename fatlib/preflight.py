@@ -14,6 +14,7 @@ The ``*_bytes`` functions estimate output sizes from what is known before the wo
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -39,6 +40,17 @@ _REASONS = {
     errno.EFBIG: ("file too large for the file system or for this process's file-size limit (ulimit -f)",
                   "raise the limit (`ulimit -f unlimited`) or write to a file system that takes large files"),
 }
+
+
+@contextlib.contextmanager
+def errors_name(path):
+    """An OSError without a path raised inside (a library's own write hitting a full disk) names ``path``."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None and e.filename2 is None:
+            e.filename = str(path)
+        raise
 
 
 def as_os_error(e: Exception, path) -> Exception:

@@ -427,6 +427,7 @@ def _train_fold(inp: _Inputs, cfg: StageConfig, k: int, stage_dir: Path, *, bars
     from fastai.torch_core import set_seed
 
     from .metrics import lwlrap
+    from .preflight import errors_name
     from .weights import save_weights
 
     mel = inp.mel
@@ -434,11 +435,12 @@ def _train_fold(inp: _Inputs, cfg: StageConfig, k: int, stage_dir: Path, *, bars
     set_seed(cfg.seed * 1000 + k, reproducible=False)
     parts, cur_rows, noisy_rows = _train_parts(inp, k)
     learn = _make_learner(inp, cfg, k, parts, stage_dir, device, log=log, cbs=cbs)
-    if bars:
-        _fit(learn, cfg)
-    else:  # plain lines from EpochLog; no bar redraws, no fastai table printed a second time
-        with learn.no_bar(), learn.no_logging():
+    with errors_name(stage_dir):  # a write inside fastai (its CSV history) that fails names the stage folder
+        if bars:
             _fit(learn, cfg)
+        else:  # plain lines from EpochLog; no bar redraws, no fastai table printed a second time
+            with learn.no_bar(), learn.no_logging():
+                _fit(learn, cfg)
     if _data_parallel(cfg) and not is_main_process():
         return  # rank 0 predicts out of fold and writes the fold; the others wait at the next barrier
     model = learn.model
@@ -788,7 +790,8 @@ def check_stage_outputs(cfg, data, *, run_dir, cache_dir, input_roots=(), n_stag
     check_output_not_input(out, inputs=stage_inputs(cfg, data, cache_dir), what="stage folder", folder=True,
                            within=input_roots)
     check_output_not_input(cache_dir, inputs=data_inputs(data), what="--cache-dir", folder=True)
-    check_writable(out, expected_bytes=fold * cfg.n_folds * n_stages, largest_file_bytes=fold,
+    todo = cfg.n_folds * n_stages if n_stages > 1 else sum(not fold_done(out, k) for k in range(cfg.n_folds))
+    check_writable(out, expected_bytes=fold * todo, largest_file_bytes=fold,  # finished folds need no room again
                    what="stage folder (--weights/--run)")
     caches = [missing_cache_bytes(split.paths(), mel, cache_dir=cache_dir, name=name, input_roots=input_roots)
               for name, split in (("curated", data.curated), ("noisy", data.noisy))]
