@@ -35,6 +35,7 @@ from typing import Any, Sequence
 
 from .errors import DependencyError, ModelError, PackagingError, WeightsError
 from .guards import check_output_not_input, check_replaceable, clean_stale_temps, temp_prefix, weights_inputs
+from .preflight import copy_file
 
 # import name -> package name of the pure-Python (or abi3) dependencies shipped as wheels: Kaggle's image
 # has torch, fastai, librosa, soundfile, but not iterative-stratification (safetensors and fastprogress
@@ -88,7 +89,7 @@ def build_wheel(out_dir: str | os.PathLike, *, source: str | os.PathLike | None 
                 f"{(proc.stderr or proc.stdout)[-1500:]}\nCheck that `{' '.join(cmd[:4])}` works in this environment "
                 "(setuptools >= 61 installed) or pass --wheel with a wheel built elsewhere."
             )
-        return Path(shutil.copy2(wheels[0], out_dir / wheels[0].name))
+        return copy_file(wheels[0], out_dir / wheels[0].name)  # a full disk names the destination
 
 
 def download_dependency_wheels(dest: str | os.PathLike, *, find_links: str | os.PathLike | None = None) -> list[Path]:
@@ -218,7 +219,7 @@ def build_dataset(
     try:
         deps = download_dependency_wheels(tmp / "wheels", find_links=dep_wheels)
         if wheel is not None:
-            built = Path(shutil.copy2(wheel, tmp / "wheels" / wheel.name))
+            built = copy_file(wheel, tmp / "wheels" / wheel.name)
         else:
             built = build_wheel(tmp / "wheels")
         from .model_files import stage_fold_files
@@ -230,7 +231,7 @@ def build_dataset(
         ]
         for src, dst in show_progress(copies, label="kaggle-dataset: files copied", show=progress):
             dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst)
+            copy_file(src, dst)
         manifest = _manifest(tmp, built, deps, dirs, __version__)
         write_json(tmp / "manifest.json", manifest)
         write_text(tmp / "README.md", _readme(manifest))

@@ -27,6 +27,7 @@ from .errors import OutputError
 
 PROBE_BYTES = 4096
 _TMP_NAME = re.compile(r"^\.(.+)\.[0-9a-f]{8}\.tmp$")  # fatlib.io's temporary files: name the real target
+_TMP_DIR = re.compile(r"^\.(.+)\.pid\d+\.[A-Za-z0-9_]+\.tmp$")  # fatlib.guards.temp_prefix: the folder it becomes
 _ELSEWHERE = "another output folder (--out, --weights, --cache-dir)"
 # errno -> (what happened, the fix)
 _REASONS = {
@@ -53,6 +54,16 @@ def errors_name(path):
         raise
 
 
+def copy_file(src, dst) -> Path:
+    """``shutil.copy2``, whose failed write (a full disk) names the destination, not the source it read."""
+    try:
+        return Path(shutil.copy2(src, dst))
+    except OSError as e:
+        if e.errno in _REASONS:
+            e.filename, e.filename2 = str(dst), None
+        raise
+
+
 def as_os_error(e: Exception, path) -> Exception:
     """An OSError (naming ``path``) for a library's error that wraps one ("... (os error 28)", as safetensors
     writes them); ``e`` itself otherwise."""
@@ -70,7 +81,9 @@ def os_error_line(e: OSError, *, what: str | None = None, outputs: Sequence = ()
     if path is not None:
         p = Path(os.fsdecode(path))
         m = _TMP_NAME.match(p.name)
-        path = p.with_name(m.group(1)) if m else p
+        p = p.with_name(m.group(1)) if m else p
+        parts = [_TMP_DIR.sub(r"\1", part) for part in p.parts]  # a folder built in .<name>.pid<N>.<x>.tmp
+        path = Path(*parts) if parts else p
     elif outputs and e.errno in _REASONS:  # a write that failed: somewhere under the outputs
         path = f"while writing under {', '.join(map(str, dict.fromkeys(outputs)))} (this command's outputs)"
     reason, fix = _REASONS.get(e.errno, (e.strerror or str(e), "check the path and try again"))

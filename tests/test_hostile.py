@@ -808,6 +808,8 @@ def test_os_error_without_a_path_names_the_commands_outputs():
     args = Namespace(out="out/submission.csv", weights="w", cache_dir="cache")
     line = os_error_line(OSError(errno.ENOSPC, "No space left on device"), outputs=output_folders(args))
     assert line.startswith("while writing under out, w, cache") and "no space left on the device" in line
+    e = OSError(errno.ENOSPC, "No space left on device", "/k/.ds.pid42.ab_c9.tmp/wheels/x.whl")
+    assert os_error_line(e).startswith("/k/ds/wheels/x.whl: cannot write")  # the folder being built, by its name
 
 
 def test_stale_temp_folders_of_live_processes_are_kept(tmp_path):
