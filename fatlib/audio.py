@@ -18,6 +18,8 @@ MIN_LENGTH_MODES = ("pad", "repeat")
 # samples beyond MAX_ABS_SAMPLE (60 dB above full scale: float files written without normalising, which
 # make infinite or absurd log-mels). Loud float files up to that bound are read as they are.
 MAX_ABS_SAMPLE = 1e3
+# a header's sample rate outside this range is damaged or absurd (1 Hz would be resampled 44,100-fold)
+SAMPLE_RATE_RANGE = (1000, 768_000)
 
 
 def load_audio(path: str | os.PathLike, *, sample_rate: int = 44100) -> np.ndarray:
@@ -44,6 +46,10 @@ def load_audio(path: str | os.PathLike, *, sample_rate: int = 44100) -> np.ndarr
             f"{path}: cannot decode audio ({e}); re-encode it as WAV/FLAC "
             f"(e.g. `ffmpeg -i in -ar {sample_rate} out.wav`) or remove it from the split"
         ) from e
+    if not SAMPLE_RATE_RANGE[0] <= file_rate <= SAMPLE_RATE_RANGE[1]:
+        raise AudioError(f"{path}: its header says {file_rate} Hz, outside {SAMPLE_RATE_RANGE[0]:,}..{SAMPLE_RATE_RANGE[1]:,} "
+                         f"Hz (a damaged header?); re-export it at its real rate (e.g. `ffmpeg -i in -ar {sample_rate} "
+                         "out.wav`) or drop it from the split")
     if data.shape[0] == 0:
         raise AudioError(f"{path}: the file holds 0 samples; replace it with the real recording or drop it")
     if not np.isfinite(data).all():

@@ -484,6 +484,8 @@ CASES = [
          ("samples up to ", "beyond 1000", "normalised to [-1, 1]")),
     Case("huge_samples_cache", "the same in train_curated at cache", _huge("train_curated"), CACHE, 1,
          ("samples up to ", "beyond 1000")),
+    Case("rate_1hz", "a test clip whose header says 1 Hz", _rewrite_clip(lambda p, y: sf.write(p, y, 1)), PREDICT, 1,
+         ("says 1 Hz, outside 1,000..768,000 Hz", "re-export it at its real rate")),
     # rule 6: weights discovery
     Case("fold_file_copy", 'a copy "fold0 (copy).safetensors" in a 1-fold stage', _fold_copy, PREDICT, 0,
          ("warning: ", "fold0 (copy).safetensors: ignored", "1 models"), creates=("out/submission.csv",)),
