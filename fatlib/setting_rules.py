@@ -12,6 +12,7 @@ Only what is given is checked (a partial mapping is fine); unknown keys are the 
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any, Callable, Mapping
 
 from .errors import DataError
@@ -19,12 +20,18 @@ from .errors import DataError
 Rule = Callable[[Any], "str | None"]  # None: fine; else what the value should be
 
 
-def _is_int(v) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+def _is_int(v) -> bool:  # numpy integers too (values computed by auto scaling)
+    return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np_bool()))
 
 
 def _is_num(v) -> bool:
-    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np_bool())) and math.isfinite(v)
+
+
+def np_bool():
+    import numpy as np
+
+    return np.bool_
 
 
 def integer(lo: int | None = None, *, optional: bool = False) -> Rule:
