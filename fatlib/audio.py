@@ -13,6 +13,13 @@ import numpy as np
 from .errors import AudioError
 
 MIN_LENGTH_MODES = ("pad", "repeat")
+# Integrity rule: a clip whose samples cannot be what the file says is an error (AudioError naming the file),
+# never a warning: a WAV shorter than its header says (a partial copy), samples that are NaN/inf, or
+# samples beyond MAX_ABS_SAMPLE (60 dB above full scale: float files written without normalising, which
+# make infinite or absurd log-mels). Loud float files up to that bound are read as they are.
+MAX_ABS_SAMPLE = 1e3
+# a header's sample rate outside this range is damaged or absurd (1 Hz would be resampled 44,100-fold)
+SAMPLE_RATE_RANGE = (1000, 768_000)
 
 
 def load_audio(path: str | os.PathLike, *, sample_rate: int = 44100) -> np.ndarray:
@@ -31,6 +38,7 @@ def load_audio(path: str | os.PathLike, *, sample_rate: int = 44100) -> np.ndarr
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: no such audio file; check the path and the data directory")
+    check_complete(path)
     try:
         data, file_rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
@@ -38,6 +46,10 @@ def load_audio(path: str | os.PathLike, *, sample_rate: int = 44100) -> np.ndarr
             f"{path}: cannot decode audio ({e}); re-encode it as WAV/FLAC "
             f"(e.g. `ffmpeg -i in -ar {sample_rate} out.wav`) or remove it from the split"
         ) from e
+    if not SAMPLE_RATE_RANGE[0] <= file_rate <= SAMPLE_RATE_RANGE[1]:
+        raise AudioError(f"{path}: its header says {file_rate} Hz, outside {SAMPLE_RATE_RANGE[0]:,}..{SAMPLE_RATE_RANGE[1]:,} "
+                         f"Hz (a damaged header?); re-export it at its real rate (e.g. `ffmpeg -i in -ar {sample_rate} "
+                         "out.wav`) or drop it from the split")
     if data.shape[0] == 0:
         raise AudioError(f"{path}: the file holds 0 samples; replace it with the real recording or drop it")
     if not np.isfinite(data).all():
@@ -46,12 +58,51 @@ def load_audio(path: str | os.PathLike, *, sample_rate: int = 44100) -> np.ndarr
             f"{path}: {bad} samples are NaN or infinite; re-export the clip from its source "
             "or drop it from the split (fatlib never replaces them with silence)"
         )
+    peak = float(np.abs(data).max())
+    if peak > MAX_ABS_SAMPLE:
+        raise AudioError(
+            f"{path}: samples up to {peak:.3g}, beyond {MAX_ABS_SAMPLE:g} (audio samples belong in [-1, 1]); its "
+            "features would be infinite or meaningless. Re-export the clip normalised to [-1, 1] or drop it from "
+            "the split"
+        )
     y = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
     if file_rate != sample_rate:
         import librosa
 
         y = librosa.resample(y, orig_sr=file_rate, target_sr=sample_rate)
     return np.ascontiguousarray(y, dtype=np.float32)
+
+
+def wav_shortfall(path: str | os.PathLike) -> tuple[int, int] | None:
+    """For a RIFF/WAVE file whose data chunk holds fewer bytes than its header says: (bytes the header
+    says, bytes present); None for a complete WAV, a streamed one (size 0 or 0xFFFFFFFF) or another format."""
+    import struct
+
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        size = os.fstat(f.fileno()).st_size
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk, n = struct.unpack("<4sI", f.read(8))
+            if chunk == b"data":
+                present = size - pos - 8
+                return (n, present) if n not in (0, 0xFFFFFFFF) and present < n else None
+            pos += 8 + n + (n & 1)
+    return None
+
+
+def check_complete(path: str | os.PathLike) -> None:
+    """AudioError when ``path`` is a WAV shorter than its header says (soundfile would read the part that is
+    there, silently: a half clip)."""
+    short = wav_shortfall(path)
+    if short is not None:
+        said, present = short
+        raise AudioError(f"{path}: truncated: its header says {said} bytes of samples, the file holds {present} "
+                         f"({100 * present / said:.0f}%; an interrupted copy or download?); copy the complete file "
+                         "again, or drop it from the split")
 
 
 def _check_wave(y, what: str = "y") -> np.ndarray:

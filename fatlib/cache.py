@@ -301,9 +301,11 @@ def register_cli(subparsers) -> None:
 def _cli(args) -> int:
     from .data import FatData
     from .features import get_preset
+    from .guards import check_output_not_input, data_inputs
     from .preflight import check_writable
 
     data = FatData.from_dir(args.data_dir)
+    check_output_not_input(args.cache_dir, inputs=data_inputs(data), what="--cache-dir", folder=True)  # fatlib.guards
     cfg = get_preset(args.preset)
     todo = [missing_cache_bytes(data.split(n).paths(), cfg, cache_dir=args.cache_dir, name=n,
                                 input_roots=args.input_roots) for n in args.splits]

@@ -66,11 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .errors import FatlibError, missing_dependency
-    from .preflight import os_error_line
+    from .preflight import os_error_line, output_folders
 
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
     command = "python -m fatlib"
+    args = None
+    for stream in (sys.stdout, sys.stderr):  # a message that cannot be encoded never fails a finished command
+        getattr(stream, "reconfigure", lambda **kw: None)(errors="backslashreplace")
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -92,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return _fail(f"error: {missing_dependency(e.name, needed_by=command)}", debug)
     except OSError as e:  # no permission, no space, a file-size limit, a read-only disk: one line
-        return _fail(f"error: {os_error_line(e)}", debug)
+        return _fail(f"error: {os_error_line(e, outputs=output_folders(args) if args is not None else ())}", debug)
     except KeyboardInterrupt:
         return _fail(f"interrupted: {command} stopped (Ctrl-C). No file was left half-written and earlier outputs "
                      "are as they were; run the same command again (caches and training resume where they "

@@ -33,11 +33,14 @@ def run_demo(out="demo", *, size: str = "demo", seed: int = 0, progress: bool = 
     ``overrides`` replace entries of DEMO_SETTINGS (StageConfig fields and ``model``).
     """
     from .data import FatData
+    from .guards import check_replaceable
     from .pipeline import warmup
     from .predict import predict_test
     from .synth import SIZES, make_dataset
 
     out = Path(out)
+    check_replaceable(out, marker="data/synth.json", what="demo folder (--out)",  # never a user's folder
+                      doing="the demo will not write its data, weights and submission.csv into it")
     settings = {**DEMO_SETTINGS, **overrides}
     t0 = time.time()
     _say(f"[1/4] synthetic data set ({size}) -> {out / 'data'}", progress)

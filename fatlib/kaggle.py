@@ -21,6 +21,7 @@ leaves a half-built dataset behind.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib.util
 import json
@@ -33,6 +34,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .errors import DependencyError, ModelError, PackagingError, WeightsError
+from .guards import check_output_not_input, check_replaceable, clean_stale_temps, temp_prefix, weights_inputs
+from .preflight import copy_file
 
 # import name -> package name of the pure-Python (or abi3) dependencies shipped as wheels: Kaggle's image
 # has torch, fastai, librosa, soundfile, but not iterative-stratification (safetensors and fastprogress
@@ -86,7 +89,7 @@ def build_wheel(out_dir: str | os.PathLike, *, source: str | os.PathLike | None 
                 f"{(proc.stderr or proc.stdout)[-1500:]}\nCheck that `{' '.join(cmd[:4])}` works in this environment "
                 "(setuptools >= 61 installed) or pass --wheel with a wheel built elsewhere."
             )
-        return Path(shutil.copy2(wheels[0], out_dir / wheels[0].name))
+        return copy_file(wheels[0], out_dir / wheels[0].name)  # a full disk names the destination
 
 
 def download_dependency_wheels(dest: str | os.PathLike, *, find_links: str | os.PathLike | None = None) -> list[Path]:
@@ -110,6 +113,8 @@ def download_dependency_wheels(dest: str | os.PathLike, *, find_links: str | os.
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         said = [line for line in (proc.stderr or proc.stdout).splitlines() if line.strip()][-1:] or ["no output"]
+        if "[Errno 28]" in proc.stderr + proc.stdout or "No space left" in proc.stderr + proc.stdout:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(dest))  # the disk, not PyPI
         where = f"in {find_links}" if find_links is not None else "from PyPI (offline?)"
         raise PackagingError(
             f"could not get the wheels of {' '.join(reqs)} {where}: pip said {said[0].strip()!r}. Run this where PyPI "
@@ -200,6 +205,7 @@ def build_dataset(
     from .progress import progress as show_progress
 
     out = Path(out)
+    _check_out(out, weights, wheel=wheel, dep_wheels=dep_wheels, input_roots=input_roots, overwrite=overwrite)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise PackagingError(f"{out}: already exists and is not empty. Pass --force to replace it, or choose another --out.")
     if wheel is not None:
@@ -208,21 +214,24 @@ def build_dataset(
             raise PackagingError(f"{wheel}: not a fatlib wheel file (fatlib-*.whl). Build one with `python -m build --wheel`.")
     dirs = stage_dirs(weights, stages=stages, input_roots=input_roots) if weights else []
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    clean_stale_temps(out.parent, name=out.name)  # left by a killed run
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(out.name), suffix=".tmp", dir=out.parent))
     try:
         deps = download_dependency_wheels(tmp / "wheels", find_links=dep_wheels)
         if wheel is not None:
-            built = Path(shutil.copy2(wheel, tmp / "wheels" / wheel.name))
+            built = copy_file(wheel, tmp / "wheels" / wheel.name)
         else:
             built = build_wheel(tmp / "wheels")
+        from .model_files import stage_fold_files
+
         copies = [
             (f, tmp / "weights" / d.parent.name / d.name / f.name)
             for d in dirs
-            for f in sorted(d.glob("fold*.safetensors")) + [d / n for n in STAGE_SIDE_FILES if (d / n).is_file()]
+            for f in stage_fold_files(d, warn=False) + [d / n for n in STAGE_SIDE_FILES if (d / n).is_file()]
         ]
         for src, dst in show_progress(copies, label="kaggle-dataset: files copied", show=progress):
             dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst)
+            copy_file(src, dst)
         manifest = _manifest(tmp, built, deps, dirs, __version__)
         write_json(tmp / "manifest.json", manifest)
         write_text(tmp / "README.md", _readme(manifest))
@@ -233,12 +242,23 @@ def build_dataset(
     return out
 
 
+def _check_out(out: Path, weights, *, wheel, dep_wheels, input_roots, overwrite: bool) -> None:
+    """Rules 1 and 2 of :mod:`fatlib.guards`: ``out`` holds none of this command's inputs, and ``--force``
+    replaces only a fatlib dataset (manifest.json and wheels/)."""
+    weights = [weights] if isinstance(weights, (str, os.PathLike)) else list(weights or [])
+    inputs = [*weights_inputs(weights), *[p for p in (wheel, dep_wheels) if p is not None], *input_roots]
+    check_output_not_input(out, inputs=inputs, what="--out folder", folder=True)
+    if overwrite:
+        check_replaceable(out, marker=("manifest.json", "wheels"), inputs=inputs, what="--out folder")
+
+
 def _manifest(root: Path, wheel: Path, deps: list[Path], dirs: list[Path], version: str) -> dict[str, Any]:
+    from .model_files import stage_fold_files
     from .weights import read_metadata
 
     stages = []
     for d in dirs:
-        metas = [read_metadata(f) for f in sorted(d.glob("fold*.safetensors"))]
+        metas = [read_metadata(f) for f in stage_fold_files(d, warn=False)]
         stages.append({
             "path": f"weights/{d.parent.name}/{d.name}",
             "folds": len(metas),

@@ -20,6 +20,7 @@ from .errors import DataError, WeightsError
 from .evaluation import evaluate
 from .features import MelConfig, to_model_input
 from .model_files import LoadedModel, find_models, weight_files
+from .preflight import check_device
 from .sources import CacheSource, WaveSource, make_source
 from .submission import write_submission
 from .sysalloc import tune_malloc_for_inference
@@ -53,9 +54,10 @@ def default_device(device=None) -> torch.device:
     """``device`` if given, else CUDA when available, else CPU."""
     if device is not None:
         try:
-            return torch.device(device)
+            dev = torch.device(device)
         except RuntimeError as e:
             raise DataError(f"device={device!r} is not a torch device ({e}); use 'cpu', 'cuda' or 'cuda:0'.") from e
+        return check_device(dev)  # one line when it is not available here (fatlib.preflight)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -237,6 +239,26 @@ def ensemble_scores(
     return combined
 
 
+def check_submission_out(out, data, weights, *, input_roots=()) -> None:
+    """``out`` and its evaluation folder fall on no input (the data set, the weights' stage folders, an
+    input root), and the evaluation folder's path is not a file: checked before anything is written."""
+    from .guards import (
+        check_folder_slot,
+        check_output_not_input,
+        check_replaceable_file,
+        data_inputs,
+        weights_inputs,
+    )
+
+    inputs = [*data_inputs(data), *weights_inputs(weights)]
+    check_output_not_input(out, inputs=inputs, what="--out file", within=input_roots)
+    check_replaceable_file(out)
+    if data.test_targets is not None:
+        eval_dir = Path(out).parent / f"{Path(out).stem}_eval"
+        check_folder_slot(eval_dir, what="evaluation folder of --out")
+        check_output_not_input(eval_dir, inputs=inputs, what="evaluation folder of --out", folder=True)
+
+
 def check_finite_scores(scores: np.ndarray, model_path, *, fnames: Sequence[str] | None = None) -> None:
     """WeightsError naming the weights file whose scores (n_clips, n_classes) hold NaN or infinity."""
     bad = np.flatnonzero(~np.isfinite(scores).all(axis=-1))
@@ -284,6 +306,7 @@ def _cli(args) -> int:
     data = FatData.from_dir(args.data)
     weights = Roots(args.input_roots).find_weights(args.weights, stages=args.stages)  # stage folders
     verify_shipped(weights)  # weights read from a fatlib dataset: its files against manifest.json first
+    check_submission_out(args.out, data, weights, input_roots=args.input_roots)  # fatlib.guards rule 2
     check_writable(Path(args.out).parent, expected_bytes=submission_bytes(len(data.test.fnames), len(data.vocab)),
                    what="--out folder")
     result = predict_test(

@@ -14,6 +14,7 @@ The ``*_bytes`` functions estimate output sizes from what is known before the wo
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
@@ -26,6 +27,7 @@ from .errors import OutputError
 
 PROBE_BYTES = 4096
 _TMP_NAME = re.compile(r"^\.(.+)\.[0-9a-f]{8}\.tmp$")  # fatlib.io's temporary files: name the real target
+_TMP_DIR = re.compile(r"^\.(.+)\.pid\d+\.[A-Za-z0-9_]+\.tmp$")  # fatlib.guards.temp_prefix: the folder it becomes
 _ELSEWHERE = "another output folder (--out, --weights, --cache-dir)"
 # errno -> (what happened, the fix)
 _REASONS = {
@@ -41,20 +43,84 @@ _REASONS = {
 }
 
 
-def os_error_line(e: OSError, *, what: str | None = None) -> str:
+@contextlib.contextmanager
+def errors_name(path):
+    """An OSError without a path raised inside (a library's own write hitting a full disk) names ``path``."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None and e.filename2 is None:
+            e.filename = str(path)
+        raise
+
+
+def copy_file(src, dst) -> Path:
+    """``shutil.copy2``, whose failed write (a full disk) names the destination, not the source it read."""
+    try:
+        return Path(shutil.copy2(src, dst))
+    except OSError as e:
+        if e.errno in _REASONS:
+            e.filename, e.filename2 = str(dst), None
+        raise
+
+
+def as_os_error(e: Exception, path) -> Exception:
+    """An OSError (naming ``path``) for a library's error that wraps one ("... (os error 28)", as safetensors
+    writes them); ``e`` itself otherwise."""
+    m = re.search(r"os error (\d+)", str(e))
+    if isinstance(e, OSError) or m is None:
+        return e
+    return OSError(int(m.group(1)), os.strerror(int(m.group(1))), str(path))
+
+
+def os_error_line(e: OSError, *, what: str | None = None, outputs: Sequence = ()) -> str:
     """One line for an OSError: the path, what happened and the fix (known errnos), else its message.
-    ``what``: the output the path is (e.g. "--out folder")."""
+    ``what``: the output the path is (e.g. "--out folder"). ``outputs``: the command's output folders,
+    named when the error carries no path (a write deep in a library hitting a full disk)."""
     path = e.filename if e.filename is not None else e.filename2
     if path is not None:
         p = Path(os.fsdecode(path))
         m = _TMP_NAME.match(p.name)
-        path = p.with_name(m.group(1)) if m else p
+        p = p.with_name(m.group(1)) if m else p
+        parts = [_TMP_DIR.sub(r"\1", part) for part in p.parts]  # a folder built in .<name>.pid<N>.<x>.tmp
+        path = Path(*parts) if parts else p
+    elif outputs and e.errno in _REASONS:  # a write that failed: somewhere under the outputs
+        path = f"while writing under {', '.join(map(str, dict.fromkeys(outputs)))} (this command's outputs)"
     reason, fix = _REASONS.get(e.errno, (e.strerror or str(e), "check the path and try again"))
     where = f"{path}: " if path is not None else ""
     if e.errno not in _REASONS:
         return f"{where}{reason}; {fix}."
     return f"{where}cannot write{f' ({what})' if what else ''}: {reason}; {fix}. Earlier outputs are left as " \
            "they were."
+
+
+def output_folders(args) -> list[str]:
+    """The output folders a parsed command line names (``--out``'s folder, ``--weights``, ``--cache-dir``)."""
+    found = []
+    for name in ("out", "weights", "cache_dir"):
+        value = getattr(args, name, None)
+        if isinstance(value, (str, os.PathLike)):
+            found.append(str(value) if name != "out" or Path(value).suffix == "" else str(Path(value).parent))
+    return found
+
+
+def check_device(device):
+    """``device`` (a torch.device) when it can be used here, else a DataError line naming it and the fix."""
+    import torch
+
+    from .errors import DataError
+
+    kind = device.type
+    if kind == "cpu":
+        return device
+    backend = {"cuda": torch.cuda, "mps": getattr(torch.backends, "mps", None)}.get(kind) or getattr(torch, kind, None)
+    available = bool(backend is not None and getattr(backend, "is_available", lambda: False)())
+    count = torch.cuda.device_count() if kind == "cuda" and available else None
+    if not available or (count is not None and device.index is not None and device.index >= count):
+        have = "cpu" + (f", cuda:0..cuda:{torch.cuda.device_count() - 1}" if torch.cuda.is_available() else "")
+        raise DataError(f"--device {device}: not available on this machine (torch {torch.__version__}; usable here: "
+                        f"{have}); use --device cpu, or leave --device out to take a GPU when there is one.")
+    return device
 
 
 def check_writable(

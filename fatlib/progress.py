@@ -126,5 +126,9 @@ class LineLog:
         if self.echo if echo is None else echo:
             print(line, flush=True)
         if self.path is not None:
-            with open(self.path, "a", encoding="utf-8") as f:
-                f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+            try:
+                with open(self.path, "a", encoding="utf-8") as f:
+                    f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}\n")
+            except OSError as e:  # a full disk: the error names the log file
+                e.filename = e.filename or str(self.path)
+                raise

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
+from .guards import check_output_not_input, check_plain_name, data_inputs
 from .io import write_json, write_text
 from .recipes import Recipe, apply_sets, load_recipe
 
@@ -59,6 +60,10 @@ def _pseudo(recipe: Recipe) -> dict:
 
 def _check(recipe: Recipe) -> None:
     """Problems a run would meet late, found before any work: one DataError naming the recipe file."""
+    from .setting_rules import check_recipe
+    from .train import StageConfig, check_components
+
+    check_recipe(recipe, stage_config=StageConfig, check_stage=check_components)  # every setting, before any work
     names = recipe.stage_names()
     problems = []
     if recipe.pipeline != "warmup" and not names:
@@ -93,6 +98,16 @@ def _check(recipe: Recipe) -> None:
         raise DataError(f"{recipe.path}: " + "; ".join(problems) + "; fix the recipe or the --set options")
 
 
+def _check_data(recipe: Recipe, data) -> None:
+    """Before the run folder is made: each stage's fold count (after auto scaling) fits every split."""
+    from .setting_rules import check_n_folds
+    from .train import StageConfig, folds_for_data
+
+    for name in recipe.stage_names() or ["stage"]:
+        fields = {**recipe.stage_fields(name), "name": name, "train_on": "curated", "selection_csv": None}
+        check_n_folds(folds_for_data(StageConfig.from_dict(fields), data).n_folds, data, option="--set n_folds={n}")
+
+
 class _Steps:
     """``steps.json`` of a run: the steps finished so far, in order."""
 
@@ -121,8 +136,11 @@ def run_recipe(recipe, data, *, run: str | None = None, weights_root="weights", 
     t0 = time.time()
     rec = apply_sets(load_recipe(recipe), sets)
     _check(rec)
-    run = run or rec.name
+    run = check_plain_name(run or rec.name, what="run name (--run, else the recipe's name)", source=str(rec.path))
     run_dir = Path(weights_root) / run
+    check_output_not_input(run_dir, inputs=data_inputs(data), what="run folder", folder=True, within=input_roots)
+    check_output_not_input(cache_dir, inputs=data_inputs(data), what="--cache-dir", folder=True)
+    _check_data(rec, data)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "recipe.json", {"recipe": rec.name, "path": str(rec.path), "sets": list(sets),
                                          "pipeline": rec.pipeline, "stage": rec.stage, "stages": rec.stages,

@@ -200,6 +200,14 @@ def _oof_noisy(stage_dir: Path, fnames: Sequence[str], vocab: Sequence[str]) -> 
     return df.loc[list(fnames), list(vocab)].to_numpy(dtype=float)
 
 
+def check_sources(rule: str, stage_dirs: Sequence[Path]) -> None:
+    """Before anything is written (the run's noisy folds): the rule's stage outputs exist."""
+    name = "noisy_lwlrap.csv" if rule in ("stage3", "stage4") else "oof_noisy.csv"
+    for d in stage_dirs:
+        if not (Path(d) / name).exists():
+            raise DataError(f"{Path(d) / name}: not found. Train stage {Path(d).name!r} to completion first.")
+
+
 def run_rule(
     rule: str, *, stage_dirs: Sequence[Path], targets, folds, fnames, vocab, **params
 ) -> Selection:
@@ -220,13 +228,35 @@ def run_rule(
     return fn(probs, targets=targets, folds=folds, **params)
 
 
+def check_selection_out(out, data, *, run_dir: Path, run: str, stages: Sequence[str]) -> None:
+    """Run and stage names are plain folder names, and ``out`` falls on no input: a file of the data set
+    (``--out data/train_noisy.csv`` would shrink the noisy split), the stages' outputs or the run's folds."""
+    from .guards import (
+        check_output_not_input,
+        check_plain_name,
+        check_replaceable_file,
+        data_inputs,
+        weights_inputs,
+    )
+
+    check_plain_name(run, what="run name (--run)")
+    for s in stages:
+        check_plain_name(s, what="stage name (--stages)")
+    inputs = [*data_inputs(data), *weights_inputs([run_dir / s for s in stages]), run_dir / "folds_curated.csv",
+              run_dir / "folds_noisy.csv"]
+    check_output_not_input(out, inputs=inputs, what="--out file")
+    check_replaceable_file(out)
+
+
 def _cli(args) -> int:
     from .data import FatData
     from .preflight import check_writable
 
     data = FatData.from_dir(args.data)
     run_dir = Path(args.weights) / args.run
+    check_selection_out(args.out, data, run_dir=run_dir, run=args.run, stages=args.stages)  # fatlib.guards
     check_writable(Path(args.out).parent, what="--out folder")
+    check_sources(args.rule, [run_dir / s for s in args.stages])  # before the run's folds file is written
     folds = noisy_folds(data, run_dir=run_dir, n_folds=args.n_folds, seed=args.folds_seed)
     params = {}
     if args.threshold is not None:

@@ -27,7 +27,10 @@ from . import distrib
 from .distrib import is_main_process
 from .errors import DataError
 from .folds import curated_folds, noisy_folds, read_selection
+from .guards import check_output_not_input, check_plain_name, data_inputs
 from .io import save_npy, write_csv, write_json, write_text
+from .model_files import check_init_folds
+from .setting_rules import check_n_folds, check_settings
 
 TRAIN_ON = ("noisy", "curated", "curated+selected")
 KEEP = ("last", "best")
@@ -114,6 +117,7 @@ class StageConfig:
         def bad(what, fix):
             raise DataError(f"StageConfig {self.name!r}: {what}; {fix}")
 
+        check_settings(vars(self), source=f"StageConfig {self.name!r}")  # types and ranges (fatlib.setting_rules)
         if not isinstance(self.name, str) or not self.name or "/" in self.name:
             bad(f"name={self.name!r}", "use a non-empty folder name without '/'")
         if self.train_on not in TRAIN_ON:
@@ -165,7 +169,7 @@ class StageConfig:
     def load(cls, path) -> StageConfig:
         path = Path(path)
         try:
-            return cls.from_dict(json.loads(path.read_text()))
+            return cls.from_dict(check_settings(json.loads(path.read_text()), source=f"--config {path}"))
         except (OSError, json.JSONDecodeError) as e:
             raise DataError(f"{path}: cannot read the stage config ({e}); pass a JSON file of StageConfig fields.") from e
 
@@ -425,6 +429,7 @@ def _train_fold(inp: _Inputs, cfg: StageConfig, k: int, stage_dir: Path, *, bars
     from fastai.torch_core import set_seed
 
     from .metrics import lwlrap
+    from .preflight import errors_name
     from .weights import save_weights
 
     mel = inp.mel
@@ -433,8 +438,8 @@ def _train_fold(inp: _Inputs, cfg: StageConfig, k: int, stage_dir: Path, *, bars
     parts, cur_rows, noisy_rows = _train_parts(inp, k)
     learn = _make_learner(inp, cfg, k, parts, stage_dir, device, log=log, cbs=cbs)
     # one line per epoch, EpochLog's (epochs from 1, 4 decimals): never fastai's table as well; bars only for batches
-    with learn.no_logging(), (contextlib.nullcontext() if bars else learn.no_bar()):
-        _fit(learn, cfg)
+    with errors_name(stage_dir), learn.no_logging(), (contextlib.nullcontext() if bars else learn.no_bar()):
+        _fit(learn, cfg)  # errors_name: a write inside fastai (its CSV history) that fails names the stage folder
     if _data_parallel(cfg) and not is_main_process():
         return  # rank 0 predicts out of fold and writes the fold; the others wait at the next barrier
     model = learn.model
@@ -519,6 +524,11 @@ def _check_components(cfg: StageConfig, *, n_classes: int) -> None:
     create_model(cfg.model, n_classes=n_classes, in_channels=mel.channels, **cfg.model_kwargs)
 
 
+def check_components(cfg: StageConfig) -> None:
+    """:func:`_check_components` for a stage of a recipe before the data is read (any class count)."""
+    _check_components(cfg, n_classes=2)
+
+
 def _check_before_writing(cfg: StageConfig, data, *, stage_dir: Path, todo: list[int], roots) -> None:
     """What can be checked before config.json is written: a refused run must not leave a config.json that
     makes its corrected rerun fail as "started with other settings". Split sizes, and the init_from stage:
@@ -533,11 +543,13 @@ def _check_before_writing(cfg: StageConfig, data, *, stage_dir: Path, todo: list
     if cfg.train_on == "noisy" and len(data.noisy.fnames) < cfg.n_folds:
         raise DataError(f"{data.root / 'train_noisy.csv'}: {len(data.noisy.fnames)} clips; train_on='noisy' needs at "
                         f"least n_folds={cfg.n_folds}. Add clips or train on curated.")
+    check_n_folds(cfg.n_folds, data)  # names the split; before any folds file is written
     if not cfg.init_from:
         return
     init_dir = roots.find_stage(cfg.init_from)
     if init_dir is None:
         raise DataError(f"init_from={cfg.init_from!r}: no such stage folder; train that stage first or fix the path.")
+    check_init_folds(init_dir, cfg.n_folds)  # "2 folds there, 3 here"
     kwargs = dict(cfg.model_kwargs)
     if cfg.auto_scale and "width_mult" not in kwargs:  # the width effective_config will choose
         kwargs["width_mult"] = dataset_width(data.n_train_clips)
@@ -718,14 +730,14 @@ def run_name(args, *, n_dataset: int | None = None) -> str:
     """``--run``, else the model's name (``--model``, else the recipe's for a data set of ``n_dataset``
     clips): the notebooks' run names, so the headless commands and the inference kernel's defaults agree."""
     if args.run:
-        return args.run
+        return check_plain_name(args.run, what="run name (--run)")
     if getattr(args, "model", None):
-        return args.model
+        return check_plain_name(args.model, what="run name (the --model name; or give --run)")
     from .recipes import load_recipe
 
     fields = load_recipe(args.recipe).stage_fields(getattr(args, "stage", None) or "stage", n_dataset=n_dataset,
                                                    given=stage_overrides(args))
-    return fields.get("model", "cnn_model_1")
+    return check_plain_name(fields.get("model", "cnn_model_1"), what="run name (the recipe's model name; or give --run)")
 
 
 def _given(args, *, n_dataset: int | None = None) -> dict:
@@ -754,6 +766,11 @@ def config_from_args(args, *, n_dataset: int | None = None, given: dict | None =
                                                                                         given=given)})
 
 
+def stage_inputs(cfg, data, cache_dir) -> list:
+    """What a stage reads and must not write on: the data set, the selection CSV, the init_from stage, the cache."""
+    return [*data_inputs(data), *[Path(p) for p in (cfg.selection_csv, cfg.init_from, cache_dir) if p]]
+
+
 def check_stage_outputs(cfg, data, *, run_dir, cache_dir, input_roots=(), n_stages: int = 1) -> None:
     """Before training ``n_stages`` stages like StageConfig ``cfg`` on ``data`` (a FatData): the stage folder
     (all of ``run_dir`` when ``n_stages`` > 1) must take ``n_folds`` weights files per stage, and ``cache_dir``
@@ -769,7 +786,11 @@ def check_stage_outputs(cfg, data, *, run_dir, cache_dir, input_roots=(), n_stag
         kwargs["width_mult"] = dataset_width(data.n_train_clips)
     fold = weights_bytes(create_model(cfg.model, n_classes=len(data.vocab), in_channels=mel.channels, **kwargs))
     out = Path(run_dir) if n_stages > 1 else Path(run_dir) / cfg.name
-    check_writable(out, expected_bytes=fold * cfg.n_folds * n_stages, largest_file_bytes=fold,
+    check_output_not_input(out, inputs=stage_inputs(cfg, data, cache_dir), what="stage folder", folder=True,
+                           within=input_roots)
+    check_output_not_input(cache_dir, inputs=data_inputs(data), what="--cache-dir", folder=True)
+    todo = cfg.n_folds * n_stages if n_stages > 1 else sum(not fold_done(out, k) for k in range(cfg.n_folds))
+    check_writable(out, expected_bytes=fold * todo, largest_file_bytes=fold,  # finished folds need no room again
                    what="stage folder (--weights/--run)")
     caches = [missing_cache_bytes(split.paths(), mel, cache_dir=cache_dir, name=name, input_roots=input_roots)
               for name, split in (("curated", data.curated), ("noisy", data.noisy))]

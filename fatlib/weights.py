@@ -21,6 +21,7 @@ import torch
 
 from .errors import ModelError, WeightsError
 from .io import atomic_path
+from .preflight import as_os_error
 
 FORMAT_VERSION = "1"
 CHECKSUM_KEY = "sha256"  # metadata key of content_sha256 (absent from files saved before it existed)
@@ -69,7 +70,10 @@ def save_weights(
     }
     meta[CHECKSUM_KEY] = content_sha256(meta, state)
     with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=meta)
+        try:
+            save_file(state, str(tmp), metadata=meta)
+        except Exception as e:  # safetensors' I/O errors (a full disk) are not OSErrors: make them one line
+            raise as_os_error(e, path) from e
     return Path(path)
 
 

@@ -48,7 +48,7 @@ def _nan(path):
 CORRUPTIONS = {
     "garbage": (_garbage, "re-encode it"),
     "empty": (_empty, "0 samples; replace it"),
-    "header_only": (_header_only, "0 samples; replace it"),
+    "header_only": (_header_only, "truncated: its header says"),
     "nan": (_nan, "NaN or infinite; re-export"),
 }
 

@@ -58,6 +58,7 @@ class Case:
     then: list[str] | None = None  # a second command (the fix, or the rerun after a kill) and its code 0
     hooks: dict = field(default_factory=dict)  # fsize, free_bytes, interrupt, kill (see RUNNER)
     needs_non_root: bool = False
+    absent: tuple[str, ...] = ()  # paths that must not exist afterwards (nothing written before the refusal)
 
 
 # ------------------------------------------------------------------------------------ damage helpers
@@ -199,6 +200,93 @@ def _predict_with(out="out/submission.csv"):
     return [*PREDICT[:5], "--out", out, *PREDICT[7:]]
 
 
+# round 3: what must never be deleted or overwritten, names, settings at the door
+SELECT = ["select", "--data", "data", "--weights", "w", "--run", "run", "--rule", "stage4", "--stages", "s1",
+          "--n-folds", "2", "--out"]
+KAGGLE = ["kaggle-dataset", "--weights", "w/run", "--dep-wheels", "nowhere", "--out"]
+RUN = ["run", "--data", "data", "--weights", "w", "--cache-dir", "cache", "--quiet"]
+# "{curated_clip}", "{test_clip}" in an argv: the first clip of that folder (ran() fills them in)
+DATA_FILES = ("train_curated.csv", "sample_submission.csv", "train_curated/{curated_clip}", "test/{test_clip}",
+              "train_curated")  # train_noisy.csv: the select_out_on_noisy case
+
+
+def _train_with(*extra, drop=()):
+    """TRAIN with options replaced (``extra``: option, value pairs) or dropped."""
+    argv, skip = [], set(drop) | set(extra[::2])
+    i = 0
+    while i < len(TRAIN):
+        if TRAIN[i] in skip:
+            i += 1 if TRAIN[i] in ("--quiet", "--no-auto-scale") else 2
+            continue
+        argv.append(TRAIN[i])
+        i += 1
+    return [*argv, *extra]
+
+
+def _write(rel: str, text: str):
+    def setup(d: Path) -> None:
+        (d / rel).parent.mkdir(parents=True, exist_ok=True)
+        (d / rel).write_text(text)
+    return setup
+
+
+def _recipe(body: str):
+    return _write("tiny.toml", 'pipeline = "single"\n' + body)
+
+
+TINY_STAGE = '[stages.s1]\nepochs = 1\nn_folds = 2\n'
+
+
+def _truncate(folder: str):
+    """The first clip of ``data/<folder>`` cut to half its bytes: its header still says the whole length."""
+    def setup(d: Path) -> None:
+        path = sorted((d / "data" / folder).glob("*.wav"))[0]
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    return setup
+
+
+def _huge(folder: str):
+    """The first clip of ``data/<folder>`` as a float WAV with samples x 1e20."""
+    def setup(d: Path) -> None:
+        path = sorted((d / "data" / folder).glob("*.wav"))[0]
+        y, _ = sf.read(path, dtype="float32")
+        sf.write(path, y * np.float32(1e20), SR, subtype="FLOAT")
+    return setup
+
+
+def _stage_config(n_folds: int, rel="w/run/s1"):
+    return _write(f"{rel}/config.json", json.dumps({"n_folds": n_folds}) + "\n")
+
+
+def _fold_copy(d: Path) -> None:
+    """A 1-fold stage whose folder also holds a copy of its fold file (a file manager's "(copy)")."""
+    _stage_config(1)(d)
+    shutil.copy(_weights(d), _weights(d).with_name("fold0 (copy).safetensors"))
+
+
+def _test_labels(d: Path) -> None:
+    lines = (d / "data" / "sample_submission.csv").read_text().splitlines()
+    first = lines[0].split(",")[1]
+    rows = [f"{line.split(',')[0]},{first},Private" for line in lines[1:]]
+    (d / "data" / "test_labels.csv").write_text("fname,labels,usage\n" + "\n".join(rows) + "\n")
+
+
+def _stale_temps(d: Path) -> None:
+    """What killed kaggle-dataset runs leave beside --out out/ds: their temporary folders (empty here)."""
+    for name in (".ds.pid999999999.ab12cd.tmp", ".ds.x1y2z3ab.tmp", ".ds.old-999999999"):
+        (d / "out" / name).mkdir()
+
+
+def _fatlib_dataset(d: Path) -> None:
+    """out/ds as an earlier kaggle-dataset wrote it (manifest.json, wheels/), holding this run's weights."""
+    stage = d / "out" / "ds" / "weights" / "run" / "s1"
+    stage.mkdir(parents=True)
+    (d / "out" / "ds" / "wheels").mkdir()
+    shutil.copy(_weights(d), stage / "fold0.safetensors")
+    (d / "out" / "ds" / "manifest.json").write_text('{"files": {}, "stages": []}\n')
+
+
 # ------------------------------------------------------------------------------------------ the table
 CASES = [
     # weights integrity
@@ -299,7 +387,144 @@ CASES = [
          hooks={"kill": "fatlib.cache._assemble"}),
     Case("kill_during_fold", "training killed during fold 2 of 2", None, TRAIN, -9, then=TRAIN,
          hooks={"kill": "fatlib.train._train_fold", "kill_on_call": 2}),
+    # round 3, rule 1: --force replaces only a folder fatlib made, holding no input of the command
+    Case("force_over_data_set", "kaggle-dataset --force pointed at the data set", None, [*KAGGLE, "data", "--force"],
+         1, ("data: not a --out folder fatlib made", "--force will not delete it")),
+    Case("force_over_weights_root", "kaggle-dataset --force pointed at the weights root it ships from", None,
+         [*KAGGLE, "w", "--force"], 1, ("w: the --out folder holds w/run, an input",)),
+    Case("force_over_other_folder", "kaggle-dataset --force pointed at a folder fatlib did not make", None,
+         [*KAGGLE, "out", "--force"], 1, ("out: not a --out folder fatlib made (no manifest.json",)),
+    Case("force_over_a_file", "kaggle-dataset --force pointed at a file", None, [*KAGGLE, "out/submission.csv", "--force"],
+         1, ("out/submission.csv: not a folder fatlib made",)),
+    Case("force_over_own_input", "kaggle-dataset --force over the fatlib dataset it reads the weights from",
+         _fatlib_dataset, [*KAGGLE[:2], "out/ds/weights/run", *KAGGLE[3:], "out/ds", "--force"], 1,
+         ("out/ds: the --out folder holds out/ds/weights/run",)),
+    Case("demo_into_a_user_folder", "demo --out a folder fatlib did not make (it holds a submission.csv)", None,
+         ["demo", "--out", "out", "--quiet"], 1, ("out: not a demo folder (--out) fatlib made (no data/synth.json)",),
+         absent=("out/data", "out/weights")),
+    # rule 2: no output on an input
+    Case("predict_out_on_labels", "predict --out data/train_curated.csv", None, _predict_with("data/train_curated.csv"),
+         1, ("data/train_curated.csv: the --out file is an input of this command", "Choose another --out file")),
+    Case("predict_out_on_sample", "predict --out data/sample_submission.csv", None,
+         _predict_with("data/sample_submission.csv"), 1, ("sample_submission.csv: the --out file is an input",)),
+    Case("predict_out_on_weights", "predict --out onto a fold file it reads", None,
+         _predict_with("w/run/s1/fold0.safetensors"), 1, ("fold0.safetensors: the --out file is an input",)),
+    Case("select_out_on_noisy", "select --out data/train_noisy.csv", None, [*SELECT, "data/train_noisy.csv"], 1,
+         ("data/train_noisy.csv: the --out file is an input",)),
+    Case("select_unfinished_stage", "select from a stage without its out-of-fold outputs", None, [*SELECT, "sel.csv"], 1,
+         ("s1/noisy_lwlrap.csv: not found",), absent=("w/run/folds_noisy.csv", "sel.csv")),
+    Case("eval_folder_is_a_file", "predict --out whose evaluation folder's name is a file", _all(
+        _test_labels, _write("out/submission_eval", "not a folder\n")), PREDICT, 1,
+         ("out/submission_eval: the evaluation folder of --out would be made here, but a file has that name",)),
+    Case("out_beside_data_files", "predict --out a new file in the data folder, twice (e.g. with --data .)", None,
+         _predict_with("data/submission.csv"), 0, ("wrote",), creates=("data/submission.csv",),
+         then=_predict_with("data/submission.csv")),
+    Case("predict_out_on_user_file", "predict --out onto a file that is not a CSV fatlib writes",
+         _write("notes.txt", "my notes\n"), _predict_with("notes.txt"), 1,
+         ("notes.txt: exists and is not a CSV fatlib writes", "will not replace it")),
+    Case("predict_out_is_folder", "predict --out naming a folder", None, _predict_with("out"), 1,
+         ("out: the --out file is a folder",)),
+    Case("run_cache_in_data", "run --cache-dir inside the data set's audio folder", None,
+         [*RUN[:-3], "--cache-dir", "data/test", "95th_place", "--set", "epochs=1"], 1,
+         ("data/test: the --cache-dir is an input",), absent=("w/95th_place",)),
+    # rule 3: names stay inside their folder
+    Case("recipe_name_climbs", 'a recipe with name = "../../x"', _recipe('name = "../../x"\n' + TINY_STAGE),
+         [*RUN, "tiny.toml"], 1, ("tiny.toml: recipe name", "'../../x' holds a path separator", "plain folder name"),
+         absent=("../x", "w/x")),
+    Case("recipe_name_absolute", 'a recipe with name = "/tmp/x"', _recipe('name = "/fatlib-x"\n' + TINY_STAGE),
+         [*RUN, "tiny.toml"], 1, ("'/fatlib-x'",)),
+    Case("recipe_stage_dotdot", 'a recipe with [stages.".."]', _recipe('[stages.".."]\nepochs = 1\n'),
+         [*RUN, "tiny.toml"], 1, ("tiny.toml [stages]: stage name '..'",)),
+    Case("stage_dotdot", "train-stage --stage ..", None, _train_with("--stage", ".."), 1, ("stage name '..'",),
+         absent=("w/run/folds_curated.csv", "w/fold0.safetensors")),
+    Case("run_option_climbs", "run --run ../..", None, [*RUN, "95th_place", "--run", "../.."], 1,
+         ("run name", "'../..' holds a path separator")),
+    Case("model_name_as_run_climbs", "train-stage --model ../x without --run (the run is named after the model)",
+         None, [*_train_with("--model", "../x", drop=("--run",))], 1, ("'../x' holds a path separator",)),
+    # rule 4: every setting checked at the door
+    Case("recipe_string_lr", 'lr = "0.001" in a recipe', _recipe('[stage]\nlr = "0.001"\n' + TINY_STAGE),
+         [*RUN, "tiny.toml"], 1, ('tiny.toml [stage]: lr = "0.001" is not a number > 0', "without quotes")),
+    Case("set_lr_word", "--set lr=fast", None, [*RUN, "95th_place", "--set", "lr=fast"], 1,
+         ('--set lr=fast: lr = "fast" is not a number > 0',)),
+    Case("recipe_mel_number", "mel = 5 in a recipe", _recipe("[stage]\nmel = 5\n" + TINY_STAGE), [*RUN, "tiny.toml"],
+         1, ("mel = 5 is not a table",)),
+    Case("set_rounds_word", "--set pseudo.rounds=abc", None, [*RUN, "3rd_place", "--set", "pseudo.rounds=abc"], 1,
+         ('rounds = "abc" is not a whole number >= 1',)),
+    Case("config_string_wd", "--config with wd as a text", _write("cfg.json", '{"wd": "0.01"}'),
+         [*TRAIN, "--config", "cfg.json"], 1, ('--config cfg.json: wd = "0.01"', "without quotes")),
+    Case("set_tta_before_training", "--set predict.tta=window", None,
+         [*RUN, "95th_place", "--set", "predict.tta=window"], 1, ("--set predict.tta=window", "windows, sequential"),
+         absent=("w/95th_place", "cache")),
+    Case("set_ensemble_before_training", "--set predict.ensemble=median", None,
+         [*RUN, "95th_place", "--set", "predict.ensemble=median"], 1, ("mean, geometric",), absent=("w/95th_place",)),
+    Case("later_stage_model_before_training", "a recipe whose second stage names an unknown model", None,
+         [*RUN, "9th_place", "--set", "stages.selected_m1.model=no_such_net"], 1, ("unknown model 'no_such_net'",),
+         absent=("w/9th_place", "cache")),
+    Case("n_folds_above_noisy", "--n-folds 6 with 4 noisy clips", None, _train_with("--n-folds", "6"), 1,
+         ("train_noisy.csv: the noisy split has 4 clips, fewer than n_folds=6", "--n-folds 4"),
+         absent=("w/run/folds_curated.csv", "w/run/s2")),
+    Case("run_n_folds_above_noisy", "run a 5-fold recipe with 4 noisy clips", None, [*RUN, "95th_place"], 1,
+         ("train_noisy.csv: the noisy split has 4 clips, fewer than n_folds=5", "--set n_folds=4"),
+         absent=("w/95th_place",)),
+    Case("recipe_sources_text", 'sources = "s1" (a text, not a list) in a recipe', _recipe(
+        TINY_STAGE + '[stages.s2]\nepochs = 1\n[selection.s2]\nrule = "stage4"\nsources = "s1"\n'), [*RUN, "tiny.toml"],
+         1, ('tiny.toml [selection.s2]: sources = "s1" is not a list of names',)),
+    Case("init_from_other_folds", "--init-from a 2-fold stage into a 3-fold one",
+         _all(_stage_config(2), _init_stage_of_width(0.125)), [*_train_with("--n-folds", "3"), "--init-from", "s1"], 1,
+         ("s1/config.json: init_from stage has 2 folds there, 3 here",),
+         absent=("w/run/folds_curated.csv", "w/run/s2/config.json")),
+    Case("device_unavailable", "predict --device cuda:99", None, [*PREDICT[:-4], "--device", "cuda:99"], 1,
+         ("--device cuda:99: not available on this machine", "--device cpu")),
+    # rule 5: audio integrity
+    Case("truncated_clip_predict", "a test clip cut to half its bytes (its header says twice the data)",
+         _truncate("test"), PREDICT, 1, ("truncated: its header says", "copy the complete file again")),
+    Case("truncated_clip_cache", "the same in train_curated at cache", _truncate("train_curated"), CACHE, 1,
+         ("truncated: its header says",)),
+    Case("huge_samples_predict", "a float test clip with samples x 1e20", _huge("test"), PREDICT, 1,
+         ("samples up to ", "beyond 1000", "normalised to [-1, 1]")),
+    Case("huge_samples_cache", "the same in train_curated at cache", _huge("train_curated"), CACHE, 1,
+         ("samples up to ", "beyond 1000")),
+    Case("rate_1hz", "a test clip whose header says 1 Hz", _rewrite_clip(lambda p, y: sf.write(p, y, 1)), PREDICT, 1,
+         ("says 1 Hz, outside 1,000..768,000 Hz", "re-export it at its real rate")),
+    # rule 6: weights discovery
+    Case("fold_file_copy", 'a copy "fold0 (copy).safetensors" in a 1-fold stage', _fold_copy, PREDICT, 0,
+         ("warning: ", "fold0 (copy).safetensors: ignored", "1 models"), creates=("out/submission.csv",)),
+    Case("fold_beyond_n_folds", "fold1.safetensors in a 1-fold stage",
+         _all(_stage_config(1), lambda d: shutil.copy(_weights(d), _weights(d).with_name("fold1.safetensors"))),
+         PREDICT, 0, ("fold1.safetensors: ignored", "1 models"), creates=("out/submission.csv",)),
+    # rule 7: messages and leftovers
+    Case("unencodable_message", "stdout in ASCII (PYTHONIOENCODING=ascii) and a non-ASCII --out", None,
+         _predict_with("out/résumé ✓.csv"), 0, ("wrote out/r\\xe9sum\\xe9 \\u2713.csv",),
+         creates=("out/résumé ✓.csv",), hooks={"ascii": True}),
+    Case("stale_temp_folders", "temporary folders of killed kaggle-dataset runs beside --out", _stale_temps,
+         [*KAGGLE, "out/ds"], 1, ("could not get the wheels",),
+         absent=("out/.ds.pid999999999.ab12cd.tmp", "out/.ds.x1y2z3ab.tmp", "out/.ds.old-999999999")),
 ]
+
+
+def _cache_with(cache_dir: str) -> list[str]:
+    return [*CACHE[:-3], cache_dir, *CACHE[-2:]]
+
+
+def _rule_cases() -> list[Case]:
+    """Rule 2 as a rule: every command's output option pointed at each input of the data set."""
+    cases = []
+    for rel in DATA_FILES:
+        target, slug = f"data/{rel}", "".join(c if c.isalnum() else "_" for c in rel.replace("{", "").replace("}", ""))
+        cases += [
+            Case(f"rule_predict_{slug}", f"predict --out {target}", None, _predict_with(target), 1, ("an input",)),
+            Case(f"rule_select_{slug}", f"select --out {target}", None, [*SELECT, target], 1, ("an input",)),
+            Case(f"rule_kaggle_{slug}", f"kaggle-dataset --out {target} --force", None, [*KAGGLE, target, "--force"], 1,
+                 ("not a folder fatlib made" if rel != "train_curated" else "not a --out folder fatlib made",)),
+            Case(f"rule_cache_{slug}", f"cache --cache-dir {target}", None, _cache_with(target), 1, ("an input",)),
+        ]
+        if rel.endswith(".csv"):  # a file as the weights root
+            cases.append(Case(f"rule_train_{slug}", f"train-stage --weights {target}", None,
+                              _train_with("--weights", target), 1))
+    return cases
+
+
+CASES += _rule_cases()
 
 
 def _chmod_tree(root: Path, dir_mode: int, file_mode: int) -> None:
@@ -351,6 +576,8 @@ def run_case(case):
                 if "free_bytes" in hooks:
                     usage = shutil.disk_usage
                     shutil.disk_usage = lambda p: usage(p)._replace(free=hooks["free_bytes"])
+                if "ascii" in hooks:  # as PYTHONIOENCODING=ascii: a message that cannot be encoded
+                    sys.stdout.reconfigure(encoding="ascii", errors="strict")
                 if "interrupt" in hooks:
                     hook(hooks["interrupt"], ctrl_c)
                 if "kill" in hooks:
@@ -392,7 +619,7 @@ json.dump(results, open(sys.argv[2], "w"))
 
 def _snapshot(d: Path) -> dict[str, bytes]:
     """Every file that was there before the command, except the data and inputs the case damaged."""
-    skip = ("data/", "ds/")
+    skip = ("ds/",)
     return {p.relative_to(d).as_posix(): p.read_bytes() for p in sorted(d.rglob("*"))
             if p.is_file() and not p.relative_to(d).as_posix().startswith(skip)}
 
@@ -418,6 +645,8 @@ def ran(base, tmp_path_factory):
     """Every case run once (module scope): {name: (case dir, exit codes, before, log of the first run)}."""
     work = tmp_path_factory.mktemp("hostile_cases")
     todo, before = [], {}
+    clips = {f"{k}_clip": sorted((base / "data" / folder).glob("*.wav"))[0].name
+             for k, folder in (("curated", "train_curated"), ("test", "test"))}
     for case in CASES:
         if case.needs_non_root and ROOT_USER:
             continue
@@ -425,7 +654,9 @@ def ran(base, tmp_path_factory):
         if case.setup is not None:
             case.setup(d)
         before[case.name] = _snapshot(d)
-        todo.append({"name": case.name, "dir": str(d), "argv": case.argv, "then": case.then, "hooks": case.hooks})
+        argv = [a.replace("{curated_clip}", clips["curated_clip"]).replace("{test_clip}", clips["test_clip"])
+                for a in case.argv]
+        todo.append({"name": case.name, "dir": str(d), "argv": argv, "then": case.then, "hooks": case.hooks})
     (work / "cases.json").write_text(json.dumps(todo))
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
     clip = next((base / "data" / "train_curated").glob("*.wav"))
@@ -464,6 +695,8 @@ def test_case(case, ran):
         if rel not in replaced:
             assert (d / rel).read_bytes() == content, f"{rel} changed though the command failed or did not write it"
     assert not [p for p in d.rglob("*.tmp")] or case.code == -9, "temporary files left behind"
+    for rel in case.absent:
+        assert not (d / rel).exists(), f"{rel} exists: something was written before the refusal"
     if case.then is not None:
         assert codes[1] == 0, (d / "run1.err").read_text()[-3000:]
 
@@ -504,3 +737,128 @@ def test_python_m_fatlib_entry_point(base, tmp_path):
     assert res.returncode == 1 and res.stderr.startswith("error: ") and res.stderr.count("\n") == 1, res.stderr
     assert "fold0.safetensors: damaged" in res.stderr
     assert (d / "out" / "submission.csv").read_bytes() == OLD_SUBMISSION
+
+
+# ------------------------------------------------------------------------------- the rules, in-process
+@pytest.mark.parametrize("name", ["..", ".", "a/b", "../x", "/tmp/x", "a\\b", "", " ", "x\ny", "C:x", 5, None])
+def test_plain_names_refuse_what_climbs_out(name):
+    from fatlib.errors import DataError
+    from fatlib.guards import check_plain_name
+
+    with pytest.raises(DataError, match="plain folder name"):
+        check_plain_name(name, what="stage name", source="r.toml [stages]")
+
+
+def test_plain_names_accept_folder_names():
+    from fatlib.guards import check_plain_name
+
+    for name in ("stage1", "round2", "my run", "95th_place", "x.v2", "café"):
+        assert check_plain_name(name, what="run name") == name
+
+
+def test_every_stage_field_is_type_checked():
+    """Each StageConfig field given a value of the wrong type is one DataError naming the field and its
+    source; the right type passes (the defaults of StageConfig)."""
+    import dataclasses
+
+    from fatlib.errors import DataError
+    from fatlib.setting_rules import STAGE_RULES, check_settings
+    from fatlib.train import StageConfig
+
+    fields = {f.name for f in dataclasses.fields(StageConfig)}
+    choice_fields = {"train_on", "keep", "schedule"}  # checked by StageConfig.validate against its choices
+    assert fields - choice_fields == set(STAGE_RULES)
+    defaults = StageConfig(name="s").to_dict()
+    check_settings(defaults, source="defaults")
+    for key in STAGE_RULES:
+        bad = [5] if isinstance(defaults[key], dict) else [[[1]]]  # a number for a table, else a list of lists
+        bad += ["0.5"] if isinstance(defaults[key], (int, float)) else []  # a number or true/false as a text
+        for value in bad:
+            with pytest.raises(DataError, match=rf"^src: .*{key}"):
+                check_settings({key: value}, source="src")
+        with pytest.raises(DataError):
+            StageConfig.from_dict({**defaults, key: bad[0]})
+
+
+@pytest.mark.parametrize("kind,key,value", [
+    ("predict", "tta", "window"), ("predict", "ensemble", "median"), ("predict", "rescale", "yes"),
+    ("predict", "stages", ["../s"]), ("predict", "step_frames", 0), ("pseudo", "rounds", "abc"),
+    ("pseudo", "threshold", 2), ("pseudo", "init_from_previous", 1), ("selection", "rule", "best"),
+    ("selection", "sources", "s1/.."), ("selection", "n_best", -1), ("stage", "lr", float("nan")),
+    ("stage", "epochs", True), ("stage", "wave_effects", {"reverb": 2}), ("stage", "mel", {"n_mels": "64"}),
+])
+def test_table_values_are_range_checked(kind, key, value):
+    from fatlib.errors import DataError
+    from fatlib.setting_rules import check_settings
+
+    with pytest.raises(DataError, match=rf"^src: .*{key}"):
+        check_settings({key: value}, source="src", kind=kind)
+
+
+def test_os_error_without_a_path_names_the_commands_outputs():
+    import errno
+    from argparse import Namespace
+
+    from fatlib.preflight import os_error_line, output_folders
+
+    args = Namespace(out="out/submission.csv", weights="w", cache_dir="cache")
+    line = os_error_line(OSError(errno.ENOSPC, "No space left on device"), outputs=output_folders(args))
+    assert line.startswith("while writing under out, w, cache") and "no space left on the device" in line
+    e = OSError(errno.ENOSPC, "No space left on device", "/k/.ds.pid42.ab_c9.tmp/wheels/x.whl")
+    assert os_error_line(e).startswith("/k/ds/wheels/x.whl: cannot write")  # the folder being built, by its name
+
+
+def test_stale_temp_folders_of_live_processes_are_kept(tmp_path):
+    from fatlib.guards import clean_stale_temps, temp_prefix
+
+    mine = tmp_path / f"{temp_prefix('ds')}abc.tmp"  # this process: alive
+    dead = tmp_path / ".ds.pid999999999.abc.tmp"
+    other = tmp_path / ".other.pid999999999.abc.tmp"  # another output's: not this one's business
+    for p in (mine, dead, other):
+        p.mkdir()
+    assert clean_stale_temps(tmp_path, name="ds") == [dead]
+    assert mine.is_dir() and other.is_dir()
+    old = tmp_path / ".ds.old-999999999"  # killed after moving ds away, before moving the new one in
+    old.mkdir()
+    (old / "manifest.json").write_text("{}")
+    assert clean_stale_temps(tmp_path, name="ds") == [] and (tmp_path / "ds" / "manifest.json").is_file()
+
+
+def test_wav_shortfall_reads_the_header():
+    import io
+
+    from fatlib.audio import wav_shortfall
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(1000, np.float32), SR, format="WAV", subtype="PCM_16")
+    data = buf.getvalue()
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"fatlib-short-{os.getpid()}.wav"
+    try:
+        tmp.write_bytes(data)
+        assert wav_shortfall(tmp) is None
+        tmp.write_bytes(data[:-500])
+        assert wav_shortfall(tmp) == (2000, 1500)
+    finally:
+        tmp.unlink()
+
+
+def test_weights_write_hitting_a_limit_is_an_os_error_naming_the_file(tmp_path):
+    """safetensors reports a failed write as its own error type: save_weights makes it an OSError naming the
+    file (so the command prints one line), and leaves no file behind."""
+    code = r"""
+import errno, resource, signal, sys, torch
+from fatlib.preflight import os_error_line
+from fatlib.weights import save_weights
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (65536, resource.RLIM_INFINITY))
+try:
+    save_weights(sys.argv[1], torch.nn.Linear(1000, 100), model_name="x", model_kwargs={}, mel_config={}, vocab=["a"])
+except OSError as e:
+    assert e.errno == errno.EFBIG, e
+    print(os_error_line(e))
+"""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "fold0.safetensors")], capture_output=True,
+                         text=True, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.startswith(f"{tmp_path / 'fold0.safetensors'}: cannot write") and "ulimit -f" in res.stdout
+    assert list(tmp_path.iterdir()) == []

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from fatlib.errors import DependencyError, WeightsError
+from fatlib.errors import DependencyError, OutputError, WeightsError
 from fatlib.kaggle import DEPENDENCIES, PackagingError, build_dataset, verify_dataset
 
 VOCAB = ["a", "b", "c"]
@@ -97,8 +97,14 @@ def test_existing_output_and_reuse_of_wheels(bundle, run_dir, tmp_path):
     with pytest.raises(PackagingError, match="--force"):
         build_dataset(run_dir, out, wheel=wheel, dep_wheels=bundle / "wheels", progress=False)
     assert (out / "old.txt").exists()  # left untouched
-    build_dataset(run_dir, out, wheel=wheel, dep_wheels=bundle / "wheels", overwrite=True, progress=False)
-    assert not (out / "old.txt").exists()
+    with pytest.raises(OutputError, match="not a --out folder fatlib made .no manifest.json"):  # --force too
+        build_dataset(run_dir, out, wheel=wheel, dep_wheels=bundle / "wheels", overwrite=True, progress=False)
+    assert (out / "old.txt").read_text() == "x"
+    (out / "old.txt").unlink()
+    build_dataset(run_dir, out, wheel=wheel, dep_wheels=bundle / "wheels", progress=False)  # an empty folder
+    (out / "wheels" / "stale.txt").write_text("x")
+    build_dataset(run_dir, out, wheel=wheel, dep_wheels=bundle / "wheels", overwrite=True, progress=False)  # its own
+    assert not (out / "wheels" / "stale.txt").exists()
     assert (out / "weights/run1/stage3/fold0.safetensors").is_file()  # all stages by default
     with pytest.raises(PackagingError, match="not a fatlib wheel"):
         build_dataset(run_dir, tmp_path / "ds2", wheel=tmp_path / "ds" / "README.md", progress=False)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import DataError
+from ..setting_rules import check_recipe, check_recipe_layout, check_set
 
 DEFAULT_RECIPE = "12th_place"
 HERE = Path(__file__).resolve().parent
@@ -140,6 +141,7 @@ def load_recipe(name_or_path: str | os.PathLike | Recipe = DEFAULT_RECIPE) -> Re
         raw = _toml().loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise DataError(f"{path}: not a readable TOML recipe ({e}); fix the file or pick a shipped recipe") from e
+    check_recipe_layout(raw, source=str(path))  # tables where tables belong, before their keys are read
     problems = []
     unknown = sorted(set(raw) - TOP_KEYS)
     if unknown:
@@ -163,11 +165,13 @@ def load_recipe(name_or_path: str | os.PathLike | Recipe = DEFAULT_RECIPE) -> Re
         problems.append(f"pipeline={pipeline!r} is not one of {PIPELINES}")
     if problems:
         raise DataError(f"{path}: " + "; ".join(problems))
-    return Recipe(name=raw.get("name", path.stem), path=path, title=raw.get("title", ""), pipeline=pipeline,
-                  stage=dict(raw.get("stage", {})), stages={k: dict(v) for k, v in raw.get("stages", {}).items()},
-                  selection={k: dict(v) for k, v in raw.get("selection", {}).items()},
-                  predict=dict(raw.get("predict", {})), pseudo=dict(raw.get("pseudo", {})),
-                  small_data=dict(raw.get("small_data", {})))
+    rec = Recipe(name=raw.get("name", path.stem), path=path, title=raw.get("title", ""), pipeline=pipeline,
+                 stage=dict(raw.get("stage", {})), stages={k: dict(v) for k, v in raw.get("stages", {}).items()},
+                 selection={k: dict(v) for k, v in raw.get("selection", {}).items()},
+                 predict=dict(raw.get("predict", {})), pseudo=dict(raw.get("pseudo", {})),
+                 small_data=dict(raw.get("small_data", {})))
+    check_recipe(rec, stage_config=StageConfig)  # every value's type and range, names (fatlib.setting_rules)
+    return rec
 
 
 def _parse_value(text: str):
@@ -204,6 +208,7 @@ def apply_sets(recipe: Recipe, sets) -> Recipe:
         if not sep or not all(parts):
             raise DataError(f"--set {item!r}: write key=value, e.g. --set epochs=1 or --set model_kwargs.width_mult=0.125")
         value = _parse_value(text)
+        check_set(parts, value, item=str(item))  # type and range of the value (fatlib.setting_rules)
         head = parts[0]
         if head in tables and len(parts) == 2:
             table, valid = tables[head]
