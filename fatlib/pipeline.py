@@ -33,6 +33,7 @@ from .train import (
     add_stage_arguments,
     fold_done,
     folds_for_data,
+    given_sources,
     result_line,
     run_name,
     stage_overrides,
@@ -95,6 +96,7 @@ def warmup_stage(
     folds=None,
     cbs=(),
     input_roots=(),
+    sources: dict | None = None,
     **overrides,
 ) -> StageResult | None:
     """Run (or resume) one warm-up stage ("stage1".."stage4") of ``weights_root/run`` on ``data``.
@@ -108,6 +110,8 @@ def warmup_stage(
     A DataError names the notebook to run first when a stage this one needs is missing.
     ``input_roots``: read-only outputs of earlier sessions (:class:`fatlib.runs.Roots`): earlier stages
     and caches are read there, and this stage's finished folds are copied from there into ``weights_root``.
+    ``model`` and ``overrides`` are values somebody gave: auto scaling leaves them as they are; ``sources``
+    says where each was given (default "argument"; the command line passes its options' names).
     """
     from .recipes import load_recipe
     from .select import run_rule
@@ -131,7 +135,8 @@ def warmup_stage(
         "selection_csv": sel_path and str(sel_path),
     }
     cfg = StageConfig.from_dict(fields)
-    cfg = folds_for_data(cfg, data)
+    sources = {k: (sources or {}).get(k, "argument") for k in given}
+    cfg = folds_for_data(cfg, data, sources)
     if distrib.is_main_process():  # one writer; the other processes of a job wait, then read
         roots.adopt_stage(run_dir / stage)  # an earlier session's finished folds of this stage: resume after them
         if plan["rule"]:
@@ -146,7 +151,8 @@ def warmup_stage(
         raise DataError(f"warmup_stage({stage!r}): selection={selection} given, but only stage3 and stage4 select.")
     distrib.barrier()
     return train_stage(cfg, data, run_dir=run_dir, cache_dir=cache_dir, progress=progress, folds=folds, cbs=cbs,
-                       input_roots=roots.inputs, note=rec.small_data_note(stage, data.n_train_clips, given))
+                       input_roots=roots.inputs, note=rec.small_data_note(stage, data.n_train_clips, given),
+                       given=sources)
 
 
 def _write_selection(frame: pd.DataFrame, path: Path, *, n_folds: int) -> None:
@@ -233,6 +239,7 @@ def warmup(
     progress: bool = True,
     cbs=(),
     input_roots=(),
+    sources: dict | None = None,
     **overrides,
 ) -> dict:
     """Run (or resume) stages 1-4 and the stage ensemble; returns the summary dict.
@@ -254,7 +261,7 @@ def warmup(
     for stage in STAGES:  # each stage returns on every process only after its outputs are written
         warmup_stage(stage, data, run=run, recipe=recipe, model=model, weights_root=weights_root,
                      cache_dir=cache_dir, selection=selection.get(stage), progress=progress, cbs=cbs,
-                     input_roots=input_roots,
+                     input_roots=input_roots, sources=sources,
                      **{**overrides, **stage_overrides.get(stage, {})})
     summary = None
     if distrib.is_main_process():
@@ -296,8 +303,9 @@ def _cli(args) -> int:
     data = FatData.from_dir(args.data)
     args.run = run_name(args, n_dataset=data.n_train_clips)
     _check_outputs(args, data, model=model, over=over)
+    sources = {**given_sources(args), **({"epochs": "--stage-epochs"} if per_stage else {})}
     common = dict(run=args.run, recipe=args.recipe, model=model, weights_root=args.weights, cache_dir=args.cache_dir,
-                  progress=not args.quiet, input_roots=args.input_roots)
+                  progress=not args.quiet, input_roots=args.input_roots, sources=sources)
     if args.stage in STAGES:
         res = warmup_stage(args.stage, data, selection=selection.get(args.stage), folds=args.folds, **common,
                            **{**over, **per_stage.get(args.stage, {})})

@@ -148,11 +148,14 @@ def run_recipe(recipe, data, *, run: str | None = None, weights_root="weights", 
 
 
 def _run_warmup(rec, steps, *, data, run_dir, cache_dir, progress, input_roots) -> list[str]:
-    from .pipeline import PLAN, STAGES, warmup_stage
+    from .pipeline import PLAN, PLANNED_FIELDS, STAGES, warmup_stage
 
     for s in STAGES:
-        res = warmup_stage(s, data, run=run_dir.name, recipe=rec, weights_root=run_dir.parent, cache_dir=cache_dir,
-                           progress=progress, input_roots=input_roots)
+        given = rec.given_fields(s)  # --set values: auto scaling leaves them as they are
+        over = {k: rec.stage_fields(s)[k] for k in given if k not in PLANNED_FIELDS or k == "model"}
+        res = warmup_stage(s, data, run=run_dir.name, recipe=rec, model=over.pop("model", None),
+                           weights_root=run_dir.parent, cache_dir=cache_dir, progress=progress,
+                           input_roots=input_roots, sources=given, **over)
         if PLAN[s]["rule"]:
             steps.finish(f"select {s}", f"{_n_rows(run_dir / s / 'selected.csv')} noisy clips")
         steps.finish(f"train {s}", _cv_note(res))
@@ -183,10 +186,11 @@ def _select(rule: str, sources, data, run_dir: Path, stage: str, n_folds: int, f
     return path
 
 
-def _train(cfg, data, run_dir, cache_dir, progress, input_roots):
+def _train(cfg, data, run_dir, cache_dir, progress, input_roots, given=None):
     from .train import train_stage
 
-    res = train_stage(cfg, data, run_dir=run_dir, cache_dir=cache_dir, progress=progress, input_roots=input_roots)
+    res = train_stage(cfg, data, run_dir=run_dir, cache_dir=cache_dir, progress=progress, input_roots=input_roots,
+                      given=given)
     if res is None:
         raise DataError(f"{run_dir / cfg.name}: not every fold finished (a distributed worker?); rerun to resume")
     return res
@@ -203,7 +207,8 @@ def _run_stages(rec, steps, *, data, run_dir, cache_dir, progress, input_roots) 
             path = _select(table["rule"], table["sources"], data, run_dir, s, cfg0.n_folds, cfg0.folds_seed, **params)
             steps.finish(f"select {s}", f"{_n_rows(path)} noisy clips by rule {table['rule']}")
             fields = {"train_on": "curated+selected", "selection_csv": str(path)}
-        res = _train(_stage_config(rec, s, run_dir, **fields), data, run_dir, cache_dir, progress, input_roots)
+        res = _train(_stage_config(rec, s, run_dir, **fields), data, run_dir, cache_dir, progress, input_roots,
+                     rec.given_fields(s))
         steps.finish(f"train {s}", _cv_note(res))
     return names
 
@@ -220,7 +225,7 @@ def _run_pseudo(rec, steps, *, data, run_dir, cache_dir, progress, input_roots) 
         steps.finish(f"select {name}", f"{_n_rows(path)} {kind} noisy clips from {prev}")
         cfg = base.replace(train_on="curated+selected", selection_csv=str(path),
                            init_from=str(run_dir / prev) if p["init_from_previous"] else None)
-        res = _train(cfg, data, run_dir, cache_dir, progress, input_roots)
+        res = _train(cfg, data, run_dir, cache_dir, progress, input_roots, rec.given_fields(name))
         steps.finish(f"train {name}", _cv_note(res))
         prev = name
         names.append(name)

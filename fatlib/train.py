@@ -285,30 +285,42 @@ def _n_train(inp: _Inputs) -> int:
     return max(1, round(pool * (k - 1) / k))
 
 
-def effective_config(cfg: StageConfig, *, n_train: int, n_dataset: int) -> tuple[StageConfig, str]:
+def effective_config(cfg: StageConfig, *, n_train: int, n_dataset: int, given=None) -> tuple[StageConfig, str]:
     """The settings a stage trains with: with ``cfg.auto_scale``, batch size, learning rate, epochs
     and (when unset) width scaled to ``n_train`` clips per fold in a data set of ``n_dataset`` clips
-    (:mod:`fatlib.autoscale`). Returns (config, one line saying what was chosen)."""
+    (:mod:`fatlib.autoscale`), except the fields somebody gave: ``given`` maps those field names to where
+    they were given ("--epochs", "--config c.json", ...), and they are used as given.
+    Returns (config, one line saying what was chosen and what was left alone)."""
+    given = dict(given or {})
     if not cfg.auto_scale:
         return cfg, f"batch {cfg.batch_size}, lr {cfg.lr:g}, {cfg.epochs} epochs (as given: auto_scale off)"
     from .autoscale import scale_settings
 
     sc = scale_settings(n_train=n_train, n_dataset=n_dataset, batch_size=cfg.batch_size, lr=cfg.lr,
-                        epochs=cfg.epochs, min_steps=cfg.min_steps, width_mult=cfg.model_kwargs.get("width_mult"))
+                        epochs=cfg.epochs, min_steps=cfg.min_steps, width_mult=cfg.model_kwargs.get("width_mult"),
+                        given=given)
     kwargs = cfg.model_kwargs if sc.width_mult is None else {**cfg.model_kwargs, "width_mult": sc.width_mult}
     eff = cfg.replace(batch_size=sc.batch_size, lr=sc.lr, epochs=sc.epochs, model_kwargs=kwargs)
-    return eff, f"{cfg.n_folds} folds, {sc.describe()} for {n_train} training clips per fold (auto_scale; " \
-                f"recipe: batch {cfg.batch_size}, lr {cfg.lr:g}, {cfg.epochs} epochs)"
+    changed = [f"{f} {getattr(cfg, f):g} -> {getattr(eff, f):g}" for f in ("batch_size", "lr", "epochs")
+               if f not in given and getattr(cfg, f) != getattr(eff, f)]
+    if sc.width_mult is not None:
+        changed.append(f"width_mult {sc.width_mult:g} (from {n_dataset} clips)")
+    kept = [f"{f}={getattr(cfg, f):g} as given ({given[f]})" for f in sc.kept]
+    how = "auto scaling " + ("filled " + ", ".join(changed) if changed else "changed nothing")
+    if kept:
+        how += "; auto scaling left " + ", ".join(kept)
+    return eff, f"{cfg.n_folds} folds, {sc.describe()} for {n_train} training clips per fold ({how})"
 
 
-def folds_for_data(cfg: StageConfig, data) -> StageConfig:
+def folds_for_data(cfg: StageConfig, data, given=None) -> StageConfig:
     """``cfg`` with the number of folds it trains on ``data``: with ``auto_scale``, at most 5 on a
-    small data set (:func:`fatlib.autoscale.scale_folds`); decided before any fold file is made."""
+    small data set (:func:`fatlib.autoscale.scale_folds`) unless somebody gave ``n_folds`` (a key of
+    ``given``); decided before any fold file is made."""
     if not cfg.auto_scale:
         return cfg
     from .autoscale import scale_folds
 
-    n_folds = scale_folds(cfg.n_folds, n_dataset=data.n_train_clips)
+    n_folds = scale_folds(cfg.n_folds, n_dataset=data.n_train_clips, given="n_folds" in (given or {}))
     return cfg if n_folds == cfg.n_folds else cfg.replace(n_folds=n_folds)
 
 
@@ -550,7 +562,7 @@ def _check_before_writing(cfg: StageConfig, data, *, stage_dir: Path, todo: list
 
 
 def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = True, folds=None,
-                cbs=(), input_roots=(), note: str | None = None) -> StageResult | None:
+                cbs=(), input_roots=(), note: str | None = None, given=None) -> StageResult | None:
     """Train (or finish) stage ``cfg`` on ``data`` (a FatData) in ``run_dir/cfg.name``; see the module doc.
 
     ``progress``: bars in a terminal or notebook, plain lines elsewhere (:mod:`fatlib.progress`);
@@ -560,7 +572,9 @@ def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = 
     fold's Learner (a CSVLogger, W&B, TensorBoard, ...). ``input_roots``: earlier sessions' outputs
     (fatlib.runs.Roots), read-only: init_from and caches are read there, and this stage's finished
     folds are copied from there first. ``note``: a line logged before the settings (e.g. why the model
-    is not the recipe's). Returns None until every fold is done, and on processes other than the main one.
+    is not the recipe's). ``given``: field -> where it was given (an option, ``--config``, ``--set``, an
+    argument): auto scaling leaves those fields as they are and says so (:func:`effective_config`).
+    Returns None until every fold is done, and on processes other than the main one.
 
     Launched as several processes (``torchrun`` / ``accelerate launch``, :mod:`fatlib.distrib`), each
     fold is trained by all of them together (data parallel), or with ``cfg.fold_parallel`` process r
@@ -570,7 +584,7 @@ def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = 
     from .progress import LineLog, bars_enabled
     from .runs import Roots
 
-    cfg = folds_for_data(cfg.validate(), data)
+    cfg = folds_for_data(cfg.validate(), data, given)
     run_dir = Path(run_dir)
     stage_dir = run_dir / cfg.name
     todo = _check_folds(folds, cfg.n_folds)
@@ -590,7 +604,8 @@ def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = 
         inp = _prepare(cfg, data, run_dir, cache_dir, progress, roots)
     writes = main or cfg.fold_parallel  # fold parallel: every process trains (and logs) its own folds
     log = LineLog(stage_dir / "log.txt" if writes else None, echo=writes)
-    eff, chosen = effective_config(inp.cfg, n_train=_n_train(inp), n_dataset=len(inp.cur_y) + len(inp.noisy_y))
+    eff, chosen = effective_config(inp.cfg, n_train=_n_train(inp), n_dataset=len(inp.cur_y) + len(inp.noisy_y),
+                                   given=given)
     if main:
         how = ""
         if distrib.use_distributed():
@@ -714,6 +729,25 @@ def stage_overrides(args) -> dict:
     return over
 
 
+FLAGS = {"auto_scale": "--no-auto-scale", "n_workers": "--workers", "sound_mix_p": "--sound-mix",
+         "model_kwargs": "--model-kwargs", "selection_csv": "--selection"}
+
+
+def given_sources(args) -> dict:
+    """Where each StageConfig field the command line gives comes from: ``--config FILE`` or the option."""
+    config = StageConfig.load(args.config).to_dict() if getattr(args, "config", None) else {}
+    out = {k: f"--config {args.config}" for k in config}
+    for k in _given_options(args):
+        out[k] = FLAGS.get(k, "--" + k.replace("_", "-"))
+    return out
+
+
+def _given_options(args) -> dict:
+    over = {**stage_overrides(args), "train_on": getattr(args, "train_on", None),
+            "selection_csv": getattr(args, "selection", None)}
+    return {k: v for k, v in over.items() if v is not None}
+
+
 def run_name(args, *, n_dataset: int | None = None) -> str:
     """``--run``, else the model's name (``--model``, else the recipe's for a data set of ``n_dataset``
     clips): the notebooks' run names, so the headless commands and the inference kernel's defaults agree."""
@@ -789,8 +823,8 @@ def _cli(args) -> int:
     note = load_recipe(args.recipe).small_data_note(args.stage or "stage", n, given)
     run_dir = Path(args.weights) / run_name(args, n_dataset=n)
     check_stage_outputs(cfg, data, run_dir=run_dir, cache_dir=args.cache_dir, input_roots=args.input_roots)
-    res = train_stage(cfg, data, run_dir=run_dir, cache_dir=args.cache_dir,
-                      progress=not args.quiet, folds=args.folds, input_roots=args.input_roots, note=note)
+    res = train_stage(cfg, data, run_dir=run_dir, cache_dir=args.cache_dir, progress=not args.quiet,
+                      folds=args.folds, input_roots=args.input_roots, note=note, given=given_sources(args))
     if res is not None:  # None: folds left to train, or not the main process
         print(result_line(cfg.name, res))
     return 0

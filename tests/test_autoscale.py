@@ -87,3 +87,22 @@ def test_output_bias_starts_at_the_class_priors():
         last.weight.zero_()
         p = torch.sigmoid(model(torch.randn(2, 1, 32, 32)))[0].numpy()
     np.testing.assert_allclose(p, [0.5, 0.4, 0.1, 1e-3], rtol=1e-3)
+
+
+def test_given_fields_are_kept_and_named():
+    sc = scale_settings(n_train=8, n_dataset=16, width_mult=None, given={"epochs": "--epochs"}, **RECIPE)
+    assert (sc.batch_size, sc.epochs, sc.kept) == (8, 20, ("epochs",))
+    sc = scale_settings(n_train=300, n_dataset=400, width_mult=None, given={"batch_size"}, **RECIPE)
+    assert sc.batch_size == 128 and sc.epochs * sc.steps_per_epoch >= RECIPE["min_steps"]
+    cfg = StageConfig(name="s", **{**RECIPE, "epochs": 3})
+    eff, line = effective_config(cfg, n_train=8, n_dataset=16, given={"epochs": "--epochs"})
+    assert eff.epochs == 3 and eff.batch_size == 8 and "auto scaling left epochs=3 as given (--epochs)" in line
+    assert scale_folds(10, n_dataset=417, given=True) == 10
+
+
+def test_set_values_are_given():
+    from fatlib.recipes import apply_sets, load_recipe
+
+    rec = apply_sets(load_recipe("95th_place"), ["epochs=2", "stages.curated.batch_size=4", "lr=0.01"])
+    assert rec.given_fields("curated") == {"epochs": "--set epochs=2", "batch_size": "--set stages.curated.batch_size=4",
+                                           "lr": "--set lr=0.01"}

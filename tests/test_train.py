@@ -185,3 +185,27 @@ def test_workers_default_to_the_cpu_count_and_channels_last_is_an_option(monkeyp
     assert "channels_last" not in train.stage_overrides(p.parse_args([]))
     assert StageConfig(name="x").channels_last is False and "channels_last" in train.RUNTIME_FIELDS
     assert torch.backends.cudnn.benchmark is False  # set by CUDA training only, never at import
+
+
+def test_explicit_epochs_win_over_auto_scaling(tmp_path):
+    """The issue's case: `train-stage ... --epochs 3` on a 16-clip set trained 600 epochs a fold (auto scaling
+    overruled it); now the typed value is used, the rest is auto scaled, and the log says which was which."""
+    import subprocess
+    import sys
+
+    from fatlib.synth import make_dataset
+
+    root = make_dataset(tmp_path / "d", n_classes=4, n_curated=16, n_noisy=0, n_test=0, max_seconds=2.0, seed=1,
+                        progress=False)
+    cmd = [sys.executable, "-m", "fatlib", "train-stage", "--data", str(root), "--model", "cnn_model_1",
+           "--model-kwargs", '{"width_mult": 0.125}', "--mel", '{"n_mels": 32, "crop_frames": 32}', "--epochs", "3",
+           "--n-folds", "2", "--folds", "0", "--workers", "0", "--weights", str(tmp_path / "w"),
+           "--cache-dir", str(tmp_path / "c"), "--quiet", "--stage", "s1"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    log = (tmp_path / "w" / "cnn_model_1" / "s1" / "log.txt").read_text()
+    first = next(line for line in log.splitlines() if "s1: cnn_model_1," in line)
+    assert "3 epochs" in first and "auto scaling left epochs=3 as given (--epochs)" in first, first
+    assert "batch_size 128 -> 8" in first  # the batch size nobody gave is still scaled to the 8 training clips
+    record = json.loads((tmp_path / "w" / "cnn_model_1" / "s1" / "fold0.json").read_text())
+    assert record["settings"]["epochs"] == 3 and len(record["history"]["epochs"]) == 3

@@ -79,6 +79,12 @@ class Recipe:
     predict: dict = field(default_factory=dict)
     pseudo: dict = field(default_factory=dict)
     small_data: dict = field(default_factory=dict)
+    # StageConfig fields --set gave: stage ("" for every stage) -> {field: "--set key=value"}
+    given: dict = field(default_factory=dict)
+
+    def given_fields(self, stage: str | None = None) -> dict[str, str]:
+        """The StageConfig fields of ``stage`` that ``--set`` gave, with the --set item that gave each."""
+        return {**self.given.get("", {}), **(self.given.get(stage, {}) if stage else {})}
 
     def stage_fields(self, stage: str | None = None, *, n_dataset: int | None = None,
                      given: dict | None = None) -> dict[str, Any]:
@@ -214,10 +220,13 @@ def apply_sets(recipe: Recipe, sets) -> Recipe:
             rec.selection.setdefault(parts[1], {})[parts[2]] = value
         elif head == "stages" and len(parts) == 3 and parts[2] in fields:
             rec.stages.setdefault(parts[1], {})[parts[2]] = value
+            rec.given.setdefault(parts[1], {})[parts[2]] = f"--set {item}"
         elif head in fields and len(parts) == 1:
             rec.stage[head] = value
-            for table in rec.stages.values():
+            rec.given.setdefault("", {})[head] = f"--set {item}"
+            for stage, table in rec.stages.items():
                 table.pop(head, None)
+                rec.given.get(stage, {}).pop(head, None)
         elif head in ("model_kwargs", "mel") and len(parts) == 2:
             for table in [rec.stage, *rec.stages.values()]:
                 if head in table or table is rec.stage:
