@@ -67,23 +67,3 @@ def run_demo(out="demo", *, size: str = "demo", seed: int = 0, progress: bool = 
 def _say(msg: str, progress: bool) -> None:
     if progress:
         print(msg, flush=True)
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="the whole pipeline on a synthetic data set (make demo)",
-                              description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="demo", help="output folder (default: demo/)")
-    p.add_argument("--size", default="demo", choices=["tiny", "demo", "small"],
-                   help=f"synthetic data set size (demo: {DEMO_DATA})")
-    p.add_argument("--epochs", type=int, default=DEMO_SETTINGS["epochs"], help="epochs per stage")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and of training")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=_cli)
-
-
-def _cli(args) -> int:
-    from .preflight import check_writable
-
-    check_writable(args.out, what="--out folder")
-    run_demo(args.out, size=args.size, seed=args.seed, epochs=args.epochs, progress=not args.quiet)
-    return 0

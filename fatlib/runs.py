@@ -13,7 +13,6 @@ Absolute paths outside the working folder are used as they are (no input root mi
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -180,13 +179,3 @@ class Roots:
 def _copy(src: Path, dst: Path) -> None:
     with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)  # contents only: the read-only mode of an input stays behind
-
-
-def add_input_roots_argument(parser: argparse.ArgumentParser) -> None:
-    """``--input-roots DIR ...`` for a command that reads earlier stages, caches or weights."""
-    parser.add_argument(
-        "--input-roots", nargs="+", default=[], metavar="DIR",
-        help="read-only outputs of earlier sessions (e.g. ../input/<notebook>/), each laid out like the working "
-        "folder (weights/, cache/): earlier stages, caches and weights are looked up there after the working "
-        "folder; only the working folder is written (default: none)",
-    )

@@ -179,10 +179,12 @@ def test_workers_default_to_the_cpu_count_and_channels_last_is_an_option(monkeyp
         cli.main(["train-stage", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "--workers WORKERS DataLoader worker processes; 0 loads in the training process (default: 2: one per" in help_text
+    from fatlib.commands import options
+
     p = argparse.ArgumentParser()
-    train.add_stage_arguments(p)
-    assert train.stage_overrides(p.parse_args(["--channels-last"]))["channels_last"] is True
-    assert "channels_last" not in train.stage_overrides(p.parse_args([]))
+    options.add_stage_arguments(p)
+    assert options.stage_overrides(p.parse_args(["--channels-last"]))["channels_last"] is True
+    assert "channels_last" not in options.stage_overrides(p.parse_args([]))
     assert StageConfig(name="x").channels_last is False and "channels_last" in train.RUNTIME_FIELDS
     assert torch.backends.cudnn.benchmark is False  # set by CUDA training only, never at import
 

@@ -137,7 +137,7 @@ def resolve_recipe_path(name_or_path: str | os.PathLike) -> Path:
 def load_recipe(name_or_path: str | os.PathLike | Recipe = DEFAULT_RECIPE) -> Recipe:
     """Read and check a recipe (a shipped name or a path; a Recipe is returned as it is); problems are
     one DataError naming the file."""
-    from ..train import StageConfig
+    from ..settings import StageConfig
 
     if isinstance(name_or_path, Recipe):
         return name_or_path
@@ -199,7 +199,7 @@ def apply_sets(recipe: Recipe, sets) -> Recipe:
     """
     import copy
 
-    from ..train import StageConfig
+    from ..settings import StageConfig
 
     rec = copy.deepcopy(recipe)
     fields = set(StageConfig.__dataclass_fields__)

@@ -1,0 +1,56 @@
+"""``python -m fatlib train-stage``: train one stage over K folds."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..settings import TRAIN_ON
+from .options import (
+    _given,
+    add_input_roots_argument,
+    add_stage_arguments,
+    config_from_args,
+    given_sources,
+    result_line,
+    run_name,
+)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train-stage", help="train one stage over K folds (OOF outputs, weights)",
+        description="Train one stage over K folds into <weights>/<run>/<stage>/: fold weights, out-of-fold "
+        "predictions, metrics, log.txt. Settings come from the recipe, then --config, then the options; "
+        "finished folds are skipped on rerun.",
+    )
+    add_stage_arguments(p)
+    p.add_argument("--stage", default=None,
+                   help="stage name (folder inside the run); a stage of the recipe takes that stage's settings "
+                   "(default: stage)")
+    p.add_argument("--config", default=None, help="StageConfig JSON on top of the recipe (default: none)")
+    p.add_argument("--train-on", default=None, choices=TRAIN_ON,
+                   help="training split: noisy only, curated only, or curated + a --selection of noisy clips "
+                   "(default: curated)")
+    p.add_argument("--selection", default=None, help="selection CSV for --train-on curated+selected (default: none)")
+    p.add_argument("--init-from", default=None,
+                   help="stage folder, or stage name in the run, whose fold k starts fold k (default: none)")
+    add_input_roots_argument(p)
+    p.set_defaults(func=_cli)
+
+
+def _cli(args) -> int:
+    from ..data import FatData
+    from ..recipes import load_recipe
+    from ..train import check_stage_outputs, train_stage
+
+    data = FatData.from_dir(args.data)
+    n = data.n_train_clips
+    given = _given(args, n_dataset=n)
+    cfg = config_from_args(args, n_dataset=n, given=given)
+    note = load_recipe(args.recipe).small_data_note(args.stage or "stage", n, given)
+    run_dir = Path(args.weights) / run_name(args, n_dataset=n)
+    check_stage_outputs(cfg, data, run_dir=run_dir, cache_dir=args.cache_dir, input_roots=args.input_roots)
+    res = train_stage(cfg, data, run_dir=run_dir, cache_dir=args.cache_dir, progress=not args.quiet,
+                      folds=args.folds, input_roots=args.input_roots, note=note, given=given_sources(args))
+    if res is not None:  # None: folds left to train, or not the main process
+        print(result_line(cfg.name, res))
+    return 0
