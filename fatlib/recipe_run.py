@@ -163,7 +163,7 @@ def _run_warmup(rec, steps, *, data, run_dir, cache_dir, progress, input_roots) 
 
 
 def _stage_config(rec: Recipe, name: str, run_dir: Path, **fields):
-    from .train import StageConfig
+    from .settings import StageConfig
 
     base = {**rec.stage_fields(name), **fields, "name": name}
     if base.get("init_from") and "/" not in str(base["init_from"]):  # an earlier stage of this run
@@ -172,9 +172,9 @@ def _stage_config(rec: Recipe, name: str, run_dir: Path, **fields):
 
 
 def _select(rule: str, sources, data, run_dir: Path, stage: str, n_folds: int, folds_seed: int, **params) -> Path:
+    from .folds import noisy_folds
     from .pipeline import _write_selection
     from .select import run_rule
-    from .train import noisy_folds
 
     if len(data.noisy.fnames) == 0:
         raise DataError(f"{data.root}: the recipe selects noisy clips before {stage!r}, but there is no noisy split")

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from fatlib.autoscale import MIN_STEPS_PER_EPOCH, SMALL_DATA_FOLDS, dataset_width, scale_folds, scale_settings
-from fatlib.train import StageConfig, effective_config, folds_for_data, init_output_bias
+from fatlib.learner import init_output_bias
+from fatlib.train import StageConfig, effective_config, folds_for_data
 
 RECIPE = dict(batch_size=128, lr=1e-3, epochs=20, min_steps=600)
 

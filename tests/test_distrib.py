@@ -140,8 +140,8 @@ def test_one_process_needs_no_process_group(monkeypatch):
 
 def test_fold_parallel_from_the_command_line():
     from fatlib.cli import build_parser
-    from fatlib.pipeline import STAGES
     from fatlib.commands.options import config_from_args, stage_overrides
+    from fatlib.pipeline import STAGES
 
     parser = build_parser()
     args = parser.parse_args(["train-stage", "--run", "r", "--fold-parallel"])

@@ -85,8 +85,8 @@ def test_changed_config_is_refused(run, data):
 
 def test_init_from_and_selected_noisy_respect_folds(run, data, monkeypatch):
     import fatlib.weights
+    from fatlib.folds import noisy_folds
     from fatlib.select import select_by_agreement
-    from fatlib.train import noisy_folds
 
     root, _, _ = run
     run_dir = root / "r"
@@ -134,7 +134,7 @@ def test_schedules_shape_the_learning_rate(schedule):
     from torch import nn
     from torch.utils.data import TensorDataset
 
-    from fatlib import train
+    from fatlib import learner
 
     torch.manual_seed(0)
     w = torch.randn(4, 2)
@@ -145,7 +145,7 @@ def test_schedules_shape_the_learning_rate(schedule):
     learn = Learner(dls, nn.Linear(4, 2), loss_func=nn.MSELoss())
     cfg = StageConfig(name="x", epochs=10, lr=0.01, pct_start=0.1, schedule=schedule)
     with learn.no_bar(), learn.no_logging():
-        train._fit(learn, cfg)
+        learner.fit(learn, cfg)
     lrs = np.array(learn.recorder.lrs)
     assert len(lrs) == 80
     if schedule == "warmup_cosine":
