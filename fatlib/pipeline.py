@@ -27,13 +27,8 @@ from .folds import noisy_folds
 from .io import write_csv, write_json
 from .recipes import DEFAULT_RECIPE
 from .runs import Roots, stage_finished
-from .train import (
-    StageConfig,
-    StageResult,
-    fold_done,
-    folds_for_data,
-    train_stage,
-)
+from .settings import StageConfig
+from .stage_outputs import StageResult
 
 STAGES = ("stage1", "stage2", "stage3", "stage4")
 ENSEMBLE_STAGES = ("stage2", "stage3", "stage4")
@@ -110,6 +105,7 @@ def warmup_stage(
     """
     from .recipes import load_recipe
     from .select import run_rule
+    from .train import folds_for_data, train_stage
 
     plan = _stage_plan(stage)
     planned = sorted(set(overrides) & set(PLANNED_FIELDS))
@@ -152,6 +148,8 @@ def warmup_stage(
 
 def _write_selection(frame: pd.DataFrame, path: Path, *, n_folds: int) -> None:
     """Write ``selected.csv``; refuse to change it under folds already trained on the old one."""
+    from .train import fold_done
+
     if path.exists() and any(fold_done(path.parent, k) for k in range(n_folds)):
         old = pd.read_csv(path, keep_default_na=False)
         keys = ["fname", "labels", "fold"]

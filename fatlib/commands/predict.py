@@ -5,10 +5,13 @@ from pathlib import Path
 
 from .options import add_input_roots_argument
 
+# fatlib.tta's TTA_SCHEMES and DEFAULT_STEP_FRAMES (tests/test_cli checks they agree): tta imports torch,
+# and --help does not
+TTA_SCHEMES = ("windows", "sequential", "full")
+DEFAULT_STEP_FRAMES = 48
+
 
 def register(subparsers) -> None:
-    from ..tta import DEFAULT_STEP_FRAMES, TTA_SCHEMES
-
     p = subparsers.add_parser(
         "predict",
         help="predict the test split with trained folds (TTA, ensembles) and write submission.csv",
