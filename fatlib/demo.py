@@ -10,35 +10,24 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-# Small enough for 2 CPU cores in a few minutes, given exactly (auto_scale off); the real settings are
-# the recipe's (fatlib/recipes/12th_place.toml), scaled to the data set.
 DEMO_DATA = dict(n_classes=10, n_curated=240, n_noisy=480, n_test=120, max_seconds=4.0)
-DEMO_SETTINGS = dict(
-    model="cnn_model_1",
-    model_kwargs={"width_mult": 0.25},
-    preset="cnn128",
-    mel={"n_mels": 64, "crop_frames": 64},
-    epochs=10,
-    n_folds=2,
-    batch_size=16,
-    lr=3e-3,
-    augment=["specmix"],
-    auto_scale=False,
-)
+DEMO_RECIPE = "demo"  # fatlib/recipes/demo.toml: the warm-up's plan with settings sized for 2 CPU cores
 
 
 def run_demo(out="demo", *, size: str = "demo", seed: int = 0, progress: bool = True, **overrides) -> dict:
     """Run the whole pipeline on a synthetic data set under ``out``; returns the summary dict.
 
-    ``overrides`` replace entries of DEMO_SETTINGS (StageConfig fields and ``model``).
+    The run is the recipe ``demo`` (``fatlib/recipes/demo.toml``) on the engine (:mod:`fatlib.recipe_run`);
+    ``overrides`` (StageConfig fields, e.g. ``epochs``) are given on top of it.
     """
     from .data import FatData
     from .pipeline import warmup
     from .predict import predict_test
+    from .recipes import load_recipe
     from .synth import SIZES, make_dataset
 
     out = Path(out)
-    settings = {**DEMO_SETTINGS, **overrides}
+    rec = load_recipe(DEMO_RECIPE)
     t0 = time.time()
     _say(f"[1/4] synthetic data set ({size}) -> {out / 'data'}", progress)
     make_dataset(out / "data", seed=seed, progress=progress, **(DEMO_DATA if size == "demo" else SIZES[size]))
@@ -47,11 +36,11 @@ def run_demo(out="demo", *, size: str = "demo", seed: int = 0, progress: bool = 
          f"{len(data.test.fnames)} test clips, {len(data.vocab)} classes", progress)
 
     _say("[2/4] warm-up pipeline: stage1 noisy -> stage2 curated -> stage3/4 curated + selected noisy", progress)
-    summary = warmup(data, run="demo", weights_root=out / "weights", cache_dir=out / "cache",
-                     progress=progress, seed=seed, **settings)
+    summary = warmup(data, run="demo", recipe=rec, weights_root=out / "weights", cache_dir=out / "cache",
+                     progress=progress, seed=seed, **overrides)
 
     _say("[3/4] test predictions: windowed TTA, ensemble of stages 2-4", progress)
-    pred = predict_test(data, out / "weights" / "demo", stages=["stage2", "stage3", "stage4"], tta="windows",
+    pred = predict_test(data, out / "weights" / "demo", stages=rec.predict["stages"], tta=rec.predict["tta"],
                         out=out / "submission.csv", progress=progress)
 
     _say("[4/4] report", progress)

@@ -100,3 +100,23 @@ def test_bad_set_is_one_clear_line(tmp_path):
     assert "epoch=1" in res.stderr and "epochs" in res.stderr
     with pytest.raises(DataError, match=r"3rd_place.toml.*round9"):  # checked before any work
         _check(apply_sets(load_recipe("3rd_place"), ['predict.stages=["round9"]']))
+
+
+def test_warmup_and_run_12th_place_give_the_same_stage_metrics(mini_dataset, tmp_path):
+    """One engine: `warmup` (options) and `run 12th_place` (--set) on the same data and seed train the same
+    stages with the same settings, so every stage's CV lwlrap and selection are the same."""
+    res, _ = _run("12th_place", mini_dataset, tmp_path, "--set", "n_workers=0")
+    cmd = [sys.executable, "-m", "fatlib", "warmup", "--data", str(mini_dataset), "--weights", str(tmp_path / "w"),
+           "--run", "by_warmup", "--cache-dir", str(tmp_path / "c"), "--quiet", "--epochs", "1", "--n-folds", "2",
+           "--no-auto-scale", "--model-kwargs", '{"width_mult": 0.125}', "--mel", '{"crop_frames": 32, "n_mels": 32}',
+           "--batch-size", "16", "--workers", "0"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    by_run = pd.read_csv(tmp_path / "w" / "12th_place" / "stages.csv")
+    by_warmup = pd.read_csv(tmp_path / "w" / "by_warmup" / "stages.csv")
+    assert by_run["stage"].tolist() == ["stage1", "stage2", "stage3", "stage4", "ensemble(stage2+stage3+stage4)"]
+    pd.testing.assert_frame_equal(by_run, by_warmup, check_exact=False, rtol=1e-6)
+    for stage in ("stage3", "stage4"):
+        assert (tmp_path / "w" / "12th_place" / stage / "selected.csv").read_text() == \
+            (tmp_path / "w" / "by_warmup" / stage / "selected.csv").read_text()

@@ -100,8 +100,11 @@ def config_from_args(args, *, n_dataset: int | None = None, given: dict | None =
 
     name = args.stage or "stage"
     given = _given(args, n_dataset=n_dataset) if given is None else given
-    return StageConfig.from_dict({"name": name, **load_recipe(args.recipe).stage_fields(name, n_dataset=n_dataset,
-                                                                                        given=given)})
+    fields = {"name": name, **load_recipe(args.recipe).stage_fields(name, n_dataset=n_dataset, given=given)}
+    init = fields.get("init_from")
+    if init and "/" not in str(init) and not Path(init).is_dir():  # the recipe's earlier stage of this run
+        fields["init_from"] = str(Path(args.weights) / run_name(args, n_dataset=n_dataset) / init)
+    return StageConfig.from_dict(fields)
 
 
 def result_line(name: str, res) -> str:

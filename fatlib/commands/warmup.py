@@ -16,11 +16,11 @@ from .options import (
 
 
 def register(subparsers) -> None:
-    from ..pipeline import PLAN, STAGES
+    from ..pipeline import STAGES
     from ..recipes import load_recipe
 
     rec = load_recipe(DEFAULT_RECIPE)
-    sel = {s: {**PLAN[s]["selection"], **rec.selection.get(s, {})} for s in ("stage3", "stage4")}
+    sel = rec.selection
     epochs = [rec.stage_fields(s).get("epochs") for s in STAGES]
     p = subparsers.add_parser(
         "warmup", help="12th-place warm-up pipeline: stages 1-4 + stage ensemble",
@@ -79,7 +79,7 @@ def _cli(args) -> int:
         raise DataError("--folds needs --stage stage1..stage4 (one stage at a time)")
     if args.stage == "ensemble":
         summary = stage_ensemble(data, run=args.run, weights_root=args.weights, progress=not args.quiet,
-                                 input_roots=args.input_roots) if distrib.is_main_process() else None
+                                 input_roots=args.input_roots, recipe=args.recipe) if distrib.is_main_process() else None
     else:
         summary = warmup(data, selection=selection, stage_overrides=per_stage, **common, **over)
     if summary is None:  # not the main process of a job
@@ -89,11 +89,11 @@ def _cli(args) -> int:
 
 
 def _check_outputs(args, data, *, model, over) -> None:
-    from ..pipeline import STAGES
-    from ..settings import StageConfig
     """Before any stage: the run folder and the cache folder can take what the stages will write."""
+    from ..pipeline import STAGES
     from ..preflight import check_writable
     from ..recipes import load_recipe
+    from ..settings import StageConfig
     from ..train import check_stage_outputs
 
     run_dir = Path(args.weights) / args.run
