@@ -149,3 +149,29 @@ def test_fold_parallel_from_the_command_line():
     assert config_from_args(parser.parse_args(["train-stage", "--run", "r"])).fold_parallel is False
     args = parser.parse_args(["warmup", "--run", "r", "--fold-parallel", "--stage", STAGES[0]])
     assert stage_overrides(args)["fold_parallel"] is True
+
+
+@pytest.mark.slow
+def test_run_command_under_torchrun_matches_one_process(tiny_dataset, tmp_path):
+    """`torchrun --nproc_per_node 2 -m fatlib run RECIPE` (fold parallel) finishes on every process, rank 0 writes
+    the run's files once, and the stages' metrics equal the one-process run's (same folds, seeds and data)."""
+    sets = ["epochs=1", "n_folds=2", "auto_scale=false", "model_kwargs.width_mult=0.125", "mel.crop_frames=32",
+            "mel.n_mels=32", "batch_size=8", "cache_jobs=1", "n_workers=0", "fold_parallel=true"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    if sys.platform.startswith("linux"):
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    for launch, run in (([*_torchrun(), "--standalone", "--nproc_per_node", "2", "-m", "fatlib", "--"], "two"),
+                        ([sys.executable, "-m", "fatlib"], "one")):
+        cmd = [*launch, "run", "95th_place", "--data", str(tiny_dataset), "--weights", str(tmp_path / "w"), "--run", run,
+               "--cache-dir", str(tmp_path / "c"), "--quiet", *[a for s in sets for a in ("--set", s)]]
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+        assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+        if run == "two":
+            assert res.stdout.count("ensemble CV lwlrap") == 1 and res.stdout.count("[run] report done") == 1
+    two, one = (pd.read_csv(tmp_path / "w" / r / "stages.csv") for r in ("two", "one"))
+    pd.testing.assert_frame_equal(two, one, check_exact=False, atol=TOL_FOLD_PARALLEL)
+    steps = json.loads((tmp_path / "w" / "two" / "steps.json").read_text())["steps"]
+    assert steps == ["train curated", "ensemble", "predict", "report"]
+    assert (tmp_path / "w" / "two" / "submission.csv").exists() and (tmp_path / "w" / "two" / "report.md").exists()

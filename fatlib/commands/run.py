@@ -39,6 +39,8 @@ def _cli(args) -> int:
     data = FatData.from_dir(args.data)
     summary = run_recipe(rec, data, run=args.run, weights_root=args.weights, cache_dir=args.cache_dir,
                          progress=not args.quiet, input_roots=getattr(args, "input_roots", ()))
+    if summary is None:  # a process other than the main one of a torchrun job: rank 0 wrote and reports
+        return 0
     test = summary.get("test")
     score = "" if not test or test["lwlrap"] is None else f", test lwlrap {test['lwlrap']:.4f}"
     print(f"{summary['recipe']}: ensemble CV lwlrap {summary['cv_lwlrap_ensemble']:.4f}{score} -> "
