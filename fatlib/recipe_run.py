@@ -165,6 +165,18 @@ def stage_config(rec: Recipe, stage: str, data, run_dir: Path) -> StageConfig:
     return folds_for_data(StageConfig.from_dict(fields), data, rec.given_fields(stage))
 
 
+def stage_sources(rec: Recipe, stage: str, data) -> dict:
+    """Where each setting of :func:`stage_config` comes from (:meth:`fatlib.recipes.Recipe.sources`; a
+    selection's ``train_on``/``selection_csv`` from its ``[selection.<stage>]`` table)."""
+    from .settings import Source
+
+    sources = rec.sources(stage, n_dataset=data.n_train_clips)
+    if stage in rec.selection:
+        for f in ("train_on", "selection_csv"):
+            sources[f] = Source("recipe", rec._where(f"selection.{stage}", "rule"))
+    return sources
+
+
 def _needs(rec: Recipe, stage: str) -> list[str]:
     """The earlier stages ``stage`` reads: its ``init_from`` and its selection's sources."""
     init = rec.stage_fields(stage).get("init_from")
@@ -216,9 +228,9 @@ def run_stage(rec: Recipe, stage: str, data, *, run_dir, cache_dir="cache", prog
         elif progress:
             print(f"{stage}: {len(sel)} of {len(data.noisy.fnames)} noisy clips selected -> {path}")
     distrib.barrier()
-    given = rec.given_fields(stage)
     res = train_stage(cfg, data, run_dir=run_dir, cache_dir=cache_dir, progress=progress, folds=folds, cbs=cbs,
-                      input_roots=roots.inputs, note=rec.small_data_note(stage, data.n_train_clips), given=given)
+                      input_roots=roots.inputs, note=rec.small_data_note(stage, data.n_train_clips),
+                      sources=stage_sources(rec, stage, data))
     if steps is not None and res is not None:
         steps.finish(f"train {stage}", f"CV lwlrap curated {res.cv_curated:.4f}")
     return res

@@ -1,5 +1,6 @@
-"""The settings of one training stage: :class:`StageConfig` (every field, its units and checks) and the
-constants it is checked against. No torch here: the recipes and the command line read it."""
+"""The settings of one training stage: :class:`StageConfig` (every field, its units and checks), the
+constants it is checked against, and :class:`Source`: where a value came from (the provenance that the
+stage log and ``config.json`` record). No torch here: the recipes and the command line read it."""
 from __future__ import annotations
 
 import dataclasses
@@ -144,9 +145,12 @@ class StageConfig:
 
     @classmethod
     def load(cls, path) -> StageConfig:
+        """A StageConfig from a JSON file of its fields (a stage's ``config.json``: its ``sources`` are skipped)."""
         path = Path(path)
         try:
-            return cls.from_dict(json.loads(path.read_text()))
+            d = json.loads(path.read_text())
+            d.pop("sources", None)
+            return cls.from_dict(d)
         except (OSError, json.JSONDecodeError) as e:
             raise DataError(f"{path}: cannot read the stage config ({e}); pass a JSON file of StageConfig fields.") from e
 
@@ -164,3 +168,48 @@ class StageConfig:
     @property
     def step_frames(self) -> int:
         return self.tta_step_frames or max(1, self.mel_config().crop_frames * 3 // 8)
+
+
+# where a value can come from, lowest first: StageConfig's default, the recipe file, its [small_data] table,
+# --config, a command-line option, --set, a library call's argument; then auto scaling (fields nobody gave)
+SOURCE_KINDS = ("default", "recipe", "small_data", "config", "option", "set", "argument", "auto_scale")
+GIVEN_KINDS = ("config", "option", "set", "argument")  # somebody gave the value: auto scaling leaves it alone
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where one setting came from: ``kind`` (one of :data:`SOURCE_KINDS`) and ``where`` (a recipe file and
+    line, ``--epochs``, ``--set epochs=3``, ``--config c.json``, what auto scaling scaled from)."""
+
+    kind: str
+    where: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.where}" if self.where else self.kind
+
+    @property
+    def given(self) -> bool:
+        return self.kind in GIVEN_KINDS
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "where": self.where}
+
+    @classmethod
+    def of_given(cls, where: str) -> Source:
+        """The Source of a value given at ``where`` ("--set k=v", "--config f", "--epochs", "argument")."""
+        if where.startswith("--set"):
+            return cls("set", where)
+        if where.startswith("--config"):
+            return cls("config", where)
+        if where.startswith("--"):
+            return cls("option", where)
+        return cls("argument", where)
+
+
+def describe_sources(cfg: StageConfig, sources: dict) -> list[str]:
+    """Lines for a stage's log: each setting that is not StageConfig's default, with where it came from."""
+    out = []
+    for name, src in sources.items():
+        if src.kind != "default":
+            out.append(f"{name}={json.dumps(getattr(cfg, name), default=str)} ({src})")
+    return out

@@ -64,10 +64,6 @@ def prepare_inputs(cfg: StageConfig, data, run_dir: Path, cache_dir, progress: b
     from .cache import FeatureCache
 
     mel = cfg.mel_config()
-    if data.curated.targets is None or len(data.curated.fnames) < cfg.n_folds:
-        raise DataError(f"{data.root}: the curated split needs labels and at least n_folds={cfg.n_folds} clips.")
-    if cfg.train_on == "noisy" and len(data.noisy.fnames) < cfg.n_folds:
-        raise DataError(f"{data.root}: train_on='noisy' needs a noisy split with at least {cfg.n_folds} clips.")
     if cfg.init_from:  # read where it is: the working folder or an earlier session's output (fatlib.runs)
         init_dir = roots.find_stage(cfg.init_from)
         if init_dir is None:

@@ -20,7 +20,17 @@ from .distrib import is_main_process
 from .errors import DataError
 from .io import save_npy, write_json, write_text
 from .learner import fit, fold_history, is_data_parallel, make_learner
-from .settings import KEEP, MAX_WORKERS, RUNTIME_FIELDS, SCHEDULES, TRAIN_ON, StageConfig, default_n_workers  # noqa: F401
+from .settings import (  # noqa: F401
+    KEEP,
+    MAX_WORKERS,
+    RUNTIME_FIELDS,
+    SCHEDULES,
+    TRAIN_ON,
+    Source,
+    StageConfig,
+    default_n_workers,
+    describe_sources,
+)
 from .stage_inputs import StageInputs, fold_train_clips, prepare_inputs, train_parts
 from .stage_outputs import StageResult, finish_stage
 
@@ -160,9 +170,11 @@ def fold_done(stage_dir, k: int) -> bool:
     return (stage_dir / f"fold{k}.done").exists() and (stage_dir / f"fold{k}.safetensors").exists()
 
 
-def _check_components(cfg: StageConfig, *, n_classes: int) -> None:
-    """Fail on a bad preset, model, model option, loss or augmentation name now, not after the cache build."""
+def _check_components(cfg: StageConfig, data):
+    """Fail on a bad preset, model, model option, loss or augmentation name now, not after the cache build.
+    Returns the model built once for the checks, at the width auto scaling will choose."""
     from .augment import get_augment
+    from .autoscale import dataset_width
     from .losses import get_loss
     from .models import create_model
 
@@ -176,15 +188,16 @@ def _check_components(cfg: StageConfig, *, n_classes: int) -> None:
         from .wave_augment import WaveAugment
 
         WaveAugment(probs=cfg.wave_effects)  # unknown effect names: one clear error now
-    create_model(cfg.model, n_classes=n_classes, in_channels=mel.channels, **cfg.model_kwargs)
+    kwargs = dict(cfg.model_kwargs)
+    if cfg.auto_scale and "width_mult" not in kwargs:  # the width effective_config will choose
+        kwargs["width_mult"] = dataset_width(data.n_train_clips)
+    return create_model(cfg.model, n_classes=len(data.vocab), in_channels=mel.channels, **kwargs)
 
 
-def _check_before_writing(cfg: StageConfig, data, *, stage_dir: Path, todo: list[int], roots) -> None:
+def _check_before_writing(cfg: StageConfig, data, *, model, stage_dir: Path, todo: list[int], roots) -> None:
     """What can be checked before config.json is written: a refused run must not leave a config.json that
     makes its corrected rerun fail as "started with other settings". Split sizes, and the init_from stage:
-    found, and each fold to train has weights of this model, vocabulary and width (auto scaling's)."""
-    from .autoscale import dataset_width
-    from .models import create_model
+    found, and each fold to train has weights of this ``model`` (:func:`_check_components`'s), vocabulary and width."""
     from .weights import check_compatible, check_fits, read_metadata
 
     if data.curated.targets is None or len(data.curated.fnames) < cfg.n_folds:
@@ -198,10 +211,6 @@ def _check_before_writing(cfg: StageConfig, data, *, stage_dir: Path, todo: list
     init_dir = roots.find_stage(cfg.init_from)
     if init_dir is None:
         raise DataError(f"init_from={cfg.init_from!r}: no such stage folder; train that stage first or fix the path.")
-    kwargs = dict(cfg.model_kwargs)
-    if cfg.auto_scale and "width_mult" not in kwargs:  # the width effective_config will choose
-        kwargs["width_mult"] = dataset_width(data.n_train_clips)
-    model = create_model(cfg.model, n_classes=len(data.vocab), in_channels=cfg.mel_config().channels, **kwargs)
     for k in todo:
         if not fold_done(stage_dir, k):
             path = Path(init_dir) / f"fold{k}.safetensors"
@@ -210,7 +219,7 @@ def _check_before_writing(cfg: StageConfig, data, *, stage_dir: Path, todo: list
 
 
 def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = True, folds=None,
-                cbs=(), input_roots=(), note: str | None = None, given=None) -> StageResult | None:
+                cbs=(), input_roots=(), note: str | None = None, given=None, sources=None) -> StageResult | None:
     """Train (or finish) stage ``cfg`` on ``data`` (a FatData) in ``run_dir/cfg.name``; see the module doc.
 
     ``progress``: bars in a terminal or notebook, plain lines elsewhere (:mod:`fatlib.progress`);
@@ -222,6 +231,9 @@ def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = 
     folds are copied from there first. ``note``: a line logged before the settings (e.g. why the model
     is not the recipe's). ``given``: field -> where it was given (an option, ``--config``, ``--set``, an
     argument): auto scaling leaves those fields as they are and says so (:func:`effective_config`).
+    ``sources``: field -> :class:`fatlib.settings.Source`, where every value came from (recipe file and
+    line, ``[small_data]``, an option, ...; ``given`` is read from it when it is given); the fields auto
+    scaling fills are added, and the log's first lines and ``config.json`` (``sources``) record them.
     Returns None until every fold is done, and on processes other than the main one.
 
     Launched as several processes (``torchrun`` / ``accelerate launch``, :mod:`fatlib.distrib`), each
@@ -232,14 +244,22 @@ def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = 
     from .progress import LineLog, bars_enabled
     from .runs import Roots
 
-    cfg = folds_for_data(cfg.validate(), data, given)
+    sources = dict(sources or {})
+    if given is None:
+        given = {f: src.where for f, src in sources.items() if src.given}
+    for f, where in given.items():
+        sources.setdefault(f, Source.of_given(where))
+    asked = cfg.validate()
+    cfg = folds_for_data(asked, data, given)
+    if cfg.n_folds != asked.n_folds:
+        sources["n_folds"] = Source("auto_scale", f"{cfg.n_folds} folds on {data.n_train_clips} clips (recipe {asked.n_folds})")
     run_dir = Path(run_dir)
     stage_dir = run_dir / cfg.name
     todo = _check_folds(folds, cfg.n_folds)
     roots = Roots(input_roots)
     if cfg.selection_csv and not Path(cfg.selection_csv).exists():
         raise DataError(f"selection_csv={cfg.selection_csv}: not found; run `python -m fatlib select` first.")
-    _check_components(cfg, n_classes=len(data.vocab))
+    model = _check_components(cfg, data)
     _tune_cpu(_device())
     if is_data_parallel(cfg):
         import accelerate  # noqa: F401  (fastai's DistributedTrainer needs it: fail now, not after the cache build)
@@ -247,13 +267,19 @@ def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = 
     with distrib.main_first():  # rank 0 writes the config, fold lists and caches; the others then read them
         if main:
             roots.adopt_stage(stage_dir)  # an earlier session's finished folds of this stage, copied here first
-            _check_before_writing(cfg, data, stage_dir=stage_dir, todo=todo, roots=roots)
+            _check_before_writing(cfg, data, model=model, stage_dir=stage_dir, todo=todo, roots=roots)
             _check_config(stage_dir, cfg)
         inp = prepare_inputs(cfg, data, run_dir, cache_dir, progress, roots)
     writes = main or cfg.fold_parallel  # fold parallel: every process trains (and logs) its own folds
     log = LineLog(stage_dir / "log.txt" if writes else None, echo=writes)
     eff, chosen = effective_config(inp.cfg, n_train=fold_train_clips(inp), n_dataset=len(inp.cur_y) + len(inp.noisy_y),
                                    given=given)
+    for f in ("batch_size", "lr", "epochs"):
+        if getattr(eff, f) != getattr(inp.cfg, f):
+            sources[f] = Source("auto_scale", f"{getattr(eff, f):g} for {fold_train_clips(inp)} training clips per fold "
+                                f"(was {getattr(inp.cfg, f):g}, {sources.get(f, Source('default'))})")
+    if eff.model_kwargs != inp.cfg.model_kwargs:
+        sources["model_kwargs"] = Source("auto_scale", f"width_mult {eff.model_kwargs.get('width_mult')} from the data set size")
     if main:
         how = ""
         if distrib.use_distributed():
@@ -261,6 +287,11 @@ def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = 
         if note:
             log(note)
         log(f"{cfg.name}: {cfg.model}, {chosen}{how}")
+        if sources:
+            log(f"{cfg.name} settings (value: where it came from): " + "; ".join(describe_sources(eff, sources)),
+                echo=False)
+            write_json(stage_dir / "config.json", {**cfg.to_dict(), "sources": {
+                f: {**src.to_dict(), "value": getattr(eff, f)} for f, src in sources.items()}})
     bars = progress and bars_enabled()
     pending = [k for k in todo if not fold_done(stage_dir, k)]  # the same list on every process
     for k in distrib.my_folds(pending, fold_parallel=cfg.fold_parallel):

@@ -211,3 +211,14 @@ def test_explicit_epochs_win_over_auto_scaling(tmp_path):
     assert "batch_size 128 -> 8" in first  # the batch size nobody gave is still scaled to the 8 training clips
     record = json.loads((tmp_path / "w" / "cnn_model_1" / "s1" / "fold0.json").read_text())
     assert record["settings"]["epochs"] == 3 and len(record["history"]["epochs"]) == 3
+    # where each value came from: the log's second line and config.json (a data structure, not only text)
+    sources = json.loads((tmp_path / "w" / "cnn_model_1" / "s1" / "config.json").read_text())["sources"]
+    assert sources["epochs"] == {"kind": "option", "where": "--epochs", "value": 3}
+    assert sources["batch_size"]["kind"] == "auto_scale" and sources["batch_size"]["value"] == 8
+    assert sources["lr"]["kind"] == "recipe" and sources["lr"]["where"].startswith("12th_place.toml:")
+    line = int(sources["lr"]["where"].split(":")[1].split()[0])
+    from fatlib.recipes import load_recipe
+
+    assert load_recipe("12th_place").path.read_text().splitlines()[line - 1].startswith("lr = ")
+    assert "epochs=3 (option: --epochs)" in log.splitlines()[1]
+    assert StageConfig.load(tmp_path / "w" / "cnn_model_1" / "s1" / "config.json").epochs == 3

@@ -91,16 +91,32 @@ def _given(args, *, n_dataset: int | None = None) -> dict:
     return {**config, **{k: v for k, v in over.items() if v is not None}}
 
 
-def config_from_args(args, *, n_dataset: int | None = None, given: dict | None = None) -> StageConfig:
-    """A StageConfig from the recipe (``--recipe``; its ``[stages.<stage>]`` when the stage is one of
-    its stages; its ``[small_data]`` on a data set of ``n_dataset`` clips below ``SMALL_DATA_CLIPS``),
-    then ``--config`` (JSON), then the options given on the command line (``given``: those two, when
-    the caller has them already)."""
+def recipe_from_args(args, *, n_dataset: int | None = None):
+    """The recipe (``--recipe``) with what the command line gives on top of stage ``--stage``: ``--config``
+    (JSON), then the options, each recorded with where it was given (:meth:`fatlib.recipes.Recipe.give`).
+    One resolution for every command: ``stage_fields`` and ``sources`` of the result are the settings
+    and their provenance (recipe -> ``[small_data]`` -> ``--config`` -> options)."""
+    import copy
+
     from ..recipes import load_recipe
 
     name = args.stage or "stage"
-    given = _given(args, n_dataset=n_dataset) if given is None else given
-    fields = {"name": name, **load_recipe(args.recipe).stage_fields(name, n_dataset=n_dataset, given=given)}
+    rec = copy.deepcopy(load_recipe(args.recipe))
+    where = given_sources(args)
+    for k, v in _given(args, n_dataset=n_dataset).items():
+        if k != "name":
+            rec.give({k: v}, source=where.get(k, "argument"), stage=name)
+    return rec
+
+
+def config_from_args(args, *, n_dataset: int | None = None, rec=None) -> StageConfig:
+    """A StageConfig from the recipe (``--recipe``; its ``[stages.<stage>]`` when the stage is one of
+    its stages; its ``[small_data]`` on a data set of ``n_dataset`` clips below ``SMALL_DATA_CLIPS``),
+    then ``--config`` (JSON), then the options given on the command line (``rec``: :func:`recipe_from_args`,
+    when the caller has it already)."""
+    name = args.stage or "stage"
+    rec = recipe_from_args(args, n_dataset=n_dataset) if rec is None else rec
+    fields = {"name": name, **rec.stage_fields(name, n_dataset=n_dataset)}
     init = fields.get("init_from")
     if init and "/" not in str(init) and not Path(init).is_dir():  # the recipe's earlier stage of this run
         fields["init_from"] = str(Path(args.weights) / run_name(args, n_dataset=n_dataset) / init)

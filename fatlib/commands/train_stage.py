@@ -5,11 +5,10 @@ from pathlib import Path
 
 from ..settings import TRAIN_ON
 from .options import (
-    _given,
     add_input_roots_argument,
     add_stage_arguments,
     config_from_args,
-    given_sources,
+    recipe_from_args,
     result_line,
     run_name,
 )
@@ -39,18 +38,18 @@ def register(subparsers) -> None:
 
 def _cli(args) -> int:
     from ..data import FatData
-    from ..recipes import load_recipe
     from ..train import check_stage_outputs, train_stage
 
     data = FatData.from_dir(args.data)
     n = data.n_train_clips
-    given = _given(args, n_dataset=n)
-    cfg = config_from_args(args, n_dataset=n, given=given)
-    note = load_recipe(args.recipe).small_data_note(args.stage or "stage", n, given)
+    name = args.stage or "stage"
+    rec = recipe_from_args(args, n_dataset=n)  # recipe -> [small_data] -> --config -> options, with provenance
+    cfg = config_from_args(args, n_dataset=n, rec=rec)
     run_dir = Path(args.weights) / run_name(args, n_dataset=n)
     check_stage_outputs(cfg, data, run_dir=run_dir, cache_dir=args.cache_dir, input_roots=args.input_roots)
     res = train_stage(cfg, data, run_dir=run_dir, cache_dir=args.cache_dir, progress=not args.quiet,
-                      folds=args.folds, input_roots=args.input_roots, note=note, given=given_sources(args))
+                      folds=args.folds, input_roots=args.input_roots, note=rec.small_data_note(name, n),
+                      sources=rec.sources(name, n_dataset=n))
     if res is not None:  # None: folds left to train, or not the main process
         print(result_line(cfg.name, res))
     return 0

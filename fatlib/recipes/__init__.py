@@ -83,6 +83,31 @@ class Recipe:
     # StageConfig fields somebody gave on top of the file (--set, options, a library call's arguments):
     # scope ("" for every stage, else a stage name) -> {field: (value, where it was given)}
     given: dict = field(default_factory=dict)
+    lines: dict = field(default_factory=dict)  # (table, key) -> line number in the file, for provenance
+
+    def sources(self, stage: str | None = None, *, n_dataset: int | None = None, given: dict | None = None,
+                values: dict | None = None) -> dict:
+        """Where each StageConfig field of ``stage`` comes from (:class:`fatlib.settings.Source`): StageConfig's
+        default, the recipe's ``[stage]`` / ``[stages.<stage>]`` (file and line), ``[small_data]``, a value given
+        to the recipe (:meth:`give`), or ``given`` (field -> where: "--epochs", "--config c.json", ...), whose
+        ``values`` decide, as in :meth:`stage_fields`, whether ``[small_data]`` applies."""
+        from ..settings import Source, StageConfig
+
+        out = {f: Source("default") for f in StageConfig.__dataclass_fields__}
+        for table, own in (("stage", self.stage), (f"stages.{stage}", self.stages.get(stage, {}) if stage else {})):
+            for k in own:
+                out[k] = Source("recipe", self._where(table, k))
+        if self.uses_small_data(stage, n_dataset, values):
+            for k in self.small_data:
+                out[k] = Source("small_data", self._where("small_data", k))
+        for k, where in {**self.given_fields(stage), **(given or {})}.items():
+            if k in out:
+                out[k] = Source.of_given(where)
+        return out
+
+    def _where(self, table: str, key: str) -> str:
+        line = self.lines.get((table, key))
+        return f"{self.path.name}:{line} [{table}]" if line else f"{self.path.name} [{table}]"
 
     def give(self, fields: dict, *, source: str, stage: str | None = None) -> Recipe:
         """Record ``fields`` as given (for ``stage``, or every stage) by ``source``; they go on top of the
@@ -148,18 +173,49 @@ def resolve_recipe_path(name_or_path: str | os.PathLike) -> Path:
                     "pass one of those names or the path of a .toml recipe")
 
 
+def _key_lines(text: str) -> dict:
+    """(table, key) -> 1-based line of each ``key = value`` of a TOML text (top-level keys: table "")."""
+    import re
+
+    table, out = "", {}
+    for i, line in enumerate(text.splitlines(), 1):
+        head = re.match(r"^\s*\[([^\[\]]+)\]", line)
+        if head:
+            table = head.group(1).strip()
+            continue
+        key = re.match(r"^\s*([A-Za-z0-9_]+)\s*=", line)
+        if key:
+            out.setdefault((table, key.group(1)), i)
+    return out
+
+
+_PARSED: dict = {}  # (path, mtime, size) -> (raw TOML, key lines): each file is read and parsed once per process
+
+
+def _parse(path: Path):
+    try:
+        st = path.stat()
+        key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+        if key not in _PARSED:
+            text = path.read_text(encoding="utf-8")
+            _PARSED[key] = (_toml().loads(text), _key_lines(text))
+        raw, lines = _PARSED[key]
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"{path}: not a readable TOML recipe ({e}); fix the file or pick a shipped recipe") from e
+    import copy
+
+    return copy.deepcopy(raw), dict(lines)
+
+
 def load_recipe(name_or_path: str | os.PathLike | Recipe = DEFAULT_RECIPE) -> Recipe:
     """Read and check a recipe (a shipped name or a path; a Recipe is returned as it is); problems are
-    one DataError naming the file."""
+    one DataError naming the file. A file is parsed once per process (again when it changes)."""
     from ..settings import StageConfig
 
     if isinstance(name_or_path, Recipe):
         return name_or_path
     path = resolve_recipe_path(name_or_path)
-    try:
-        raw = _toml().loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise DataError(f"{path}: not a readable TOML recipe ({e}); fix the file or pick a shipped recipe") from e
+    raw, lines = _parse(path)
     problems = []
     unknown = sorted(set(raw) - TOP_KEYS)
     if unknown:
@@ -188,7 +244,7 @@ def load_recipe(name_or_path: str | os.PathLike | Recipe = DEFAULT_RECIPE) -> Re
                   stage=dict(raw.get("stage", {})), stages={k: dict(v) for k, v in raw.get("stages", {}).items()},
                   selection={k: dict(v) for k, v in raw.get("selection", {}).items()},
                   predict=dict(raw.get("predict", {})), pseudo=dict(raw.get("pseudo", {})),
-                  small_data=dict(raw.get("small_data", {})))
+                  small_data=dict(raw.get("small_data", {})), lines=lines)
 
 
 def _parse_value(text: str):
