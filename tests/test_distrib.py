@@ -152,11 +152,15 @@ def test_fold_parallel_from_the_command_line():
 
 
 @pytest.mark.slow
-def test_run_command_under_torchrun_matches_one_process(tiny_dataset, tmp_path):
+def test_run_command_under_torchrun_matches_one_process(tmp_path):
     """`torchrun --nproc_per_node 2 -m fatlib run RECIPE` (fold parallel) finishes on every process, rank 0 writes
     the run's files once, and the stages' metrics equal the one-process run's (same folds, seeds and data)."""
-    sets = ["epochs=1", "n_folds=2", "auto_scale=false", "model_kwargs.width_mult=0.125", "mel.crop_frames=32",
-            "mel.n_mels=32", "batch_size=8", "cache_jobs=1", "n_workers=0", "fold_parallel=true"]
+    from fatlib.synth import make_dataset
+
+    data = make_dataset(tmp_path / "d", n_classes=4, n_curated=16, n_noisy=0, n_test=4, max_seconds=2.0, seed=0,
+                        progress=False)
+    sets = ["epochs=1", "n_folds=2", "auto_scale=false", "model_kwargs.width_mult=0.125", "preset=\"cnn128\"",
+            "mel.crop_frames=32", "mel.n_mels=32", "batch_size=8", "cache_jobs=1", "n_workers=0", "fold_parallel=true"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
@@ -164,7 +168,7 @@ def test_run_command_under_torchrun_matches_one_process(tiny_dataset, tmp_path):
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     for launch, run in (([*_torchrun(), "--standalone", "--nproc_per_node", "2", "-m", "fatlib", "--"], "two"),
                         ([sys.executable, "-m", "fatlib"], "one")):
-        cmd = [*launch, "run", "95th_place", "--data", str(tiny_dataset), "--weights", str(tmp_path / "w"), "--run", run,
+        cmd = [*launch, "run", "95th_place", "--data", str(data), "--weights", str(tmp_path / "w"), "--run", run,
                "--cache-dir", str(tmp_path / "c"), "--quiet", *[a for s in sets for a in ("--set", s)]]
         res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
