@@ -21,8 +21,9 @@ def run_demo(out="demo", *, size: str = "demo", seed: int = 0, progress: bool = 
     ``overrides`` (StageConfig fields, e.g. ``epochs``) are given on top of it.
     """
     from .data import FatData
-    from .pipeline import warmup
-    from .predict import predict_test
+    from .io import write_json
+    from .pipeline import warmup_recipe
+    from .recipe_run import run_recipe
     from .recipes import load_recipe
     from .synth import SIZES, make_dataset
 
@@ -35,21 +36,18 @@ def run_demo(out="demo", *, size: str = "demo", seed: int = 0, progress: bool = 
     _say(f"      {len(data.curated.fnames)} curated, {len(data.noisy.fnames)} noisy, "
          f"{len(data.test.fnames)} test clips, {len(data.vocab)} classes", progress)
 
-    _say("[2/4] warm-up pipeline: stage1 noisy -> stage2 curated -> stage3/4 curated + selected noisy", progress)
-    summary = warmup(data, run="demo", recipe=rec, weights_root=out / "weights", cache_dir=out / "cache",
-                     progress=progress, seed=seed, **overrides)
-
-    _say("[3/4] test predictions: windowed TTA, ensemble of stages 2-4", progress)
-    pred = predict_test(data, out / "weights" / "demo", stages=rec.predict["stages"], tta=rec.predict["tta"],
-                        out=out / "submission.csv", progress=progress)
-
-    _say("[4/4] report", progress)
-    result = {"summary": summary, "evaluation": pred["evaluation"], "submission": str(pred["submission"]),
+    _say("[2/4] warm-up pipeline: stage1 noisy -> stage2 curated -> stage3/4 curated + selected noisy, "
+         "[3/4] test predictions: windowed TTA, ensemble of stages 2-4, [4/4] report", progress)
+    rec = warmup_recipe(rec, overrides={"seed": seed, **overrides})
+    summary = run_recipe(rec, data, run="demo", weights_root=out / "weights", cache_dir=out / "cache",
+                         progress=progress, out_dir=out)
+    test = summary["test"]
+    evaluation = None if test["lwlrap"] is None else {"lwlrap": test["lwlrap"], "by_usage": test["by_usage"],
+                                                      "n_clips": test["n_clips"]}
+    result = {"summary": summary, "evaluation": evaluation, "submission": test["submission"],
               "seconds": round(time.time() - t0, 1)}
-    from .report import write_run_report
-
-    report = write_run_report(out, result)
-    _say(f"done in {result['seconds']:.0f} s: {report}", progress)
+    write_json(out / "report.json", result)
+    _say(f"done in {result['seconds']:.0f} s: {out / 'report.md'}", progress)
     return result
 
 

@@ -298,11 +298,12 @@ def write_ensemble(rec: Recipe, data, run_dir, *, stages=None, input_roots=(), p
 # ------------------------------------------------------------------------------------------- a run
 def run_recipe(recipe, data, *, run: str | None = None, weights_root="weights", cache_dir="cache",
                sets=(), progress: bool = True, input_roots=(), predict: bool = True, report: bool = True,
-               cbs=()) -> dict | None:
+               cbs=(), out_dir=None) -> dict | None:
     """Run (or resume) ``recipe`` (a name, a path or a Recipe) on ``data`` (a FatData) into
     ``weights_root/run`` (default run: the recipe's name); ``sets``: ``key=value`` changes
     (:func:`fatlib.recipes.apply_sets`). ``progress``: bars; a line per finished step is printed either
-    way. ``predict``/``report``: the test predictions and ``report.md`` after the ensemble. Returns the
+    way. ``predict``/``report``: the test predictions and ``report.md`` after the ensemble; ``out_dir``: where
+    ``submission.csv`` (with its ``submission_eval/``) and ``report.md`` go (default: the run folder). Returns the
     run's summary dict (also ``run_summary.json``); None on the processes other than the main one."""
     t0 = time.time()
     rec = apply_sets(load_recipe(recipe), sets)
@@ -328,29 +329,30 @@ def run_recipe(recipe, data, *, run: str | None = None, weights_root="weights", 
         summary = write_ensemble(rec, data, run_dir, input_roots=input_roots, progress=progress)
         steps.finish("ensemble", f"CV lwlrap {summary['cv_lwlrap_ensemble']:.4f} of {'+'.join(summary['ensemble_stages'])}")
         if predict:
-            summary["test"] = _predict(rec, data, run_dir, summary["ensemble_stages"], steps, progress)
+            summary["test"] = _predict(rec, data, run_dir, summary["ensemble_stages"], steps, progress,
+                                       Path(out_dir or run_dir))
             steps.finish("predict", "no test split" if summary["test"] is None else str(summary["test"]["submission"]))
         summary["seconds"] = round(time.time() - t0, 1)
         write_json(run_dir / "run_summary.json", summary)
         if report:
-            path = write_recipe_report(run_dir, rec, summary, steps.done + ["report"])
+            path = write_recipe_report(run_dir, rec, summary, steps.done + ["report"], out_dir=out_dir)
             steps.finish("report", str(path))
     distrib.barrier()
     return summary
 
 
-def _predict(rec, data, run_dir: Path, stages, steps, progress) -> dict | None:
+def _predict(rec, data, run_dir: Path, stages, steps, progress, out_dir: Path) -> dict | None:
     from .predict import predict_test
 
     if len(data.test.fnames) == 0:
         return None
-    out = run_dir / "submission.csv"
+    out = out_dir / "submission.csv"
     done = run_dir / "test.json"
     tta = rec.predict.get("tta", "windows")
     if "predict" in steps and out.exists() and done.exists():  # finished before with the same stages and TTA
         old = json.loads(done.read_text())
         if old.get("stages") == list(stages) and old.get("tta") == tta and old.get("step_frames") == \
-                rec.predict.get("step_frames"):
+                rec.predict.get("step_frames") and old.get("submission") == str(out):
             return old
     kw = {"step_frames": rec.predict["step_frames"]} if rec.predict.get("step_frames") else {}
     res = predict_test(data, run_dir, stages=stages, tta=tta,
@@ -358,7 +360,7 @@ def _predict(rec, data, run_dir: Path, stages, steps, progress) -> dict | None:
                        out=out, progress=progress, **kw)
     ev = res["evaluation"]
     test = {"submission": str(out), "tta": tta, "step_frames": rec.predict.get("step_frames"),
-            "stages": list(stages), "n_models": res["n_models"],
+            "stages": list(stages), "n_models": res["n_models"], "n_clips": len(data.test.fnames),
             "groups": res["groups"], "lwlrap": None if ev is None else ev["lwlrap"],
             "by_usage": None if ev is None else ev.get("by_usage")}
     write_json(done, test)
@@ -369,8 +371,14 @@ def _fmt(v) -> str:
     return "-" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.4f}"
 
 
-def write_recipe_report(run_dir: Path, rec: Recipe, summary: dict, steps) -> Path:
-    """``report.md`` of a recipe run: its steps, each stage's CV lwlrap, the ensemble and the test score."""
+def write_recipe_report(run_dir: Path, rec: Recipe, summary: dict, steps, *, out_dir=None) -> Path:
+    """``report.md`` of a run (the one report writer: ``run``, ``make demo``): its steps, each stage's CV lwlrap,
+    the ensemble, the test score with its per-class picture, the training curves. Written into ``out_dir``
+    (default: the run folder), its links relative to it."""
+    import os
+
+    out_dir = Path(out_dir or run_dir)
+    rel = lambda p: Path(os.path.relpath(p, out_dir)).as_posix()  # noqa: E731
     lines = [f"# {rec.title or rec.name}", "", f"Recipe `{rec.path}` (pipeline {rec.pipeline}), run "
              f"`{summary['run']}`: {summary['n_curated']} curated and {summary['n_noisy']} noisy clips, "
              f"{summary.get('seconds', 0):.0f} s in this session.", "", "## Steps", ""]
@@ -393,5 +401,9 @@ def write_recipe_report(run_dir: Path, rec: Recipe, summary: dict, steps) -> Pat
         lines.append(f"`submission.csv` ({test['tta']} TTA, {test['n_models']} fold models): {score}")
         for split, v in sorted((test.get("by_usage") or {}).items()):
             lines.append(f"- {split}: {_fmt(v)}")
-    lines += ["", "## Training curves", ""] + [f"![{r['stage']}]({r['stage']}/curve.png)" for r in stage_rows]
-    return write_text(run_dir / "report.md", "\n".join(lines) + "\n")
+        per_class = Path(test["submission"]).parent / "submission_eval" / "per_class_lwlrap.png"
+        if per_class.exists():
+            lines += ["", f"![per-class lwlrap]({rel(per_class)})"]
+    lines += ["", "## Training curves", ""] + [f"![{r['stage']}]({rel(Path(run_dir) / r['stage'] / 'curve.png')})"
+                                               for r in stage_rows]
+    return write_text(out_dir / "report.md", "\n".join(lines) + "\n")
