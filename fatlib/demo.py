@@ -25,6 +25,7 @@ def run_demo(out="demo", *, size: str = "demo", seed: int = 0, progress: bool = 
     from .pipeline import warmup_recipe
     from .recipe_run import run_recipe
     from .recipes import load_recipe
+    from .runs import Workspace
     from .synth import SIZES, make_dataset
 
     out = Path(out)
@@ -39,8 +40,8 @@ def run_demo(out="demo", *, size: str = "demo", seed: int = 0, progress: bool = 
     _say("[2/4] warm-up pipeline: stage1 noisy -> stage2 curated -> stage3/4 curated + selected noisy, "
          "[3/4] test predictions: windowed TTA, ensemble of stages 2-4, [4/4] report", progress)
     rec = warmup_recipe(rec, overrides={"seed": seed, **overrides})
-    summary = run_recipe(rec, data, run="demo", weights_root=out / "weights", cache_dir=out / "cache",
-                         progress=progress, out_dir=out)
+    summary = run_recipe(rec, data, run="demo", workspace=Workspace(out / "weights", out / "cache", (), progress),
+                         out_dir=out)
     test = summary["test"]
     evaluation = None if test["lwlrap"] is None else {"lwlrap": test["lwlrap"], "by_usage": test["by_usage"],
                                                       "n_clips": test["n_clips"]}

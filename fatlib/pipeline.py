@@ -15,11 +15,11 @@ of the recipe's and are used as given (auto scaling leaves them alone). Every st
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 from .errors import DataError
 from .recipe_run import require_stages, run_recipe, run_stage, stage_oof, write_ensemble  # noqa: F401
 from .recipes import DEFAULT_RECIPE, Recipe, load_recipe
+from .runs import Workspace
 from .stage_outputs import StageResult
 
 STAGES = ("stage1", "stage2", "stage3", "stage4")  # the 12th-place recipe's stages (notebooks 01-04)
@@ -92,8 +92,8 @@ def warmup_stage(
         raise DataError(f"unknown warm-up stage {stage!r}; use one of {tuple(rec.stage_names())}.")
     rec = warmup_recipe(rec, model=model, overrides=overrides, selection={stage: selection} if selection else None,
                         sources=sources)
-    return run_stage(rec, stage, data, run_dir=Path(weights_root) / run, cache_dir=cache_dir, progress=progress,
-                     folds=folds, cbs=cbs, input_roots=input_roots)
+    ws = Workspace(weights_root, cache_dir, input_roots, progress)
+    return run_stage(rec, stage, data, run=run, ws=ws, folds=folds, cbs=cbs)
 
 
 def stage_ensemble(data, *, run: str, weights_root="weights", stages=ENSEMBLE_STAGES, progress: bool = True,
@@ -104,8 +104,8 @@ def stage_ensemble(data, *, run: str, weights_root="weights", stages=ENSEMBLE_ST
     ``summary.json`` into ``weights_root/run``; returns the summary dict. Stages are read from the
     working folder or ``input_roots`` (earlier sessions' outputs).
     """
-    return write_ensemble(load_recipe(recipe), data, Path(weights_root) / run, stages=list(stages),
-                          input_roots=input_roots, progress=progress)
+    ws = Workspace(weights_root, input_roots=input_roots, progress=progress)
+    return write_ensemble(load_recipe(recipe), data, run=run, ws=ws, stages=list(stages))
 
 
 def warmup(
@@ -137,5 +137,5 @@ def warmup(
     """
     rec = warmup_recipe(recipe, model=model, overrides=overrides, stage_overrides=stage_overrides,
                         selection=selection, sources=sources)
-    return run_recipe(rec, data, run=run, weights_root=weights_root, cache_dir=cache_dir, progress=progress,
-                      input_roots=input_roots, predict=False, report=False, cbs=cbs)
+    return run_recipe(rec, data, run=run, workspace=Workspace(weights_root, cache_dir, input_roots, progress),
+                      predict=False, report=False, cbs=cbs)

@@ -29,7 +29,7 @@ from . import distrib
 from .errors import DataError
 from .io import write_csv, write_json, write_text
 from .recipes import Recipe, apply_sets, load_recipe
-from .runs import Roots, stage_finished
+from .runs import Roots, Workspace, stage_finished
 from .settings import StageConfig
 
 PSEUDO_DEFAULTS = {"from_stage": None, "rounds": 6, "round_size": 1000, "max_rounds": 5, "threshold": 0.5,
@@ -197,9 +197,9 @@ def write_selection(frame: pd.DataFrame, path: Path, *, n_folds: int) -> None:
     write_csv(path, frame)
 
 
-def run_stage(rec: Recipe, stage: str, data, *, run_dir, cache_dir="cache", progress: bool = True, folds=None,
-              cbs=(), input_roots=(), steps: _Steps | None = None):
-    """Run (or resume) stage ``stage`` of ``rec`` on ``data`` in ``run_dir``: first its selection (when the
+def run_stage(rec: Recipe, stage: str, data, *, run: str, ws: Workspace, folds=None, cbs=(),
+              steps: _Steps | None = None):
+    """Run (or resume) stage ``stage`` of ``rec`` on ``data`` in run ``run`` of workspace ``ws``: first its selection (when the
     recipe has one: ``selected.csv``), then :func:`fatlib.train.train_stage`. The stages it reads must be
     finished (a DataError names the notebook or command otherwise). Returns the StageResult (None while
     folds are left, and on processes other than the main one)."""
@@ -209,7 +209,7 @@ def run_stage(rec: Recipe, stage: str, data, *, run_dir, cache_dir="cache", prog
 
     if stage not in rec.stage_names():
         raise DataError(f"unknown stage {stage!r} of recipe {rec.name} ({rec.path}); use one of {rec.stage_names()}.")
-    run_dir, roots = Path(run_dir), Roots(input_roots)
+    run_dir, roots, progress = ws.run_dir(run), ws.roots, ws.progress
     found = require_stages(run_dir, _needs(rec, stage), needed_by=stage, roots=roots)
     cfg = stage_config(rec, stage, data, run_dir)
     table = rec.selection.get(stage)
@@ -228,8 +228,8 @@ def run_stage(rec: Recipe, stage: str, data, *, run_dir, cache_dir="cache", prog
         elif progress:
             print(f"{stage}: {len(sel)} of {len(data.noisy.fnames)} noisy clips selected -> {path}")
     distrib.barrier()
-    res = train_stage(cfg, data, run_dir=run_dir, cache_dir=cache_dir, progress=progress, folds=folds, cbs=cbs,
-                      input_roots=roots.inputs, note=rec.small_data_note(stage, data.n_train_clips),
+    res = train_stage(cfg, data, run_dir=run_dir, cache_dir=ws.cache, progress=progress, folds=folds, cbs=cbs,
+                      input_roots=ws.input_roots, note=rec.small_data_note(stage, data.n_train_clips),
                       sources=stage_sources(rec, stage, data))
     if steps is not None and res is not None:
         steps.finish(f"train {stage}", f"CV lwlrap curated {res.cv_curated:.4f}")
@@ -254,15 +254,15 @@ def _n_selected(stage_dir: Path) -> int:
     return len(pd.read_csv(path, keep_default_na=False)) if path.exists() else 0
 
 
-def write_ensemble(rec: Recipe, data, run_dir, *, stages=None, input_roots=(), progress: bool = True) -> dict:
+def write_ensemble(rec: Recipe, data, *, run: str, ws: Workspace, stages=None) -> dict:
     """The run's out-of-fold ensemble of ``stages`` (default: the recipe's ``[predict] stages``, else its
     last stage) on curated, combined as ``[predict] ensemble``/``rescale``: writes ``oof_ensemble_curated.csv``,
     ``stages.csv`` (one row per finished stage of the recipe, then the ensemble's) and ``summary.json``;
-    returns the summary. Stages are read from the working folder or ``input_roots``."""
+    returns the summary. Stages are read from the working folder or the workspace's input roots."""
     from .ensemble import combine
     from .metrics import lwlrap
 
-    run_dir, roots = Path(run_dir), Roots(input_roots)
+    run_dir, roots = ws.run_dir(run), ws.roots
     names = rec.stage_names()
     stages = list(stages or rec.predict.get("stages") or names[-1:])
     found = require_stages(run_dir, stages, needed_by="the stage ensemble", roots=roots)
@@ -290,7 +290,7 @@ def write_ensemble(rec: Recipe, data, run_dir, *, stages=None, input_roots=(), p
                "n_noisy": len(data.noisy.fnames), "n_curated": len(data.curated.fnames),
                "stage_configs": {s: c.to_dict() for s, c in configs.items()}}
     write_json(run_dir / "summary.json", summary)
-    if progress:
+    if ws.progress:
         print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     return summary
 
@@ -298,19 +298,20 @@ def write_ensemble(rec: Recipe, data, run_dir, *, stages=None, input_roots=(), p
 # ------------------------------------------------------------------------------------------- a run
 def run_recipe(recipe, data, *, run: str | None = None, weights_root="weights", cache_dir="cache",
                sets=(), progress: bool = True, input_roots=(), predict: bool = True, report: bool = True,
-               cbs=(), out_dir=None) -> dict | None:
+               cbs=(), out_dir=None, workspace: Workspace | None = None) -> dict | None:
     """Run (or resume) ``recipe`` (a name, a path or a Recipe) on ``data`` (a FatData) into
     ``weights_root/run`` (default run: the recipe's name); ``sets``: ``key=value`` changes
     (:func:`fatlib.recipes.apply_sets`). ``progress``: bars; a line per finished step is printed either
-    way. ``predict``/``report``: the test predictions and ``report.md`` after the ensemble; ``out_dir``: where
+    way. ``workspace``: those four in one :class:`fatlib.runs.Workspace` (it wins over them). ``predict``/``report``: the test predictions and ``report.md`` after the ensemble; ``out_dir``: where
     ``submission.csv`` (with its ``submission_eval/``) and ``report.md`` go (default: the run folder). Returns the
     run's summary dict (also ``run_summary.json``); None on the processes other than the main one."""
     t0 = time.time()
     rec = apply_sets(load_recipe(recipe), sets)
     _check(rec)
     rec = expand(rec)
+    ws = workspace or Workspace(weights_root, cache_dir, input_roots, progress)
     run = run or rec.name
-    run_dir = Path(weights_root) / run
+    run_dir = ws.run_dir(run)
     main = distrib.is_main_process()
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -320,16 +321,15 @@ def run_recipe(recipe, data, *, run: str | None = None, weights_root="weights", 
             "predict": rec.predict, "given": {k: {f: [v, src] for f, (v, src) in t.items()} for k, t in rec.given.items()}})
     steps = _Steps(run_dir, rec)
     for s in rec.stage_names():  # each stage returns on every process only after its outputs are written
-        res = run_stage(rec, s, data, run_dir=run_dir, cache_dir=cache_dir, progress=progress, cbs=cbs,
-                        input_roots=input_roots, steps=steps)
+        res = run_stage(rec, s, data, run=run, ws=ws, cbs=cbs, steps=steps)
         if res is None and main:
             raise DataError(f"{run_dir / s}: not every fold finished; rerun to resume")
     summary = None
     if main:
-        summary = write_ensemble(rec, data, run_dir, input_roots=input_roots, progress=progress)
+        summary = write_ensemble(rec, data, run=run, ws=ws)
         steps.finish("ensemble", f"CV lwlrap {summary['cv_lwlrap_ensemble']:.4f} of {'+'.join(summary['ensemble_stages'])}")
         if predict:
-            summary["test"] = _predict(rec, data, run_dir, summary["ensemble_stages"], steps, progress,
+            summary["test"] = _predict(rec, data, run_dir, summary["ensemble_stages"], steps, ws.progress,
                                        Path(out_dir or run_dir))
             steps.finish("predict", "no test split" if summary["test"] is None else str(summary["test"]["submission"]))
         summary["seconds"] = round(time.time() - t0, 1)

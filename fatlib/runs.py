@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -179,3 +180,29 @@ class Roots:
 def _copy(src: Path, dst: Path) -> None:
     with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)  # contents only: the read-only mode of an input stays behind
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Where a session works, passed as one object instead of four loose parameters: ``weights`` (the
+    working folder's runs, ``<weights>/<run>/``: written), ``cache`` (the feature caches), ``input_roots``
+    (earlier sessions' outputs, read-only, :class:`Roots`) and ``progress`` (bars, or plain lines only)."""
+
+    weights: Path = Path("weights")
+    cache: Path = Path("cache")
+    input_roots: tuple = ()
+    progress: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "weights", Path(self.weights))
+        object.__setattr__(self, "cache", Path(self.cache))
+        object.__setattr__(self, "input_roots", tuple(Path(r) for r in self.input_roots or ()))
+
+    @property
+    def roots(self) -> Roots:
+        """The working folder and the input roots, for lookups (:class:`Roots`)."""
+        return Roots(self.input_roots)
+
+    def run_dir(self, run: str) -> Path:
+        return self.weights / run
+

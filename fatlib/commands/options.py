@@ -212,3 +212,11 @@ def add_input_roots_argument(parser: argparse.ArgumentParser) -> None:
         "folder (weights/, cache/): earlier stages, caches and weights are looked up there after the working "
         "folder; only the working folder is written (default: none)",
     )
+
+
+def workspace_from_args(args):
+    """The :class:`fatlib.runs.Workspace` of a command: ``--weights``, ``--cache-dir``, ``--input-roots``, ``--quiet``."""
+    from ..runs import Workspace
+
+    return Workspace(args.weights, args.cache_dir, getattr(args, "input_roots", ()), not getattr(args, "quiet", False))
+

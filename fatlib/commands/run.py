@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .options import add_input_roots_argument
+from .options import add_input_roots_argument, workspace_from_args
 
 
 def register(subparsers) -> None:
@@ -37,8 +37,7 @@ def _cli(args) -> int:
     rec = apply_sets(load_recipe(args.recipe), args.sets)
     _check(rec)  # a bad recipe or --set fails before the data is read
     data = FatData.from_dir(args.data)
-    summary = run_recipe(rec, data, run=args.run, weights_root=args.weights, cache_dir=args.cache_dir,
-                         progress=not args.quiet, input_roots=getattr(args, "input_roots", ()))
+    summary = run_recipe(rec, data, run=args.run, workspace=workspace_from_args(args))
     if summary is None:  # a process other than the main one of a torchrun job: rank 0 wrote and reports
         return 0
     test = summary.get("test")
