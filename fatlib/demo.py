@@ -17,13 +17,13 @@ DEMO_RECIPE = "demo"  # fatlib/recipes/demo.toml: the warm-up's plan with settin
 def run_demo(out="demo", *, size: str = "demo", seed: int = 0, progress: bool = True, **overrides) -> dict:
     """Run the whole pipeline on a synthetic data set under ``out``; returns the summary dict.
 
-    The run is the recipe ``demo`` (``fatlib/recipes/demo.toml``) on the engine (:mod:`fatlib.recipe_run`);
+    The run is the recipe ``demo`` (``fatlib/recipes/demo.toml``) on the engine (:mod:`fatlib.engine`);
     ``overrides`` (StageConfig fields, e.g. ``epochs``) are given on top of it.
     """
     from .data import FatData
+    from .engine import run_recipe
     from .io import write_json
     from .pipeline import warmup_recipe
-    from .recipe_run import run_recipe
     from .recipes import load_recipe
     from .runs import Workspace
     from .synth import SIZES, make_dataset

@@ -1,7 +1,7 @@
 """The 12th-place warm-up (``REFERENCE.md``, "Training and the noisy set"), as the notebooks and
 ``python -m fatlib warmup`` call it. The plan itself is the recipe ``fatlib/recipes/12th_place.toml``
 (stage 1 noisy; stage 2 curated from 1; stages 3 and 4 curated + their selections of noisy clips, each from
-the stage before; the ensemble of stages 2-4), run by the engine (:mod:`fatlib.recipe_run`):
+the stage before; the ensemble of stages 2-4), run by the engine (:mod:`fatlib.engine`):
 
 - ``warmup_stage``: one stage (3 and 4 first write their ``<stage>/selected.csv``), so each stage can
   live in its own notebook;
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import copy
 
+from .engine import require_stages, run_recipe, run_stage, stage_oof, write_ensemble  # noqa: F401
 from .errors import DataError
-from .recipe_run import require_stages, run_recipe, run_stage, stage_oof, write_ensemble  # noqa: F401
 from .recipes import DEFAULT_RECIPE, Recipe, load_recipe
 from .runs import Workspace
 from .stage_outputs import StageResult

@@ -31,7 +31,7 @@ def register(subparsers) -> None:
 
 def _cli(args) -> int:
     from ..data import FatData
-    from ..recipe_run import _check, run_recipe
+    from ..engine import _check, run_recipe
     from ..recipes import apply_sets, load_recipe
 
     rec = apply_sets(load_recipe(args.recipe), args.sets)

@@ -12,7 +12,7 @@ pseudo-labelling, TTA and ensemble of one write-up. Its tables:
   (the earlier stages whose outputs it reads) and the rule's parameters; the stage then trains on
   curated + the selected noisy clips;
 - ``[pseudo]`` ("pseudo_label" recipes): ``from_stage``, ``rounds``, ``round_size``, ``max_rounds``,
-  ``threshold``, ``init_from_previous`` (see ``fatlib.recipe_run``);
+  ``threshold``, ``init_from_previous`` (see ``fatlib.engine``);
 - ``[predict]``: ``tta``, ``stages``, ``ensemble``, ``rescale``;
 - ``[small_data]``: StageConfig fields that replace the stage's on a data set of fewer than
   ``fatlib.autoscale.SMALL_DATA_CLIPS`` clips (curated + noisy) when auto scaling is on, below
@@ -22,7 +22,7 @@ pseudo-labelling, TTA and ensemble of one write-up. Its tables:
 The ``[stages.<name>]`` tables run in file order; ``init_from`` there may name an earlier stage. Values
 given on top of the file (``--set``, options, a library call's arguments: :meth:`Recipe.give`) are used
 as given: auto scaling fills only the others. ``python -m fatlib run RECIPE`` runs a whole recipe
-(:mod:`fatlib.recipe_run`); ``--set key=value`` changes a loaded recipe (:func:`apply_sets`).
+(:mod:`fatlib.engine`); ``--set key=value`` changes a loaded recipe (:func:`apply_sets`).
 
 ``load_recipe(name_or_path)`` reads one of the files shipped here (``list_recipes()``) or any path;
 command-line options and ``--config`` override its values. The command line's defaults are the

@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from fatlib.engine import _check, plan
 from fatlib.errors import DataError
-from fatlib.recipe_run import _check, plan
 from fatlib.recipes import apply_sets, list_recipes, load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
