@@ -174,7 +174,6 @@ def _check_components(cfg: StageConfig, data):
     """Fail on a bad preset, model, model option, loss or augmentation name now, not after the cache build.
     Returns the model built once for the checks, at the width auto scaling will choose."""
     from .augment import get_augment
-    from .autoscale import dataset_width
     from .losses import get_loss
     from .models import create_model
 
@@ -188,10 +187,18 @@ def _check_components(cfg: StageConfig, data):
         from .wave_augment import WaveAugment
 
         WaveAugment(probs=cfg.wave_effects)  # unknown effect names: one clear error now
+    return create_model(cfg.model, n_classes=len(data.vocab), in_channels=mel.channels, **model_kwargs_for(cfg, data))
+
+
+def model_kwargs_for(cfg: StageConfig, data) -> dict:
+    """The model options stage ``cfg`` trains with on ``data``: its own, with the width auto scaling chooses
+    from the data set size when it sets none (:func:`fatlib.autoscale.dataset_width`, as :func:`effective_config`)."""
+    from .autoscale import dataset_width
+
     kwargs = dict(cfg.model_kwargs)
-    if cfg.auto_scale and "width_mult" not in kwargs:  # the width effective_config will choose
+    if cfg.auto_scale and "width_mult" not in kwargs:
         kwargs["width_mult"] = dataset_width(data.n_train_clips)
-    return create_model(cfg.model, n_classes=len(data.vocab), in_channels=mel.channels, **kwargs)
+    return kwargs
 
 
 def _check_before_writing(cfg: StageConfig, data, *, model, stage_dir: Path, todo: list[int], roots) -> None:
@@ -325,16 +332,13 @@ def check_stage_outputs(cfg, data, *, run_dir, cache_dir, input_roots=(), n_stag
     """Before training ``n_stages`` stages like StageConfig ``cfg`` on ``data`` (a FatData): the stage folder
     (all of ``run_dir`` when ``n_stages`` > 1) must take ``n_folds`` weights files per stage, and ``cache_dir``
     the caches not built yet (twice their size while a cache is assembled from its shards)."""
-    from .autoscale import dataset_width
     from .cache import missing_cache_bytes
     from .models import create_model
     from .preflight import check_writable, weights_bytes
 
     mel = cfg.mel_config()
-    kwargs = dict(cfg.model_kwargs)
-    if cfg.auto_scale and "width_mult" not in kwargs:  # the width auto scaling will choose
-        kwargs["width_mult"] = dataset_width(data.n_train_clips)
-    fold = weights_bytes(create_model(cfg.model, n_classes=len(data.vocab), in_channels=mel.channels, **kwargs))
+    fold = weights_bytes(create_model(cfg.model, n_classes=len(data.vocab), in_channels=mel.channels,
+                                      **model_kwargs_for(cfg, data)))
     out = Path(run_dir) if n_stages > 1 else Path(run_dir) / cfg.name
     check_writable(out, expected_bytes=fold * cfg.n_folds * n_stages, largest_file_bytes=fold,
                    what="stage folder (--weights/--run)")
