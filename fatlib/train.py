@@ -272,7 +272,8 @@ def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = 
         import accelerate  # noqa: F401  (fastai's DistributedTrainer needs it: fail now, not after the cache build)
     main = is_main_process()
     with distrib.main_first():  # rank 0 writes the config, fold lists and caches; the others then read them
-        if main:
+        if main:  # the outputs fit (the model built once for every check), then an earlier session's folds
+            check_stage_outputs(cfg, data, run_dir=run_dir, cache_dir=cache_dir, input_roots=roots.inputs, model=model)
             roots.adopt_stage(stage_dir)  # an earlier session's finished folds of this stage, copied here first
             _check_before_writing(cfg, data, model=model, stage_dir=stage_dir, todo=todo, roots=roots)
             _check_config(stage_dir, cfg)
@@ -328,17 +329,20 @@ def _check_folds(folds, n_folds: int) -> list[int]:
     return todo
 
 
-def check_stage_outputs(cfg, data, *, run_dir, cache_dir, input_roots=(), n_stages: int = 1) -> None:
+def check_stage_outputs(cfg, data, *, run_dir, cache_dir, input_roots=(), n_stages: int = 1, model=None) -> None:
     """Before training ``n_stages`` stages like StageConfig ``cfg`` on ``data`` (a FatData): the stage folder
     (all of ``run_dir`` when ``n_stages`` > 1) must take ``n_folds`` weights files per stage, and ``cache_dir``
-    the caches not built yet (twice their size while a cache is assembled from its shards)."""
+    the caches not built yet (twice their size while a cache is assembled from its shards). ``model``: the
+    stage's model when the caller has built it already (:func:`train_stage` has)."""
     from .cache import missing_cache_bytes
     from .models import create_model
     from .preflight import check_writable, weights_bytes
 
     mel = cfg.mel_config()
-    fold = weights_bytes(create_model(cfg.model, n_classes=len(data.vocab), in_channels=mel.channels,
-                                      **model_kwargs_for(cfg, data)))
+    if model is None:
+        model = create_model(cfg.model, n_classes=len(data.vocab), in_channels=mel.channels,
+                             **model_kwargs_for(cfg, data))
+    fold = weights_bytes(model)
     out = Path(run_dir) if n_stages > 1 else Path(run_dir) / cfg.name
     check_writable(out, expected_bytes=fold * cfg.n_folds * n_stages, largest_file_bytes=fold,
                    what="stage folder (--weights/--run)")

@@ -38,7 +38,7 @@ def register(subparsers) -> None:
 
 def _cli(args) -> int:
     from ..data import FatData
-    from ..train import check_stage_outputs, train_stage
+    from ..train import train_stage  # it checks that the outputs fit before any work (check_stage_outputs)
 
     data = FatData.from_dir(args.data)
     n = data.n_train_clips
@@ -46,7 +46,6 @@ def _cli(args) -> int:
     rec = recipe_from_args(args, n_dataset=n)  # recipe -> [small_data] -> --config -> options, with provenance
     cfg = config_from_args(args, n_dataset=n, rec=rec)
     run_dir = Path(args.weights) / run_name(args, n_dataset=n)
-    check_stage_outputs(cfg, data, run_dir=run_dir, cache_dir=args.cache_dir, input_roots=args.input_roots)
     res = train_stage(cfg, data, run_dir=run_dir, cache_dir=args.cache_dir, progress=not args.quiet,
                       folds=args.folds, input_roots=args.input_roots, note=rec.small_data_note(name, n),
                       sources=rec.sources(name, n_dataset=n))
