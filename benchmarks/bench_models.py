@@ -1,7 +1,8 @@
 """Training throughput of every registered model: forward + backward + SGD step, samples/s.
 
-Published widths (width_mult 1), batch 32, input 3 x 128 x 128 (cnn128 preset) or 1 x 64 x 256 for
-the dense models (dense64 preset), best of the timed steps. The baseline is cnn_model_1 measured in
+Published widths (width_mult 1), batch 32, input 3 x 128 x 128 (cnn128 preset), 1 x 64 x 256 for
+the dense models (dense64 preset), 8 s of log128 (1 x 128 x 345, with frequency encoding) or stft256
+(1 x 40 x 2756) for the 3rd place's models, best of the timed steps. The baseline is cnn_model_1 measured in
 the same run; each line prints its ratio to it (> 1: faster than the baseline).
 
     .venv/bin/python benchmarks/bench_models.py [--quick] [--device cpu|cuda|auto] [--models a,b]
@@ -19,13 +20,17 @@ import time
 
 import torch
 
-from fatlib.models import count_parameters, create_model, list_models
+from fatlib.models import count_parameters, create_model, list_models, published_input
 
 BASELINE = "cnn_model_1"
 
 
 def input_shape(name: str) -> tuple[int, int, int]:
     """(channels, n_mels, frames) of the preset the model was published with."""
+    if name == "stft1d_3rd":
+        return (1, 40, 2756)
+    if name.endswith("_3rd"):
+        return (1, 128, 345)
     return (1, 64, 256) if name.startswith("dense") else (3, 128, 128)
 
 
@@ -93,15 +98,15 @@ def main(argv: list[str] | None = None) -> int:
 
     dev_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
     print(f"device {dev_name}, batch {batch_size}, best of {steps} timed steps, torch {torch.__version__}")
-    print(f"{'model':<12} {'input':<12} {'params (M)':>10} {'samples/s':>10} {'vs ' + BASELINE:>16}")
+    print(f"{'model':<16} {'input':<12} {'params (M)':>10} {'samples/s':>10} {'vs ' + BASELINE:>16}")
     base = None
     for name in names:
         shape = input_shape(name)
-        model = create_model(name, n_classes=80, in_channels=shape[0], width_mult=1.0)
+        model = create_model(name, n_classes=80, width_mult=1.0, **{**published_input(name), "in_channels": shape[0]})
         n_params = count_parameters(model)
         rate = train_throughput(model, shape=shape, device=device, batch_size=batch_size, warmup=1, steps=steps)
         base = base or rate
-        print(f"{name:<12} {'x'.join(map(str, shape)):<12} {n_params / 1e6:>10.2f} {rate:>10.1f} {rate / base:>15.2f}x", flush=True)
+        print(f"{name:<16} {'x'.join(map(str, shape)):<12} {n_params / 1e6:>10.2f} {rate:>10.1f} {rate / base:>15.2f}x", flush=True)
     return 0
 
 

@@ -224,6 +224,15 @@ PRESETS: dict[str, MelConfig] = {
         n_mels=128, n_fft=2048, hop_length=1024, crop_frames=345, crop_frames_max=646, log_offset=1e-4,
         channels=1, trim_top_db=None,
     ),
+    # 3rd place's 1-D family (model stft1d_3rd): an STFT window of 256 samples ("5 ms per frame or so");
+    # the write-up feeds the raw linear-frequency STFT, which LogMel cannot give: 40 mel bands of that STFT
+    # (the most a 256-sample window fills without empty filters), log(mel + 1e-4) as log128; hop 128 (half
+    # the window) not published: fatlib's choice; training segments of 8-12 s (2756-4134 frames) as the
+    # write-up; no trimming, as log128
+    "stft256": MelConfig(
+        n_mels=40, n_fft=256, hop_length=128, crop_frames=2756, crop_frames_max=4134, log_offset=1e-4,
+        channels=1, trim_top_db=None,
+    ),
 }
 
 

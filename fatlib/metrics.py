@@ -3,11 +3,21 @@
 For every (clip, positive label) pair the precision at that label's rank is (positive labels ranked at
 or above it) / (its 1-based rank). A class's lwlrap is the mean over its pairs; the overall value is
 the mean over all pairs (= per-class values weighted by each class's share of positive labels).
-Ranks are those of the official code, ``np.argsort(scores)[::-1]``: an ascending stable sort read
-backwards, so among exactly equal scores the higher class index ranks first (a stage-4 "lwlrap == 1"
-decision on tied scores goes as it did in 2019; numpy >= 1.25's default argsort may be a SIMD sort with
-no defined tie order, so the sort here is explicitly stable). A label is positive where ``truth > 0``; clips without one contribute nothing.
-Scores may be logits or probabilities: only their order matters.
+
+Ranks are exactly those of the official code (``calculate_per_class_lwlrap`` of the FAT2019 Colab):
+``np.argsort(scores)[::-1]`` per clip, with numpy's default sort, in the dtype the scores come in.
+Among exactly equal scores that order is whatever the running numpy's default argsort gives: numpy
+>= 1.25 may use a SIMD sort whose tie order is neither stable nor documented (on numpy 2.4 with
+AVX-512 it differs from a stable sort on most tied rows). ``np.argsort(scores, axis=1)`` sorts every
+row with that same routine, so the vectorised ranks here equal the official per-row loop on every
+input, ties included (tests/test_metrics.py checks it against a transcription of the official code).
+This matters for saturated scores, where a per-clip "lwlrap == 1" rule (12th place, stage 4) is
+decided by the tie order alone.
+
+A label is positive where ``truth > 0``; clips without one contribute nothing. For a class without a
+positive label :func:`per_class_lwlrap` gives NaN where the official code gives 0; its weight is 0
+in both, so the weighted sum is the same. Scores may be logits or probabilities: only their order
+matters (a sigmoid can turn distinct logits into equal float32 probabilities, so ties can differ).
 """
 from __future__ import annotations
 
@@ -33,15 +43,33 @@ def _to_numpy(x, *, what: str) -> np.ndarray:
     return x
 
 
+def _as_given(x) -> np.ndarray:
+    """``x`` as a numpy array in its own dtype: what ``np.argsort`` sees in the official code."""
+    if hasattr(x, "detach"):  # torch tensor; bfloat16 has no numpy dtype
+        import torch
+
+        x = x.detach().cpu()
+        x = (x.float() if x.dtype == torch.bfloat16 else x).numpy()
+    x = np.asarray(x)
+    return x[:, None] if x.ndim == 1 else x
+
+
+def _official_order(scores) -> np.ndarray:
+    """Per row, ``np.argsort(row)[::-1]`` as the official code ranks: numpy's default sort in the
+    scores' own dtype. Sorting along axis 1 runs the same routine on every row (checked in the tests)."""
+    return np.argsort(scores, axis=1)[:, ::-1]
+
+
 def _precisions(truth, scores) -> tuple[np.ndarray, np.ndarray]:
     """(positive mask (N, C) bool, precision at each positive (N, C) float, 0 where negative)."""
     truth = _to_numpy(truth, what="truth")
+    given = _as_given(scores)
     scores = _to_numpy(scores, what="scores")
     if truth.shape != scores.shape:
         raise DataError(f"lwlrap: truth has shape {truth.shape} but scores {scores.shape}; "
                         "both must be (n_clips, n_classes) in the same vocabulary order")
     pos = truth > 0
-    order = np.argsort(scores, axis=1, kind="stable")[:, ::-1]  # official: argsort()[::-1], ties -> higher index
+    order = _official_order(given if given.dtype.kind in "biuf" else scores)
     pos_sorted = np.take_along_axis(pos, order, axis=1)
     hits = np.cumsum(pos_sorted, axis=1)
     ranks = np.arange(1, pos.shape[1] + 1)

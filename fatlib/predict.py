@@ -39,7 +39,7 @@ from .tta import (
 FEATURE_FRAMES_PER_PASS = 4096  # log-mel frames per feature pass (~0.15 GB of STFT at n_fft 2560)
 
 __all__ = [
-    "predict_clips", "predict_test", "default_device",
+    "predict_clips", "predict_test", "ensemble_scores", "input_groups", "crop_probabilities", "default_device",
     "TTA_SCHEMES", "DEFAULT_STEP_FRAMES", "DEFAULT_QUANTUM_FRAMES", "crop_plan", "extend_frames", "full_frames",
     "sequential_starts", "window_starts", "LoadedModel", "find_models", "weight_files", "write_submission",
     "evaluate", "CacheSource", "WaveSource",
@@ -108,12 +108,11 @@ def predict_clips(
         m.to(device).eval()
     chunks = source.batches(groups)
     chunks = show_progress(chunks, total=len(groups), label="predict: batches of clips", show=progress)
-    in_cfg = cfg.replace(normalize="none") if cfg.normalize == "clip" else cfg  # clips normalised in clip_crops
     with torch.inference_mode():
         for idx, specs in chunks:
             crops = clip_crops(idx, specs, cfg, tta=tta, step_frames=step_frames, quantum_frames=length_quantum_frames)
-            for clip_ids, batch in _stacked_batches(crops, batch_size, budget_frames=budget_frames):
-                probs = _forward(models, to_model_input(batch, in_cfg), device)  # (n_models, B, C)
+            for _, clip_ids, probs in crop_probabilities(models, crops, cfg, batch_size=batch_size,
+                                                         budget_frames=budget_frames, device=device):
                 if sums.shape[-1] == 0:
                     sums = torch.zeros(len(models), n, probs.shape[-1])
                 sums.index_add_(1, clip_ids, probs)
@@ -122,12 +121,24 @@ def predict_clips(
     return scores.mean(axis=0) if reduce == "mean" else scores
 
 
-def _stacked_batches(crops, batch_size: int, *, budget_frames: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def crop_probabilities(models: Sequence[torch.nn.Module], crops: Sequence[tuple[int, torch.Tensor]], cfg: MelConfig, *,
+                       batch_size: int, budget_frames: int, device: torch.device,
+                       ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+    """The models' sigmoid probabilities of ``crops`` ((clip id, dB log-mel crop), from
+    :func:`fatlib.tta.clip_crops`): (positions in ``crops``, clip ids, (n_models, B, n_classes)) per
+    batch of equal-length crops. The one forward path of ``predict_clips`` and ``Tagger.timeline``;
+    call it under ``torch.inference_mode`` with the models in eval mode on ``device``."""
+    in_cfg = cfg.replace(normalize="none") if cfg.normalize == "clip" else cfg  # clips normalised in clip_crops
+    for part, clip_ids, batch in _stacked_batches(crops, batch_size, budget_frames=budget_frames):
+        yield part, clip_ids, _forward(models, to_model_input(batch, in_cfg), device)
+
+
+def _stacked_batches(crops, batch_size: int, *, budget_frames: int) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
     """Crops of equal length stacked into batches of at most ``budget_frames`` frames in all (so a
     batch of long ``full`` clips holds fewer clips and needs no more memory than one of windows)."""
     lengths = [crop.shape[-1] for _, crop in crops]
     for part in length_batches(lengths, max_items=batch_size, max_frames=budget_frames, equal_lengths=True):
-        yield torch.tensor([crops[i][0] for i in part]), torch.stack([crops[i][1] for i in part])
+        yield part, torch.tensor([crops[i][0] for i in part]), torch.stack([crops[i][1] for i in part])
 
 
 def _forward(models, x: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -161,29 +172,15 @@ def predict_test(
     When the test labels are known, ``<out stem>_eval/`` holds the evaluation.
     Returns {"submission": path, "groups": [...], "evaluation": dict | None}.
     """
-    from .ensemble import combine_groups
-
     if not data.test.fnames:
         listing = data.root / "sample_submission.csv"
         raise DataError(f"{listing if listing.is_file() else data.test.audio_dir}: lists no test clips (header only?), "
                         "so there is nothing to predict; use the data set's sample_submission.csv with one row per "
                         "test clip.")
     loaded = find_models(weights, vocab=data.vocab, stages=stages)
-    by_input: dict[tuple[str, int], list[LoadedModel]] = {}
-    for lm in loaded:
-        step = step_frames if step_frames is not None else lm.tta_step_frames or DEFAULT_STEP_FRAMES
-        by_input.setdefault((lm.mel_config.key(), step), []).append(lm)
-    mats, groups = [], []
-    for (_, step), members in by_input.items():
-        scores = predict_clips(
-            [lm.model for lm in members], data.test.paths(), members[0].mel_config, tta=tta, step_frames=step,
-            reduce=None, **predict_kw,
-        )
-        for lm, mat in zip(members, scores):
-            check_finite_scores(mat, lm.path, fnames=data.test.fnames)
-        mats += list(scores)
-        groups += [lm.group for lm in members]
-    combined, _ = combine_groups(mats, groups, method=ensemble, rescale=rescale)
+    combined = ensemble_scores(loaded, data.test.paths(), tta=tta, step_frames=step_frames, ensemble=ensemble,
+                               rescale=rescale, fnames=data.test.fnames, **predict_kw)
+    groups = [lm.group for members in input_groups(loaded, step_frames=step_frames).values() for lm in members]
     out = Path(out)
     sample = data.root / "sample_submission.csv"
     write_submission(out, data.test.fnames, combined, data.vocab, sample if sample.exists() else None)
@@ -193,6 +190,49 @@ def predict_test(
             data.test_targets, combined, data.vocab, usage=data.test_usage, out_dir=out.parent / f"{out.stem}_eval"
         )
     return {"submission": out, "groups": list(dict.fromkeys(groups)), "n_models": len(loaded), "evaluation": evaluation}
+
+
+def input_groups(loaded: Sequence[LoadedModel], *, step_frames: int | None = None,
+                 ) -> dict[tuple[str, int], list[LoadedModel]]:
+    """The loaded models by (MelConfig key, TTA step): each group shares its features and crops.
+    ``step_frames`` None: each model's own (stored in its weights; ``DEFAULT_STEP_FRAMES`` for older ones)."""
+    by_input: dict[tuple[str, int], list[LoadedModel]] = {}
+    for lm in loaded:
+        step = step_frames if step_frames is not None else lm.tta_step_frames or DEFAULT_STEP_FRAMES
+        by_input.setdefault((lm.mel_config.key(), step), []).append(lm)
+    return by_input
+
+
+def ensemble_scores(
+    loaded: Sequence[LoadedModel],
+    paths_or_cache,
+    *,
+    tta: str = "windows",
+    step_frames: int | None = None,
+    ensemble: str = "mean",
+    rescale: bool = False,
+    fnames: Sequence[str] | None = None,
+    **predict_kw,
+) -> np.ndarray:
+    """(n_clips, n_classes) scores of the loaded fold models (:func:`find_models`): :func:`predict_clips`
+    per input group (:func:`input_groups`), each model's scores checked (:func:`check_finite_scores`,
+    naming ``fnames``), folds of one stage and model averaged, then the groups combined with
+    ``ensemble`` and ``rescale`` (:func:`fatlib.ensemble.combine_groups`). The one inference path of
+    ``predict_test`` (the ``predict`` command, the Kaggle kernel) and :class:`fatlib.tagger.Tagger`."""
+    from .ensemble import combine_groups
+
+    mats, groups = [], []
+    for (_, step), members in input_groups(loaded, step_frames=step_frames).items():
+        scores = predict_clips(
+            [lm.model for lm in members], paths_or_cache, members[0].mel_config, tta=tta, step_frames=step,
+            reduce=None, **predict_kw,
+        )
+        for lm, mat in zip(members, scores):
+            check_finite_scores(mat, lm.path, fnames=fnames)
+        mats += list(scores)
+        groups += [lm.group for lm in members]
+    combined, _ = combine_groups(mats, groups, method=ensemble, rescale=rescale)
+    return combined
 
 
 def check_finite_scores(scores: np.ndarray, model_path, *, fnames: Sequence[str] | None = None) -> None:

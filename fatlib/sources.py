@@ -33,7 +33,8 @@ STFT_FRAMES_PER_PASS = 1024  # a long clip's STFT frames at a time (~35 MB of te
 class WaveSource:
     """Log-mels computed with :class:`fatlib.features.LogMel` on ``device``, a group of clips at a time
     (see :meth:`batches`); waveforms are decoded by ``num_workers`` threads, one group ahead of the
-    model. A clip longer than ``frames_per_pass`` frames is computed alone, its STFT in parts."""
+    model. A clip longer than ``frames_per_pass`` frames is computed alone, decoded in blocks and its STFT
+    in parts (:func:`fatlib.streaming.stream_log_mel`: its waveform is never held whole)."""
 
     def __init__(self, paths: Sequence, cfg: MelConfig, device: torch.device, num_workers: int, *,
                  frames_per_pass: int | None = None):
@@ -62,23 +63,32 @@ class WaveSource:
     def batches(self, groups: Sequence[np.ndarray]) -> Iterator[tuple[np.ndarray, list[torch.Tensor]]]:
         """(clip indices, their (n_mels, frames) dB log-mels) for each group of clip indices in turn;
         a group's waveforms are zero-padded to its longest (group clips of similar length). A clip over
-        ``frames_per_pass`` is decoded only when its turn comes, not while the model runs."""
+        ``frames_per_pass`` is streamed only when its turn comes, not while the model runs."""
         groups = list(groups)
         frames = self.frames()
 
+        def streamed(idx) -> bool:  # a clip longer than one pass: alone, decoded in blocks (fatlib.streaming)
+            return frames[idx].max() > self.frames_per_pass
+
         def submit(pool, idx):
-            return [pool.submit(clip_wave, self.paths[i], self.cfg) for i in idx]
+            return [] if streamed(idx) else [pool.submit(clip_wave, self.paths[i], self.cfg) for i in idx]
 
         with ThreadPoolExecutor(max_workers=self.num_workers) as pool:
             pending = submit(pool, groups[0]) if groups else []
             for k, idx in enumerate(groups):
-                waves = [f.result() for f in (pending or submit(pool, idx))]
-                pending = []
-                if k + 1 < len(groups) and frames[groups[k + 1]].max() <= self.frames_per_pass:
-                    pending = submit(pool, groups[k + 1])
-                specs = self._log_mels(waves)
-                del waves
+                if streamed(idx):
+                    specs = [self._streamed(self.paths[i]) for i in idx]
+                else:
+                    waves = [f.result() for f in (pending or submit(pool, idx))]
+                    specs = self._log_mels(waves)
+                    del waves
+                pending = submit(pool, groups[k + 1]) if k + 1 < len(groups) else []
                 yield idx, specs
+
+    def _streamed(self, path: Path) -> torch.Tensor:
+        from .streaming import stream_log_mel
+
+        return stream_log_mel(path, self.cfg, self.mel, run_frames=min(self.frames_per_pass, STFT_FRAMES_PER_PASS))[0]
 
     def _log_mels(self, waves: list[np.ndarray]) -> list[torch.Tensor]:
         hop = self.cfg.hop_length

@@ -11,7 +11,7 @@ import pytest
 
 from fatlib import cli
 
-COMMANDS = ["synth", "cache", "train-stage", "select", "warmup", "run", "predict", "kaggle-dataset", "demo"]
+COMMANDS = ["synth", "cache", "train-stage", "select", "warmup", "run", "predict", "kaggle-dataset", "demo", "tag"]
 ROOT = Path(__file__).resolve().parents[1]
 
 

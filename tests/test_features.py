@@ -233,3 +233,31 @@ def test_repeat_below_seconds_tiles_short_clips_and_pads_longer_ones():
         cfg.replace(repeat_below_seconds=-1)
     with pytest.raises(Exception, match="crop_frames_max"):
         cfg.replace(crop_frames_max=cfg.crop_frames - 1)
+
+
+def test_stft256_preset_feeds_the_1d_model():
+    """3rd place's 1-D family: a 256-sample STFT window, 40 mel bands (no empty filter), 8-12 s segments,
+    LogMel equal to the librosa reference, and stft1d_3rd takes its model input."""
+    import warnings
+
+    import librosa
+
+    from fatlib.features import LogMel, get_preset, log_mel, to_model_input
+    from fatlib.models import create_model
+
+    cfg = get_preset("stft256")
+    assert (cfg.n_fft, cfg.hop_length, cfg.n_mels, cfg.log_offset, cfg.channels) == (256, 128, 40, 1e-4, 1)
+    assert cfg.crop_frames * cfg.hop_length / cfg.sample_rate == pytest.approx(8.0, abs=0.01)
+    assert cfg.crop_frames_max * cfg.hop_length / cfg.sample_rate == pytest.approx(12.0, abs=0.01)
+    fb = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax)
+    assert (fb.max(axis=1) > 0).all()  # every band has a filter; 48 bands would leave one empty
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert (librosa.filters.mel(sr=cfg.sample_rate, n_fft=256, n_mels=48).max(axis=1) == 0).any()
+    y = np.random.default_rng(2).standard_normal(22050).astype(np.float32) * 0.1
+    ref = log_mel(y, cfg)
+    assert ref.shape == (40, 1 + len(y) // 128)
+    assert np.abs(LogMel(cfg)(torch.from_numpy(y))[0].numpy() - ref).max() < 1e-3
+    x = to_model_input(ref[None], cfg)
+    model = create_model("stft1d_3rd", n_classes=3, in_channels=cfg.channels, width_mult=0.125).eval()
+    assert model(x).shape == (1, 3)

@@ -3,4 +3,4 @@ sets ``func`` (called with the parsed arguments, returning an exit code). The do
 argparse; a command module imports them inside ``func``, so ``--help`` stays light."""
 
 # in the order of the pipeline (``python -m fatlib --help`` lists them so)
-COMMANDS = ["synth", "cache", "train_stage", "select", "warmup", "run", "predict", "kaggle_dataset", "demo"]
+COMMANDS = ["synth", "cache", "train_stage", "select", "warmup", "run", "predict", "kaggle_dataset", "demo", "tag"]

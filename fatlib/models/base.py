@@ -40,7 +40,8 @@ class FreqEncoding(nn.Module):
 
 
 class GlobalPool(nn.Module):
-    """Global pooling to ``(batch, features)``: "avg", "max" or "concat" (avg and max side by side)."""
+    """Global pooling to ``(batch, features)``: "avg", "max" or "concat" (avg and max side by side),
+    over every axis after the channels (2-D maps and 1-D sequences alike)."""
 
     factors = {"avg": 1, "max": 1, "concat": 2}
 
@@ -50,12 +51,17 @@ class GlobalPool(nn.Module):
             raise ModelError(f"pool={kind!r} is not one of {sorted(self.factors)}.")
         self.kind = kind
 
+    def n_features(self, channels: int) -> int:
+        """Pooled features of a block with ``channels`` channels."""
+        return self.factors[self.kind] * channels
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dims = tuple(range(2, x.ndim))
         if self.kind == "avg":
-            return x.mean(dim=(2, 3))
+            return x.mean(dim=dims)
         if self.kind == "max":
-            return x.amax(dim=(2, 3))
-        return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
+            return x.amax(dim=dims)
+        return torch.cat([x.mean(dim=dims), x.amax(dim=dims)], dim=1)
 
 
 class MLPHead(nn.Sequential):
@@ -95,7 +101,8 @@ class BlockNet(nn.Module):
     ``block_channels[i]`` is the output channel count of ``blocks[i]``; ``pooled_blocks`` indexes the
     blocks whose pooled outputs feed the head (``(-1,)``: the last only). ``deep_supervision=True``
     (3rd place) replaces the pooling by a global max pool after every block, concatenated, into
-    ``deep_head`` (default: ``head``, a 2-layer MLP).
+    ``deep_head`` (default: ``head``, a 2-layer MLP). ``pool`` may also be a module with an
+    ``n_features(channels)`` method (e.g. an RNN over time) applied to each pooled block.
     """
 
     def __init__(
@@ -106,7 +113,7 @@ class BlockNet(nn.Module):
         block_channels: Sequence[int],
         head: HeadFactory,
         in_channels: int,
-        pool: str = "concat",
+        pool: str | nn.Module = "concat",
         pooled_blocks: Sequence[int] = (-1,),
         freq_encoding: bool = False,
         deep_supervision: bool = False,
@@ -121,8 +128,8 @@ class BlockNet(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         n = len(self.blocks)
         self.pooled_blocks = sorted({i % n for i in pooled_blocks})
-        self.pool = GlobalPool(pool)
-        n_features = GlobalPool.factors[pool] * sum(block_channels[i] for i in self.pooled_blocks)
+        self.pool = GlobalPool(pool) if isinstance(pool, str) else pool
+        n_features = sum(self.pool.n_features(block_channels[i]) for i in self.pooled_blocks)
         self.n_features = n_features
         self.head = head(n_features)
 
@@ -148,7 +155,6 @@ class BlockNet(nn.Module):
             if i in self.pooled_blocks:
                 pooled.append(self.pool(x))
         return self.head(torch.cat(pooled, dim=1) if len(pooled) > 1 else pooled[0])
-
 
 
 block_net = BlockNet  # the name the architecture modules build with

@@ -23,13 +23,17 @@ COMMON = ("n_classes", "in_channels", "width_mult", "freq_encoding", "deep_super
 
 _REGISTRY: dict[str, Builder] = {}
 _NO_DEEP_SUPERVISION: dict[str, str] = {}  # model name -> why deep supervision does not apply
+_PUBLISHED: dict[str, dict[str, Any]] = {}  # model name -> create_model arguments of its published input
 
 
 def register_model(
-    fn: Builder | None = None, *, deep_supervision: bool = True, why_not: str = ""
+    fn: Builder | None = None, *, deep_supervision: bool = True, why_not: str = "",
+    published: dict[str, Any] | None = None,
 ) -> Builder | Callable[[Builder], Builder]:
     """Register ``fn`` under its function name. Use bare (``@register_model``) or with
-    ``deep_supervision=False, why_not="..."`` for a model where that option does not apply."""
+    ``deep_supervision=False, why_not="..."`` for a model where that option does not apply;
+    ``published``: the ``create_model`` arguments of the input its solution used (e.g.
+    ``{"in_channels": 1}``; default: 3 channels), for :func:`parameter_counts`."""
 
     def deco(f: Builder) -> Builder:
         if f.__name__ in _REGISTRY:
@@ -37,6 +41,7 @@ def register_model(
         _REGISTRY[f.__name__] = f
         if not deep_supervision:
             _NO_DEEP_SUPERVISION[f.__name__] = why_not
+        _PUBLISHED[f.__name__] = dict(published or {})
         return f
 
     return deco(fn) if fn is not None else deco
@@ -45,6 +50,25 @@ def register_model(
 def list_models() -> list[str]:
     """Names of the registered models, sorted."""
     return sorted(_REGISTRY)
+
+
+def published_input(name: str) -> dict[str, Any]:
+    """The ``create_model`` arguments of the input ``name``'s solution used (in_channels, freq_encoding)."""
+    _get(name)
+    return {"in_channels": 3, **_PUBLISHED[name]}
+
+
+def parameter_counts(*, n_classes: int = 80) -> dict[str, int]:
+    """Parameters of every registered model at the published width (1.0) and input (:func:`published_input`),
+    for ``n_classes`` classes. Built on the meta device: nothing is allocated."""
+    import torch
+
+    counts = {}
+    for name in list_models():
+        with torch.device("meta"):
+            model = create_model(name, n_classes=n_classes, **published_input(name))
+        counts[name] = sum(p.numel() for p in model.parameters())
+    return counts
 
 
 def supports_deep_supervision(name: str) -> bool:
