@@ -22,6 +22,32 @@ MAX_ABS_SAMPLE = 1e3
 SAMPLE_RATE_RANGE = (1000, 768_000)
 
 
+def check_rate(path, file_rate: int, *, sample_rate: int) -> None:
+    """AudioError when the header's sample rate is outside :data:`SAMPLE_RATE_RANGE` (a damaged header)."""
+    if not SAMPLE_RATE_RANGE[0] <= file_rate <= SAMPLE_RATE_RANGE[1]:
+        raise AudioError(f"{path}: its header says {file_rate} Hz, outside {SAMPLE_RATE_RANGE[0]:,}..{SAMPLE_RATE_RANGE[1]:,} "
+                         f"Hz (a damaged header?); re-export it at its real rate (e.g. `ffmpeg -i in -ar {sample_rate} "
+                         "out.wav`) or drop it from the split")
+
+
+def check_samples(path, data: np.ndarray) -> None:
+    """AudioError when decoded samples (all of a clip, or one block of it) are NaN/inf or beyond
+    :data:`MAX_ABS_SAMPLE`: the integrity rule, the same for whole clips and streamed ones."""
+    if not np.isfinite(data).all():
+        bad = int((~np.isfinite(data)).sum())
+        raise AudioError(
+            f"{path}: {bad} samples are NaN or infinite; re-export the clip from its source "
+            "or drop it from the split (fatlib never replaces them with silence)"
+        )
+    peak = float(np.abs(data).max()) if data.size else 0.0
+    if peak > MAX_ABS_SAMPLE:
+        raise AudioError(
+            f"{path}: samples up to {peak:.3g}, beyond {MAX_ABS_SAMPLE:g} (audio samples belong in [-1, 1]); its "
+            "features would be infinite or meaningless. Re-export the clip normalised to [-1, 1] or drop it from "
+            "the split"
+        )
+
+
 def load_audio(path: str | os.PathLike, *, sample_rate: int = 44100) -> np.ndarray:
     """Read ``path`` as a float32 1-D waveform at ``sample_rate`` Hz.
 
@@ -46,25 +72,10 @@ def load_audio(path: str | os.PathLike, *, sample_rate: int = 44100) -> np.ndarr
             f"{path}: cannot decode audio ({e}); re-encode it as WAV/FLAC "
             f"(e.g. `ffmpeg -i in -ar {sample_rate} out.wav`) or remove it from the split"
         ) from e
-    if not SAMPLE_RATE_RANGE[0] <= file_rate <= SAMPLE_RATE_RANGE[1]:
-        raise AudioError(f"{path}: its header says {file_rate} Hz, outside {SAMPLE_RATE_RANGE[0]:,}..{SAMPLE_RATE_RANGE[1]:,} "
-                         f"Hz (a damaged header?); re-export it at its real rate (e.g. `ffmpeg -i in -ar {sample_rate} "
-                         "out.wav`) or drop it from the split")
+    check_rate(path, file_rate, sample_rate=sample_rate)
     if data.shape[0] == 0:
         raise AudioError(f"{path}: the file holds 0 samples; replace it with the real recording or drop it")
-    if not np.isfinite(data).all():
-        bad = int((~np.isfinite(data)).sum())
-        raise AudioError(
-            f"{path}: {bad} samples are NaN or infinite; re-export the clip from its source "
-            "or drop it from the split (fatlib never replaces them with silence)"
-        )
-    peak = float(np.abs(data).max())
-    if peak > MAX_ABS_SAMPLE:
-        raise AudioError(
-            f"{path}: samples up to {peak:.3g}, beyond {MAX_ABS_SAMPLE:g} (audio samples belong in [-1, 1]); its "
-            "features would be infinite or meaningless. Re-export the clip normalised to [-1, 1] or drop it from "
-            "the split"
-        )
+    check_samples(path, data)
     y = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
     if file_rate != sample_rate:
         import librosa

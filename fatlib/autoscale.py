@@ -14,6 +14,9 @@ smaller data picks, from the number of training clips per fold:
 - ``n_folds`` (:func:`scale_folds`, before the folds are made): at most ``SMALL_DATA_FOLDS`` under
   ``SMALL_DATA_CLIPS`` clips: validation folds of 80+ clips, and half the training time of 10 folds.
 
+A value somebody gave (a command-line option, ``--config``, ``--set``, a library call's argument:
+``given``) is used as given: auto scaling fills only the others, and :meth:`Scaled.describe` says which.
+
 Measured on the real-audio benchmark (``benchmarks/real_audio.py``); the figures are in the README.
 """
 from __future__ import annotations
@@ -35,6 +38,7 @@ class Scaled:
     epochs: int
     width_mult: float | None  # None: the model options set it (or the model's default)
     steps_per_epoch: int
+    kept: tuple = ()  # the fields auto scaling left as given
 
     def describe(self) -> str:
         width = "" if self.width_mult is None else f", width_mult {self.width_mult:g}"
@@ -47,23 +51,29 @@ def dataset_width(n_dataset_clips: int) -> float:
     return next(w for n, w in WIDTH_BY_DATASET_SIZE if n_dataset_clips >= n)
 
 
-def scale_folds(n_folds: int, *, n_dataset: int) -> int:
-    """Folds for a data set of ``n_dataset`` clips (curated + noisy) when the recipe asks for ``n_folds``."""
-    return min(n_folds, SMALL_DATA_FOLDS) if n_dataset < SMALL_DATA_CLIPS else n_folds
+def scale_folds(n_folds: int, *, n_dataset: int, given: bool = False) -> int:
+    """Folds for a data set of ``n_dataset`` clips (curated + noisy) when the recipe asks for ``n_folds``
+    (``given``: somebody gave ``n_folds``, which is then kept)."""
+    return min(n_folds, SMALL_DATA_FOLDS) if n_dataset < SMALL_DATA_CLIPS and not given else n_folds
+
+
+SCALED_FIELDS = ("batch_size", "lr", "epochs")
 
 
 def scale_settings(*, n_train: int, n_dataset: int, batch_size: int, lr: float, epochs: int, min_steps: int,
-                   width_mult: float | None) -> Scaled:
+                   width_mult: float | None, given=()) -> Scaled:
     """Settings for a fold of ``n_train`` training clips in a data set of ``n_dataset`` clips, from
     the recipe's ``batch_size``, ``lr`` and ``epochs``; ``width_mult`` None lets the data set size
-    choose it. See the module doc."""
+    choose it. ``given``: names of those fields somebody gave; they are kept as they are. See the module doc."""
     if n_train < 1:
         raise ValueError(f"n_train={n_train}: a fold needs training clips")
+    given = set(given)
     bs = batch_size
-    while bs > MIN_BATCH and n_train / bs < MIN_STEPS_PER_EPOCH:
-        bs //= 2
-    bs = max(min(bs, n_train), 1)
+    if "batch_size" not in given:
+        while bs > MIN_BATCH and n_train / bs < MIN_STEPS_PER_EPOCH:
+            bs //= 2
+        bs = max(min(bs, n_train), 1)
     steps = max(1, n_train // bs if n_train > bs else 1)  # the last partial batch is dropped
-    n_epochs = max(epochs, math.ceil(min_steps / steps))
+    n_epochs = epochs if "epochs" in given else max(epochs, math.ceil(min_steps / steps))
     width = dataset_width(n_dataset) if width_mult is None else None
-    return Scaled(bs, float(lr), n_epochs, width, steps)
+    return Scaled(bs, float(lr), n_epochs, width, steps, tuple(f for f in SCALED_FIELDS if f in given))

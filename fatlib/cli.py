@@ -1,7 +1,8 @@
 """Command line: ``python -m fatlib <command> ...`` (``--help`` on each).
 
-Each module that offers a command defines ``register_cli(subparsers)``, which adds its sub-parser
-and sets ``func`` (called with the parsed arguments, returning an exit code).
+Each command is a module of :mod:`fatlib.commands` (listed in ``fatlib.commands.COMMANDS``) whose
+``register(subparsers)`` adds its sub-parser and sets ``func`` (called with the parsed arguments,
+returning an exit code). This module only builds the parser from that list and handles errors.
 
 A failure is one line on stderr, ``error: <file>: <what is wrong>; <the fix>``, and exit code 1: fatlib's
 own errors, a missing package, and OS errors (no permission, no space, a file-size limit, a read-only
@@ -17,11 +18,6 @@ import os
 import sys
 import traceback
 import warnings
-
-# modules that contribute commands, in the order of the pipeline
-COMMAND_MODULES = ["synth", "cache", "train", "select", "pipeline", "recipe_run", "predict", "kaggle", "demo"]
-# commands that read earlier sessions' outputs: they get --input-roots (fatlib.runs)
-INPUT_ROOT_COMMANDS = ["cache", "train-stage", "warmup", "run", "predict", "kaggle-dataset"]
 
 
 class _DescribedSubParsers(argparse._SubParsersAction):
@@ -43,24 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fatlib", description=__doc__.splitlines()[0])
     _add_debug(parser, default=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", action=_DescribedSubParsers)
-    for name in COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(f"fatlib.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"fatlib.{name}":
-                continue  # module not written yet
-            raise
-        register = getattr(mod, "register_cli", None)
-        if register is not None:
-            register(sub)
-    from .commands import tag  # fatlib.commands: one module per command, register(subparsers)
+    from .commands import COMMANDS
 
-    tag.register(sub)
-    from .runs import add_input_roots_argument
-
-    for name in INPUT_ROOT_COMMANDS:
-        if name in sub.choices:
-            add_input_roots_argument(sub.choices[name])
+    for name in COMMANDS:
+        importlib.import_module(f"fatlib.commands.{name}").register(sub)
     return parser
 
 

@@ -10,38 +10,29 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-# Small enough for 2 CPU cores in a few minutes, given exactly (auto_scale off); the real settings are
-# the recipe's (fatlib/recipes/12th_place.toml), scaled to the data set.
 DEMO_DATA = dict(n_classes=10, n_curated=240, n_noisy=480, n_test=120, max_seconds=4.0)
-DEMO_SETTINGS = dict(
-    model="cnn_model_1",
-    model_kwargs={"width_mult": 0.25},
-    preset="cnn128",
-    mel={"n_mels": 64, "crop_frames": 64},
-    epochs=10,
-    n_folds=2,
-    batch_size=16,
-    lr=3e-3,
-    augment=["specmix"],
-    auto_scale=False,
-)
+DEMO_RECIPE = "demo"  # fatlib/recipes/demo.toml: the warm-up's plan with settings sized for 2 CPU cores
 
 
 def run_demo(out="demo", *, size: str = "demo", seed: int = 0, progress: bool = True, **overrides) -> dict:
     """Run the whole pipeline on a synthetic data set under ``out``; returns the summary dict.
 
-    ``overrides`` replace entries of DEMO_SETTINGS (StageConfig fields and ``model``).
+    The run is the recipe ``demo`` (``fatlib/recipes/demo.toml``) on the engine (:mod:`fatlib.engine`);
+    ``overrides`` (StageConfig fields, e.g. ``epochs``) are given on top of it.
     """
     from .data import FatData
+    from .engine import run_recipe
     from .guards import check_replaceable
-    from .pipeline import warmup
-    from .predict import predict_test
+    from .io import write_json
+    from .pipeline import warmup_recipe
+    from .recipes import load_recipe
+    from .runs import Workspace
     from .synth import SIZES, make_dataset
 
     out = Path(out)
     check_replaceable(out, marker="data/synth.json", what="demo folder (--out)",  # never a user's folder
                       doing="the demo will not write its data, weights and submission.csv into it")
-    settings = {**DEMO_SETTINGS, **overrides}
+    rec = load_recipe(DEMO_RECIPE)
     t0 = time.time()
     _say(f"[1/4] synthetic data set ({size}) -> {out / 'data'}", progress)
     make_dataset(out / "data", seed=seed, progress=progress, **(DEMO_DATA if size == "demo" else SIZES[size]))
@@ -49,44 +40,21 @@ def run_demo(out="demo", *, size: str = "demo", seed: int = 0, progress: bool = 
     _say(f"      {len(data.curated.fnames)} curated, {len(data.noisy.fnames)} noisy, "
          f"{len(data.test.fnames)} test clips, {len(data.vocab)} classes", progress)
 
-    _say("[2/4] warm-up pipeline: stage1 noisy -> stage2 curated -> stage3/4 curated + selected noisy", progress)
-    summary = warmup(data, run="demo", weights_root=out / "weights", cache_dir=out / "cache",
-                     progress=progress, seed=seed, **settings)
-
-    _say("[3/4] test predictions: windowed TTA, ensemble of stages 2-4", progress)
-    pred = predict_test(data, out / "weights" / "demo", stages=["stage2", "stage3", "stage4"], tta="windows",
-                        out=out / "submission.csv", progress=progress)
-
-    _say("[4/4] report", progress)
-    result = {"summary": summary, "evaluation": pred["evaluation"], "submission": str(pred["submission"]),
+    _say("[2/4] warm-up pipeline: stage1 noisy -> stage2 curated -> stage3/4 curated + selected noisy, "
+         "[3/4] test predictions: windowed TTA, ensemble of stages 2-4, [4/4] report", progress)
+    rec = warmup_recipe(rec, overrides={"seed": seed, **overrides})
+    summary = run_recipe(rec, data, run="demo", workspace=Workspace(out / "weights", out / "cache", (), progress),
+                         out_dir=out)
+    test = summary["test"]
+    evaluation = None if test["lwlrap"] is None else {"lwlrap": test["lwlrap"], "by_usage": test["by_usage"],
+                                                      "n_clips": test["n_clips"]}
+    result = {"summary": summary, "evaluation": evaluation, "submission": test["submission"],
               "seconds": round(time.time() - t0, 1)}
-    from .report import write_run_report
-
-    report = write_run_report(out, result)
-    _say(f"done in {result['seconds']:.0f} s: {report}", progress)
+    write_json(out / "report.json", result)
+    _say(f"done in {result['seconds']:.0f} s: {out / 'report.md'}", progress)
     return result
 
 
 def _say(msg: str, progress: bool) -> None:
     if progress:
         print(msg, flush=True)
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="the whole pipeline on a synthetic data set (make demo)",
-                              description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="demo", help="output folder (default: demo/)")
-    p.add_argument("--size", default="demo", choices=["tiny", "demo", "small"],
-                   help=f"synthetic data set size (demo: {DEMO_DATA})")
-    p.add_argument("--epochs", type=int, default=DEMO_SETTINGS["epochs"], help="epochs per stage")
-    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and of training")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.set_defaults(func=_cli)
-
-
-def _cli(args) -> int:
-    from .preflight import check_writable
-
-    check_writable(args.out, what="--out folder")
-    run_demo(args.out, size=args.size, seed=args.seed, epochs=args.epochs, progress=not args.quiet)
-    return 0

@@ -18,8 +18,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
-
-import torch
+import sys
 
 DEFAULT_BARRIER_TIMEOUT_S = 6 * 3600
 _state = {"barrier_group": None}
@@ -46,8 +45,10 @@ def use_distributed() -> bool:
     return world_size() > 1
 
 
-def device() -> torch.device:
+def device():
     """This process's device: ``cuda:LOCAL_RANK`` on GPUs (cuda:0 alone), else the CPU."""
+    import torch
+
     if torch.cuda.is_available():
         return torch.device("cuda", local_rank() % torch.cuda.device_count())
     return torch.device("cpu")
@@ -62,6 +63,7 @@ def init() -> None:
     gloo on CPUs; accelerate and fastai then use this group. No-op with one process."""
     if not use_distributed():
         return
+    import torch
     import torch.distributed as dist
 
     if not dist.is_initialized():
@@ -96,6 +98,8 @@ def main_first():
 
 def shutdown() -> None:
     """Leave the process group (end of a command); no-op when none was joined."""
+    if "torch" not in sys.modules:  # no torch, no process group (and no import of torch just to say so)
+        return
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
@@ -130,6 +134,7 @@ def my_folds(folds: list[int], *, fold_parallel: bool) -> list[int]:
 
 # ------------------------------------------------------------------------------- data parallel
 def _trainer_class():
+    import torch
     from fastai.distributed import DistributedDL, DistributedTrainer
 
     class _DL(DistributedDL):

@@ -6,7 +6,10 @@ the kernel drops a ``flock`` when its holder's last file descriptor closes, so a
 leaves a stale lock behind. The holder removes the lock file as it leaves; a waiter that then gets the
 lock on the removed file notices (its descriptor no longer names the path) and locks the path again.
 
-Where ``fcntl`` does not exist (Windows), the block runs without a lock.
+Where ``fcntl`` does not exist (Windows), the ``filelock`` package locks instead (``msvcrt`` locking; it is
+installed with torch). On POSIX fatlib keeps its own ``flock`` loop: ``filelock``'s Unix lock leaves its lock
+file behind (removing it safely needs the re-check after waiting done here), and a finished cache folder
+holds no lock file.
 """
 from __future__ import annotations
 
@@ -31,7 +34,8 @@ def exclusive_lock(path: str | os.PathLike, *, on_wait: Callable[[], None] | Non
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if fcntl is None:
-        yield path
+        with _portable_lock(path, on_wait):
+            yield path
         return
     fd = _acquire(path, on_wait)
     try:
@@ -64,3 +68,23 @@ def _acquire(path: Path, on_wait: Callable[[], None] | None) -> int:
             os.close(fd)
             raise
         os.close(fd)  # the holder we waited for removed the file: lock the path anew
+
+
+@contextlib.contextmanager
+def _portable_lock(path: Path, on_wait: Callable[[], None] | None) -> Iterator[None]:
+    """The ``filelock`` package's lock (Windows: ``msvcrt``), with the same ``on_wait`` call."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if on_wait is not None:
+            on_wait()
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # Windows removes it on release already; elsewhere nothing waits on this path

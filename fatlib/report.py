@@ -16,7 +16,6 @@ from matplotlib.figure import Figure
 
 from .display import audio_player
 from .errors import DataError
-from .io import write_text
 
 
 # ------------------------------------------------------------------------------------------- setup
@@ -435,37 +434,5 @@ def runs_ensemble_cv(data, run_dirs: Sequence) -> float:
 
 
 # ------------------------------------------------------------------------------------ run report
-def write_run_report(out: Path, result: dict) -> Path:
-    """``report.md`` (and ``report.json``) in ``out``: the warm-up stage table, test lwlrap, pictures.
-
-    ``result``: {"summary": warmup summary, "evaluation": predict_test's evaluation or None,
-    "submission": path, "seconds": wall time}. The demo writes it; links are relative to ``out``."""
-    summary, ev = result["summary"], result["evaluation"]
-    lines = ["# fatlib demo report", "",
-             f"Run `{summary['run']}`, model `{summary['model']}`, {summary['n_curated']} curated and "
-             f"{summary['n_noisy']} noisy clips, {result['seconds']:.0f} s in all.", "",
-             "## Cross-validated lwlrap per stage (out-of-fold, curated)", "",
-             "| stage | trained on | noisy clips selected | CV lwlrap curated | CV lwlrap noisy |",
-             "| --- | --- | --- | --- | --- |"]
-    for row in summary["stages"]:
-        lines.append(f"| {row['stage']} | {row['train_on']} | {row['n_selected']} | "
-                     f"{row['cv_lwlrap_curated']:.4f} | {_fmt(row['cv_lwlrap_noisy'])} |")
-    lines += ["", "## Test set", ""]
-    if ev:
-        lines.append(f"lwlrap on the {ev['n_clips']} test clips: **{ev['lwlrap']:.4f}**")
-        for split, value in sorted((ev.get("by_usage") or {}).items()):
-            lines.append(f"- {split}: {_fmt(value)}")
-        lines += ["", "![per-class lwlrap](submission_eval/per_class_lwlrap.png)"]
-    else:
-        lines.append("No test labels: submission written, not scored.")
-    lines += ["", f"Submission: `{Path(result['submission']).name}`", "", "## Training curves", ""]
-    for row in summary["stages"]:
-        if row["stage"].startswith("stage"):
-            lines.append(f"![{row['stage']}](weights/{summary['run']}/{row['stage']}/curve.png)")
-    path = write_text(Path(out) / "report.md", "\n".join(lines) + "\n")
-    write_text(Path(out) / "report.json", json.dumps(result, indent=2, default=str))
-    return path
-
-
 def _fmt(v) -> str:
     return "-" if v is None or v != v else f"{v:.4f}"

@@ -13,11 +13,11 @@ Absolute paths outside the working folder are used as they are (no input root mi
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -182,11 +182,27 @@ def _copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, tmp)  # contents only: the read-only mode of an input stays behind
 
 
-def add_input_roots_argument(parser: argparse.ArgumentParser) -> None:
-    """``--input-roots DIR ...`` for a command that reads earlier stages, caches or weights."""
-    parser.add_argument(
-        "--input-roots", nargs="+", default=[], metavar="DIR",
-        help="read-only outputs of earlier sessions (e.g. ../input/<notebook>/), each laid out like the working "
-        "folder (weights/, cache/): earlier stages, caches and weights are looked up there after the working "
-        "folder; only the working folder is written (default: none)",
-    )
+@dataclass(frozen=True)
+class Workspace:
+    """Where a session works, passed as one object instead of four loose parameters: ``weights`` (the
+    working folder's runs, ``<weights>/<run>/``: written), ``cache`` (the feature caches), ``input_roots``
+    (earlier sessions' outputs, read-only, :class:`Roots`) and ``progress`` (bars, or plain lines only)."""
+
+    weights: Path = Path("weights")
+    cache: Path = Path("cache")
+    input_roots: tuple = ()
+    progress: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "weights", Path(self.weights))
+        object.__setattr__(self, "cache", Path(self.cache))
+        object.__setattr__(self, "input_roots", tuple(Path(r) for r in self.input_roots or ()))
+
+    @property
+    def roots(self) -> Roots:
+        """The working folder and the input roots, for lookups (:class:`Roots`)."""
+        return Roots(self.input_roots)
+
+    def run_dir(self, run: str) -> Path:
+        return self.weights / run
+

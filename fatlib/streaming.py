@@ -19,7 +19,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .audio import TRIM_FRAME_SAMPLES, TRIM_HOP_SAMPLES, fix_length
+from .audio import TRIM_FRAME_SAMPLES, TRIM_HOP_SAMPLES, check_complete, check_rate, check_samples, fix_length
 from .errors import AudioError
 from .features import AMIN, TOP_DB, LogMel, MelConfig, extend_mode
 
@@ -37,6 +37,7 @@ def mono_blocks(path: str | os.PathLike, *, sample_rate: int, block_seconds: flo
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: no such audio file; check the path")
+    check_complete(path)  # the integrity rule of fatlib.audio.load_audio, for streamed clips too
     try:
         f = sf.SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
@@ -45,6 +46,7 @@ def mono_blocks(path: str | os.PathLike, *, sample_rate: int, block_seconds: flo
     with f:
         if f.frames == 0:
             raise AudioError(f"{path}: the file holds 0 samples; replace it with the real recording or leave it out")
+        check_rate(path, f.samplerate, sample_rate=sample_rate)
         resampler = None
         if f.samplerate != sample_rate:
             import soxr
@@ -59,9 +61,7 @@ def mono_blocks(path: str | os.PathLike, *, sample_rate: int, block_seconds: flo
             except (sf.LibsndfileError, RuntimeError) as e:
                 raise AudioError(f"{path}: cannot decode audio after {done} samples ({e}); re-encode it") from e
             last = len(data) < block  # a short read (an empty one when the length is a multiple of block)
-            if not np.isfinite(data).all():
-                raise AudioError(f"{path}: samples are NaN or infinite; re-export the recording from its source "
-                                 "or leave it out (fatlib never replaces them with silence)")
+            check_samples(path, data)
             y = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
             read += len(y)
             if resampler is not None:

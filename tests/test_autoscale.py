@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from fatlib.autoscale import MIN_STEPS_PER_EPOCH, SMALL_DATA_FOLDS, dataset_width, scale_folds, scale_settings
-from fatlib.train import StageConfig, effective_config, folds_for_data, init_output_bias
+from fatlib.learner import init_output_bias
+from fatlib.train import StageConfig, effective_config, folds_for_data
 
 RECIPE = dict(batch_size=128, lr=1e-3, epochs=20, min_steps=600)
 
@@ -87,3 +88,22 @@ def test_output_bias_starts_at_the_class_priors():
         last.weight.zero_()
         p = torch.sigmoid(model(torch.randn(2, 1, 32, 32)))[0].numpy()
     np.testing.assert_allclose(p, [0.5, 0.4, 0.1, 1e-3], rtol=1e-3)
+
+
+def test_given_fields_are_kept_and_named():
+    sc = scale_settings(n_train=8, n_dataset=16, width_mult=None, given={"epochs": "--epochs"}, **RECIPE)
+    assert (sc.batch_size, sc.epochs, sc.kept) == (8, 20, ("epochs",))
+    sc = scale_settings(n_train=300, n_dataset=400, width_mult=None, given={"batch_size"}, **RECIPE)
+    assert sc.batch_size == 128 and sc.epochs * sc.steps_per_epoch >= RECIPE["min_steps"]
+    cfg = StageConfig(name="s", **{**RECIPE, "epochs": 3})
+    eff, line = effective_config(cfg, n_train=8, n_dataset=16, given={"epochs": "--epochs"})
+    assert eff.epochs == 3 and eff.batch_size == 8 and "auto scaling left epochs=3 as given (--epochs)" in line
+    assert scale_folds(10, n_dataset=417, given=True) == 10
+
+
+def test_set_values_are_given():
+    from fatlib.recipes import apply_sets, load_recipe
+
+    rec = apply_sets(load_recipe("95th_place"), ["epochs=2", "stages.curated.batch_size=4", "lr=0.01"])
+    assert rec.given_fields("curated") == {"epochs": "--set epochs=2", "batch_size": "--set stages.curated.batch_size=4",
+                                           "lr": "--set lr=0.01"}

@@ -39,10 +39,20 @@ data = FatData.from_dir(data_dir)
 r1 = warmup_stage("stage1", data, run="r", weights_root=weights, cache_dir=cache, progress=False,
                   fold_parallel=True, **kw)
 r2 = warmup_stage("stage2", data, run="r", weights_root=weights, cache_dir=cache, progress=False, keep="best", **kw)
-with open(f"{weights}/returned-{distrib.rank()}.json", "w") as f:
-    json.dump({"rank": distrib.rank(), "world": distrib.world_size(), "stage1": r1 is not None,
-               "stage2": r2 is not None}, f)
+# then the command line's `run` in the same processes (python -m fatlib run ... under torchrun); last, as the
+# command leaves the process group when it ends
+from fatlib.cli import main
+
+rank, world = distrib.rank(), distrib.world_size()
+sets = [a for s in json.loads(sys.argv[5]) for a in ("--set", s)]
+rc = main(["run", "95th_place", "--data", data_dir, "--weights", weights, "--run", "run95", "--cache-dir", cache,
+           "--quiet", *sets])
+with open(f"{weights}/returned-{rank}.json", "w") as f:
+    json.dump({"rank": rank, "world": world, "stage1": r1 is not None, "stage2": r2 is not None, "run": rc}, f)
 """
+# `fatlib run 95th_place` on the same data, fold parallel (so it equals the one-process run up to rounding)
+RUN_SETS = ["epochs=1", "n_folds=2", "auto_scale=false", "model_kwargs.width_mult=0.125", 'preset="cnn128"',
+            "mel.crop_frames=32", "mel.n_mels=32", "batch_size=8", "cache_jobs=1", "n_workers=0", "fold_parallel=true"]
 
 
 def _torchrun() -> list[str]:
@@ -65,7 +75,8 @@ def runs(tiny_dataset, tmp_path_factory):
     for launch, weights in (([*_torchrun(), "--standalone", "--nproc_per_node", "2"], root / "w2"),
                             ([sys.executable], root / "w1")):  # the reference: one process, the same script
         weights.mkdir()
-        cmd = [*launch, str(script), str(tiny_dataset), str(weights), str(root / "cache"), json.dumps(TINY)]
+        cmd = [*launch, str(script), str(tiny_dataset), str(weights), str(root / "cache"), json.dumps(TINY),
+               json.dumps(RUN_SETS)]
         res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=root)
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
         if weights.name == "w2":  # before the reference run opens them
@@ -82,10 +93,11 @@ def test_two_processes_finish_every_stage_with_one_cache(runs):
     two, _, caches = runs
     results = [json.loads((two / f"returned-{r}.json").read_text()) for r in range(2)]
     # rank 0 returns the stage results, rank 1 None, both only after the stage was written
-    assert results == [{"rank": 0, "world": 2, "stage1": True, "stage2": True},
-                       {"rank": 1, "world": 2, "stage1": False, "stage2": False}]
-    # one build of each cache (curated, noisy): a data file and its metadata, nothing left over
-    assert len(caches) == 4 and sum(n.endswith(".f16") for n in caches) == 2, caches
+    assert results == [{"rank": 0, "world": 2, "stage1": True, "stage2": True, "run": 0},
+                       {"rank": 1, "world": 2, "stage1": False, "stage2": False, "run": 0}]
+    # one build of each cache (curated, noisy; test for the run's predictions): a data file and its metadata
+    assert len(caches) >= 4 and sum(n.endswith(".f16") for n in caches) == len(caches) // 2, caches
+    assert not [n for n in caches if n.endswith((".lock", ".tmp"))]
     for stage in ("stage1", "stage2"):
         d = two / "r" / stage
         assert (d / "metrics.json").is_file() and (d / "oof_curated.csv").is_file()
@@ -140,8 +152,8 @@ def test_one_process_needs_no_process_group(monkeypatch):
 
 def test_fold_parallel_from_the_command_line():
     from fatlib.cli import build_parser
+    from fatlib.commands.options import config_from_args, stage_overrides
     from fatlib.pipeline import STAGES
-    from fatlib.train import config_from_args, stage_overrides
 
     parser = build_parser()
     args = parser.parse_args(["train-stage", "--run", "r", "--fold-parallel"])
@@ -149,3 +161,15 @@ def test_fold_parallel_from_the_command_line():
     assert config_from_args(parser.parse_args(["train-stage", "--run", "r"])).fold_parallel is False
     args = parser.parse_args(["warmup", "--run", "r", "--fold-parallel", "--stage", STAGES[0]])
     assert stage_overrides(args)["fold_parallel"] is True
+
+
+@pytest.mark.slow
+def test_run_command_under_torchrun_matches_one_process(runs):
+    """`fatlib run RECIPE` in a 2-process torchrun job (fold parallel) finishes on every process, rank 0 writes
+    the run's files once, and the stages' metrics equal the one-process run's (same folds, seeds and data)."""
+    two, one = (pd.read_csv(w / "run95" / "stages.csv") for w in runs[:2])
+    pd.testing.assert_frame_equal(two, one, check_exact=False, atol=TOL_FOLD_PARALLEL)
+    steps = json.loads((runs[0] / "run95" / "steps.json").read_text())["steps"]
+    assert steps == ["train curated", "ensemble", "predict", "report"]
+    assert (runs[0] / "run95" / "submission.csv").exists() and (runs[0] / "run95" / "report.md").exists()
+    assert "2 processes, fold parallel" in (runs[0] / "run95" / "curated" / "log.txt").read_text()

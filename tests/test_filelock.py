@@ -43,3 +43,27 @@ def test_lock_released_on_exception_and_reusable(tmp_path):
     with exclusive_lock(path, on_wait=lambda: told.append(1)):
         pass
     assert told == [] and not path.exists()
+
+
+def test_without_fcntl_the_filelock_package_locks(tmp_path, monkeypatch):
+    """Windows has no fcntl: the filelock package serialises the holders there (was: no lock at all)."""
+    import fatlib.filelock
+
+    monkeypatch.setattr(fatlib.filelock, "fcntl", None)
+    path = tmp_path / "w.lock"
+    events = []
+    first_in = threading.Event()
+
+    def second():
+        first_in.wait()
+        with exclusive_lock(path, on_wait=lambda: events.append("waiting")):
+            events.append("second in")
+
+    t = threading.Thread(target=second)
+    t.start()
+    with exclusive_lock(path):
+        first_in.set()
+        time.sleep(0.3)
+        events.append("first out")
+    t.join(10)
+    assert events == ["waiting", "first out", "second in"]

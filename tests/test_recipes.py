@@ -60,7 +60,7 @@ def test_bad_recipe_files_are_one_clear_error(tmp_path):
 
 def test_recipe_file_feeds_the_command_line(tmp_path):
     from fatlib.cli import build_parser
-    from fatlib.train import config_from_args
+    from fatlib.commands.options import config_from_args
 
     mine = tmp_path / "mine.toml"
     mine.write_text('name = "mine"\n[stage]\nmodel = "xresnet18"\nbatch_size = 32\nlr = 0.01\nepochs = 7\n'
@@ -85,7 +85,7 @@ def test_recipe_file_feeds_the_command_line(tmp_path):
 ])
 def test_small_data_table_of_the_default_recipe(tmp_path, argv, n_dataset, model, preset):
     from fatlib.cli import build_parser
-    from fatlib.train import config_from_args, run_name
+    from fatlib.commands.options import config_from_args, run_name
 
     rec = load_recipe("12th_place")
     assert rec.small_data == {"model": "xresnet18", "preset": "multires128", "augment": ["mixup"], "loss": "lsep",

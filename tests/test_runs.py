@@ -162,3 +162,15 @@ def test_cli_cache_and_predict_read_earlier_sessions(tiny_dataset, tiny_mel, tmp
                  "--input-roots", str(s2), str(s3)]) == 1
     assert "no fold*.safetensors for stage(s) ['stage4']" in capsys.readouterr().err
     assert {d: _snapshot(d) for d in (s0, s2, s3)} == before
+
+
+def test_workspace_is_the_four_places_in_one(tmp_path, monkeypatch):
+    from fatlib.runs import Workspace
+
+    monkeypatch.chdir(tmp_path)  # a session's working folder; an earlier session's output attached under old/
+    old = tmp_path / "old"
+    (old / "weights" / "r" / "s").mkdir(parents=True)
+    ws = Workspace("weights", "cache", [str(old)], False)
+    assert (ws.weights, ws.cache, ws.input_roots, ws.progress) == (Path("weights"), Path("cache"), (old,), False)
+    assert ws.run_dir("r") == Path("weights") / "r"
+    assert ws.roots.find_stage(ws.run_dir("r") / "s") == old / "weights" / "r" / "s"

@@ -85,8 +85,8 @@ def test_changed_config_is_refused(run, data):
 
 def test_init_from_and_selected_noisy_respect_folds(run, data, monkeypatch):
     import fatlib.weights
+    from fatlib.folds import noisy_folds
     from fatlib.select import select_by_agreement
-    from fatlib.train import noisy_folds
 
     root, _, _ = run
     run_dir = root / "r"
@@ -134,7 +134,7 @@ def test_schedules_shape_the_learning_rate(schedule):
     from torch import nn
     from torch.utils.data import TensorDataset
 
-    from fatlib import train
+    from fatlib import learner
 
     torch.manual_seed(0)
     w = torch.randn(4, 2)
@@ -145,7 +145,7 @@ def test_schedules_shape_the_learning_rate(schedule):
     learn = Learner(dls, nn.Linear(4, 2), loss_func=nn.MSELoss())
     cfg = StageConfig(name="x", epochs=10, lr=0.01, pct_start=0.1, schedule=schedule)
     with learn.no_bar(), learn.no_logging():
-        train._fit(learn, cfg)
+        learner.fit(learn, cfg)
     lrs = np.array(learn.recorder.lrs)
     assert len(lrs) == 80
     if schedule == "warmup_cosine":
@@ -180,9 +180,46 @@ def test_workers_default_to_the_cpu_count_and_channels_last_is_an_option(monkeyp
     help_text = " ".join(capsys.readouterr().out.split())
     assert "--workers WORKERS DataLoader worker processes; 0 loads in the training process (default: 0: one per" in help_text
     assert StageConfig(name="x").n_workers == 0  # two cores: workers would take the step's cores
+    from fatlib.commands import options
+
     p = argparse.ArgumentParser()
-    train.add_stage_arguments(p)
-    assert train.stage_overrides(p.parse_args(["--channels-last"]))["channels_last"] is True
-    assert "channels_last" not in train.stage_overrides(p.parse_args([]))
+    options.add_stage_arguments(p)
+    assert options.stage_overrides(p.parse_args(["--channels-last"]))["channels_last"] is True
+    assert "channels_last" not in options.stage_overrides(p.parse_args([]))
     assert StageConfig(name="x").channels_last is False and "channels_last" in train.RUNTIME_FIELDS
     assert torch.backends.cudnn.benchmark is False  # set by CUDA training only, never at import
+
+
+def test_explicit_epochs_win_over_auto_scaling(tmp_path):
+    """The issue's case: `train-stage ... --epochs 3` on a 16-clip set trained 600 epochs a fold (auto scaling
+    overruled it); now the typed value is used, the rest is auto scaled, and the log says which was which."""
+    import subprocess
+    import sys
+
+    from fatlib.synth import make_dataset
+
+    root = make_dataset(tmp_path / "d", n_classes=4, n_curated=16, n_noisy=0, n_test=0, max_seconds=2.0, seed=1,
+                        progress=False)
+    cmd = [sys.executable, "-m", "fatlib", "train-stage", "--data", str(root), "--model", "cnn_model_1",
+           "--model-kwargs", '{"width_mult": 0.125}', "--mel", '{"n_mels": 32, "crop_frames": 32}', "--epochs", "3",
+           "--n-folds", "2", "--folds", "0", "--workers", "0", "--weights", str(tmp_path / "w"),
+           "--cache-dir", str(tmp_path / "c"), "--quiet", "--stage", "s1"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    log = (tmp_path / "w" / "cnn_model_1" / "s1" / "log.txt").read_text()
+    first = next(line for line in log.splitlines() if "s1: cnn_model_1," in line)
+    assert "3 epochs" in first and "auto scaling left epochs=3 as given (--epochs)" in first, first
+    assert "batch_size 128 -> 8" in first  # the batch size nobody gave is still scaled to the 8 training clips
+    record = json.loads((tmp_path / "w" / "cnn_model_1" / "s1" / "fold0.json").read_text())
+    assert record["settings"]["epochs"] == 3 and len(record["history"]["epochs"]) == 3
+    # where each value came from: the log's second line and config.json (a data structure, not only text)
+    sources = json.loads((tmp_path / "w" / "cnn_model_1" / "s1" / "config.json").read_text())["sources"]
+    assert sources["epochs"] == {"kind": "option", "where": "--epochs", "value": 3}
+    assert sources["batch_size"]["kind"] == "auto_scale" and sources["batch_size"]["value"] == 8
+    assert sources["lr"]["kind"] == "recipe" and sources["lr"]["where"].startswith("12th_place.toml:")
+    line = int(sources["lr"]["where"].split(":")[1].split()[0])
+    from fatlib.recipes import load_recipe
+
+    assert load_recipe("12th_place").path.read_text().splitlines()[line - 1].startswith("lr = ")
+    assert "epochs=3 (option: --epochs)" in log.splitlines()[1]
+    assert StageConfig.load(tmp_path / "w" / "cnn_model_1" / "s1" / "config.json").epochs == 3

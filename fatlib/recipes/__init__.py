@@ -3,25 +3,26 @@
 A recipe names the features, model, crop, augmentations, loss, schedule, folds, selection or
 pseudo-labelling, TTA and ensemble of one write-up. Its tables:
 
-- top level: ``name``, ``title``, ``pipeline`` ("warmup": stages 1-4 and their ensemble; "single":
-  the ``[stages.<name>]`` in file order, each after its selection if it has one; "pseudo_label": those
-  stages, then rounds of pseudo-labelled noisy clips);
+- top level: ``name``, ``title``, ``pipeline`` ("single": the ``[stages.<name>]`` in file order, each
+  after its selection if it has one; "pseudo_label": those stages, then rounds of pseudo-labelled noisy
+  clips; "warmup", an older name of "single");
 - ``[stage]``: :class:`fatlib.train.StageConfig` fields for every stage;
 - ``[stages.<name>]``: fields for one stage on top of ``[stage]`` (e.g. its epochs);
-- ``[selection.<name>]``: the selection rule's parameters before that stage; in a "single" recipe also
-  ``rule`` (``fatlib.select.RULES``) and ``sources`` (the stages whose outputs it reads);
+- ``[selection.<name>]``: the selection before that stage: ``rule`` (``fatlib.select.RULES``), ``sources``
+  (the earlier stages whose outputs it reads) and the rule's parameters; the stage then trains on
+  curated + the selected noisy clips;
 - ``[pseudo]`` ("pseudo_label" recipes): ``from_stage``, ``rounds``, ``round_size``, ``max_rounds``,
-  ``threshold``, ``init_from_previous`` (see ``fatlib.recipe_run``);
+  ``threshold``, ``init_from_previous`` (see ``fatlib.engine``);
 - ``[predict]``: ``tta``, ``stages``, ``ensemble``, ``rescale``;
 - ``[small_data]``: StageConfig fields that replace the stage's on a data set of fewer than
   ``fatlib.autoscale.SMALL_DATA_CLIPS`` clips (curated + noisy) when auto scaling is on, below
-  ``--config`` and the command-line options (``train-stage``, ``warmup``; ``python -m fatlib run``
-  runs a recipe as written). The default recipe's: the model and features that learned best from a
-  few hundred real clips (README, "Real audio").
+  ``--config``, the command-line options and ``--set`` (every command: one engine). The default
+  recipe's: the model and features that learned best from a few hundred real clips (README, "Real audio").
 
-In a "single" or "pseudo_label" recipe the ``[stages.<name>]`` tables run in file order; ``init_from``
-there may name an earlier stage. ``python -m fatlib run RECIPE`` runs a whole recipe
-(:mod:`fatlib.recipe_run`); ``--set key=value`` changes a loaded recipe (:func:`apply_sets`).
+The ``[stages.<name>]`` tables run in file order; ``init_from`` there may name an earlier stage. Values
+given on top of the file (``--set``, options, a library call's arguments: :meth:`Recipe.give`) are used
+as given: auto scaling fills only the others. ``python -m fatlib run RECIPE`` runs a whole recipe
+(:mod:`fatlib.engine`); ``--set key=value`` changes a loaded recipe (:func:`apply_sets`).
 
 ``load_recipe(name_or_path)`` reads one of the files shipped here (``list_recipes()``) or any path;
 command-line options and ``--config`` override its values. The command line's defaults are the
@@ -39,7 +40,7 @@ from ..setting_rules import check_recipe, check_recipe_layout, check_set
 
 DEFAULT_RECIPE = "12th_place"
 HERE = Path(__file__).resolve().parent
-PIPELINES = ("warmup", "single", "pseudo_label")
+PIPELINES = ("single", "pseudo_label", "warmup")  # "warmup": an older name of "single"
 TOP_KEYS = {"name", "title", "pipeline", "stage", "stages", "selection", "predict", "notes", "pseudo", "small_data"}
 SELECTION_KEYS = {"rule", "sources", "threshold", "max_per_fold_label", "n_best", "max_per_class", "round_size",
                   "max_rounds"}
@@ -73,22 +74,66 @@ class Recipe:
     name: str
     path: Path
     title: str = ""
-    pipeline: str = "warmup"
+    pipeline: str = "single"
     stage: dict = field(default_factory=dict)
     stages: dict = field(default_factory=dict)
     selection: dict = field(default_factory=dict)
     predict: dict = field(default_factory=dict)
     pseudo: dict = field(default_factory=dict)
     small_data: dict = field(default_factory=dict)
+    # StageConfig fields somebody gave on top of the file (--set, options, a library call's arguments):
+    # scope ("" for every stage, else a stage name) -> {field: (value, where it was given)}
+    given: dict = field(default_factory=dict)
+    lines: dict = field(default_factory=dict)  # (table, key) -> line number in the file, for provenance
+
+    def sources(self, stage: str | None = None, *, n_dataset: int | None = None, given: dict | None = None,
+                values: dict | None = None) -> dict:
+        """Where each StageConfig field of ``stage`` comes from (:class:`fatlib.settings.Source`): StageConfig's
+        default, the recipe's ``[stage]`` / ``[stages.<stage>]`` (file and line), ``[small_data]``, a value given
+        to the recipe (:meth:`give`), or ``given`` (field -> where: "--epochs", "--config c.json", ...), whose
+        ``values`` decide, as in :meth:`stage_fields`, whether ``[small_data]`` applies."""
+        from ..settings import Source, StageConfig
+
+        out = {f: Source("default") for f in StageConfig.__dataclass_fields__}
+        for table, own in (("stage", self.stage), (f"stages.{stage}", self.stages.get(stage, {}) if stage else {})):
+            for k in own:
+                out[k] = Source("recipe", self._where(table, k))
+        if self.uses_small_data(stage, n_dataset, values):
+            for k in self.small_data:
+                out[k] = Source("small_data", self._where("small_data", k))
+        for k, where in {**self.given_fields(stage), **(given or {})}.items():
+            if k in out:
+                out[k] = Source.of_given(where)
+        return out
+
+    def _where(self, table: str, key: str) -> str:
+        line = self.lines.get((table, key))
+        return f"{self.path.name}:{line} [{table}]" if line else f"{self.path.name} [{table}]"
+
+    def give(self, fields: dict, *, source: str, stage: str | None = None) -> Recipe:
+        """Record ``fields`` as given (for ``stage``, or every stage) by ``source``; they go on top of the
+        recipe's tables and ``[small_data]``, and auto scaling leaves them alone. Returns self."""
+        scope = self.given.setdefault(stage or "", {})
+        for k, v in fields.items():
+            scope[k] = (v, source)
+        return self
+
+    def given_fields(self, stage: str | None = None) -> dict[str, str]:
+        """The StageConfig fields of ``stage`` somebody gave, with where each was given."""
+        return {k: src for k, (_, src) in self._given(stage).items()}
+
+    def _given(self, stage: str | None) -> dict:
+        return {**self.given.get("", {}), **(self.given.get(stage, {}) if stage else {})}
 
     def stage_fields(self, stage: str | None = None, *, n_dataset: int | None = None,
                      given: dict | None = None) -> dict[str, Any]:
         """StageConfig fields of ``stage``: ``[stage]`` with ``[stages.<stage>]`` on top, then
-        ``[small_data]`` where :meth:`uses_small_data` says so, then the ``given`` fields (options, --config)."""
+        ``[small_data]`` where :meth:`uses_small_data` says so, then the fields given to the recipe
+        (:meth:`give`), then the ``given`` fields (options, --config)."""
         fields = self._own(stage)
         if self.uses_small_data(stage, n_dataset, given):
             fields.update(self.small_data)
-        return {**fields, **(given or {})}
+        return {**fields, **{k: v for k, (v, _) in self._given(stage).items()}, **(given or {})}
 
     def _own(self, stage: str | None) -> dict:
         return {**self.stage, **(self.stages.get(stage, {}) if stage else {})}
@@ -96,10 +141,10 @@ class Recipe:
     def uses_small_data(self, stage: str | None, n_dataset: int | None, given: dict | None = None) -> bool:
         """Whether ``[small_data]`` replaces the stage's fields on a data set of ``n_dataset`` clips (None:
         unknown, no): under ``SMALL_DATA_CLIPS`` clips, with auto scaling on, and neither ``model`` nor
-        ``preset`` ``given`` (a model of your choice keeps the recipe's features, and the other way round)."""
+        ``preset`` given (a model of your choice keeps the recipe's features, and the other way round)."""
         from ..autoscale import SMALL_DATA_CLIPS
 
-        given = given or {}
+        given = {**{k: v for k, (v, _) in self._given(stage).items()}, **(given or {})}
         return (bool(self.small_data) and n_dataset is not None and n_dataset < SMALL_DATA_CLIPS
                 and {**self._own(stage), **given}.get("auto_scale", True) is not False
                 and not {"model", "preset"} & set(given))
@@ -129,18 +174,49 @@ def resolve_recipe_path(name_or_path: str | os.PathLike) -> Path:
                     "pass one of those names or the path of a .toml recipe")
 
 
+def _key_lines(text: str) -> dict:
+    """(table, key) -> 1-based line of each ``key = value`` of a TOML text (top-level keys: table "")."""
+    import re
+
+    table, out = "", {}
+    for i, line in enumerate(text.splitlines(), 1):
+        head = re.match(r"^\s*\[([^\[\]]+)\]", line)
+        if head:
+            table = head.group(1).strip()
+            continue
+        key = re.match(r"^\s*([A-Za-z0-9_]+)\s*=", line)
+        if key:
+            out.setdefault((table, key.group(1)), i)
+    return out
+
+
+_PARSED: dict = {}  # (path, mtime, size) -> (raw TOML, key lines): each file is read and parsed once per process
+
+
+def _parse(path: Path):
+    try:
+        st = path.stat()
+        key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+        if key not in _PARSED:
+            text = path.read_text(encoding="utf-8")
+            _PARSED[key] = (_toml().loads(text), _key_lines(text))
+        raw, lines = _PARSED[key]
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise DataError(f"{path}: not a readable TOML recipe ({e}); fix the file or pick a shipped recipe") from e
+    import copy
+
+    return copy.deepcopy(raw), dict(lines)
+
+
 def load_recipe(name_or_path: str | os.PathLike | Recipe = DEFAULT_RECIPE) -> Recipe:
     """Read and check a recipe (a shipped name or a path; a Recipe is returned as it is); problems are
-    one DataError naming the file."""
-    from ..train import StageConfig
+    one DataError naming the file. A file is parsed once per process (again when it changes)."""
+    from ..settings import StageConfig
 
     if isinstance(name_or_path, Recipe):
         return name_or_path
     path = resolve_recipe_path(name_or_path)
-    try:
-        raw = _toml().loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise DataError(f"{path}: not a readable TOML recipe ({e}); fix the file or pick a shipped recipe") from e
+    raw, lines = _parse(path)
     check_recipe_layout(raw, source=str(path))  # tables where tables belong, before their keys are read
     problems = []
     unknown = sorted(set(raw) - TOP_KEYS)
@@ -160,16 +236,17 @@ def load_recipe(name_or_path: str | os.PathLike | Recipe = DEFAULT_RECIPE) -> Re
     for stage, table in raw.get("selection", {}).items():
         unknown(f"selection.{stage}", table, SELECTION_KEYS, "keys")
     unknown("pseudo", raw.get("pseudo", {}), PSEUDO_KEYS, "keys")
-    pipeline = raw.get("pipeline", "warmup")
+    pipeline = raw.get("pipeline", "single")
     if pipeline not in PIPELINES:
         problems.append(f"pipeline={pipeline!r} is not one of {PIPELINES}")
+    pipeline = "single" if pipeline == "warmup" else pipeline
     if problems:
         raise DataError(f"{path}: " + "; ".join(problems))
     rec = Recipe(name=raw.get("name", path.stem), path=path, title=raw.get("title", ""), pipeline=pipeline,
                  stage=dict(raw.get("stage", {})), stages={k: dict(v) for k, v in raw.get("stages", {}).items()},
                  selection={k: dict(v) for k, v in raw.get("selection", {}).items()},
                  predict=dict(raw.get("predict", {})), pseudo=dict(raw.get("pseudo", {})),
-                 small_data=dict(raw.get("small_data", {})))
+                 small_data=dict(raw.get("small_data", {})), lines=lines)
     check_recipe(rec, stage_config=StageConfig)  # every value's type and range, names (fatlib.setting_rules)
     return rec
 
@@ -197,7 +274,7 @@ def apply_sets(recipe: Recipe, sets) -> Recipe:
     """
     import copy
 
-    from ..train import StageConfig
+    from ..settings import StageConfig
 
     rec = copy.deepcopy(recipe)
     fields = set(StageConfig.__dataclass_fields__)
@@ -218,11 +295,12 @@ def apply_sets(recipe: Recipe, sets) -> Recipe:
         elif head == "selection" and len(parts) == 3 and parts[2] in SELECTION_KEYS:
             rec.selection.setdefault(parts[1], {})[parts[2]] = value
         elif head == "stages" and len(parts) == 3 and parts[2] in fields:
-            rec.stages.setdefault(parts[1], {})[parts[2]] = value
+            rec.give({parts[2]: value}, source=f"--set {item}", stage=parts[1])
         elif head in fields and len(parts) == 1:
-            rec.stage[head] = value
-            for table in rec.stages.values():
-                table.pop(head, None)
+            rec.give({head: value}, source=f"--set {item}")
+            for scope in rec.given.values():  # a value for every stage replaces the stages' own
+                if scope is not rec.given[""]:
+                    scope.pop(head, None)
         elif head in ("model_kwargs", "mel") and len(parts) == 2:
             for table in [rec.stage, *rec.stages.values()]:
                 if head in table or table is rec.stage:

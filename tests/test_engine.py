@@ -11,14 +11,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from fatlib.engine import _check, plan
 from fatlib.errors import DataError
-from fatlib.recipe_run import _check, plan
 from fatlib.recipes import apply_sets, list_recipes, load_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 # tiny: a 1/8-width model, 1 epoch, 2 folds, exact settings, short crops of 32 mels
 TINY = ["epochs=1", "n_folds=2", "auto_scale=false", "model_kwargs.width_mult=0.125", "mel.crop_frames=32",
-        "mel.n_mels=32", "batch_size=16", "cache_jobs=1"]
+        "mel.n_mels=32", "batch_size=16", "cache_jobs=1", "n_workers=0"]
 PER_RECIPE = {
     "9th_place": ["selection.selected_m3.n_best=6", "selection.selected_m1.n_best=6"],
     "3rd_place": ["pseudo.rounds=2", "pseudo.max_rounds=1", "pseudo.round_size=3", 'predict.stages=["round2"]'],
@@ -48,9 +48,23 @@ def mini_dataset(tmp_path_factory) -> Path:
 STAGE_COLUMNS = ["stage", "model", "train_on", "n_selected", "cv_lwlrap_curated", "cv_lwlrap_noisy"]
 
 
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    """One folder for every run of this module (they share the feature caches); the runs made so far."""
+    return {"root": tmp_path_factory.mktemp("runs"), "done": {}}
+
+
+def _run_once(name, data, runs):
+    """``_run`` of ``name`` once per module (the warmup comparison reuses the 12th-place run)."""
+    if name not in runs["done"]:
+        runs["done"][name] = _run(name, data, runs["root"])
+    return runs["done"][name]
+
+
 @pytest.mark.parametrize("name", list_recipes())
-def test_every_recipe_runs_end_to_end(name, mini_dataset, tmp_path):
-    res, rec = _run(name, mini_dataset, tmp_path)
+def test_every_recipe_runs_end_to_end(name, mini_dataset, runs):
+    tmp_path = runs["root"]
+    res, rec = _run_once(name, mini_dataset, runs)
     run_dir = tmp_path / "w" / name
     steps = json.loads((run_dir / "steps.json").read_text())["steps"]
     assert steps == plan(rec)  # every step the recipe names, in order
@@ -100,3 +114,24 @@ def test_bad_set_is_one_clear_line(tmp_path):
     assert "epoch=1" in res.stderr and "epochs" in res.stderr
     with pytest.raises(DataError, match=r"3rd_place.toml.*round9"):  # checked before any work
         _check(apply_sets(load_recipe("3rd_place"), ['predict.stages=["round9"]']))
+
+
+def test_warmup_and_run_12th_place_give_the_same_stage_metrics(mini_dataset, runs):
+    """One engine: `warmup` (options) and `run 12th_place` (--set) on the same data and seed train the same
+    stages with the same settings, so every stage's CV lwlrap and selection are the same."""
+    tmp_path = runs["root"]
+    _run_once("12th_place", mini_dataset, runs)
+    cmd = [sys.executable, "-m", "fatlib", "warmup", "--data", str(mini_dataset), "--weights", str(tmp_path / "w"),
+           "--run", "by_warmup", "--cache-dir", str(tmp_path / "c"), "--quiet", "--epochs", "1", "--n-folds", "2",
+           "--no-auto-scale", "--model-kwargs", '{"width_mult": 0.125}', "--mel", '{"crop_frames": 32, "n_mels": 32}',
+           "--batch-size", "16", "--workers", "0"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    by_run = pd.read_csv(tmp_path / "w" / "12th_place" / "stages.csv")
+    by_warmup = pd.read_csv(tmp_path / "w" / "by_warmup" / "stages.csv")
+    assert by_run["stage"].tolist() == ["stage1", "stage2", "stage3", "stage4", "ensemble(stage2+stage3+stage4)"]
+    pd.testing.assert_frame_equal(by_run, by_warmup, check_exact=False, rtol=1e-6)
+    for stage in ("stage3", "stage4"):
+        assert (tmp_path / "w" / "12th_place" / stage / "selected.csv").read_text() == \
+            (tmp_path / "w" / "by_warmup" / stage / "selected.csv").read_text()
