@@ -80,7 +80,8 @@ def main(argv=None) -> None:
     sec = time_per_call(lambda: [wave(c) for c in clips], reps=1 if args.quick else 3, device=device)
     print(f"{'wave (32x2s)':<16}{sec * 1000:>10.2f}{sec / base:>9.3f}  (per clip, librosa: the reference)")
 
-    from fatlib.features import LogMel, get_preset
+    from fatlib.features import get_preset
+    from fatlib.logmel import LogMel
     from fatlib.wave_batch import BatchWaveEffects
 
     cfg = get_preset("log128")

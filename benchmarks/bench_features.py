@@ -57,7 +57,8 @@ def bench_log_mel(n_clips: int, seconds: float, reps: int) -> None:
     import torch
     from threadpoolctl import threadpool_limits
 
-    from fatlib.features import LogMel, get_preset, log_mel
+    from fatlib.features import get_preset, log_mel
+    from fatlib.logmel import LogMel
 
     cfg = get_preset("cnn128")
     clips = synthetic_clips(n_clips, seconds)

@@ -91,7 +91,8 @@ def interleaved(cands: dict, reps: int, clock=time.perf_counter) -> dict[str, fl
 def bench_logmel(quick: bool) -> None:
     from bench_features import synthetic_clips
 
-    from fatlib.features import LogMel, get_preset, log_mel
+    from fatlib.features import get_preset, log_mel
+    from fatlib.logmel import LogMel
 
     cfg = get_preset("cnn128")
     n, seconds = (16, 5.0) if quick else (64, 5.0)

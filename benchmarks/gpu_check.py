@@ -128,7 +128,8 @@ def check_pinned(device, smoke: bool) -> None:
 def check_wave(device, smoke: bool) -> None:
     import torch
 
-    from fatlib.features import LogMel, get_preset, log_mel, to_model_input
+    from fatlib.features import get_preset, log_mel, to_model_input
+    from fatlib.logmel import LogMel
     from fatlib.wave_augment import WaveAugment
     from fatlib.wave_batch import BatchWaveEffects
 
@@ -242,7 +243,8 @@ def check_nccl(device, smoke: bool) -> None:
 def check_kernel(device, smoke: bool) -> None:
     import torch
 
-    from fatlib.features import LogMel, get_preset
+    from fatlib.features import get_preset
+    from fatlib.logmel import LogMel
     from fatlib.models import create_model
 
     cfg = get_preset("cnn128")

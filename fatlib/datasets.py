@@ -10,7 +10,7 @@ Two feature paths:
   any spectrogram augmentation runs. ``CropDataset(device_input=False)`` (its default) returns the model
   input per item on the CPU instead: the older path, 6x the bytes for 3 channels.
 - on the fly: ``WaveDataset`` returns fixed-length waveform crops (``load_audio``); the ``WaveToMel``
-  callback turns each batch into normalised log-mels with ``features.LogMel`` on the batch's device
+  callback turns each batch into normalised log-mels with ``logmel.LogMel`` on the batch's device
   (GPU or CPU) before any spectrogram augmentation runs, applying the waveform effects to the whole
   training batch there (``fatlib.wave_batch.BatchWaveEffects``; the per-clip librosa ``WaveAugment``
   in the loader is the reference, ``build_dataloaders(batched_effects=False)``).
@@ -34,7 +34,8 @@ from fastai.torch_core import to_device
 from torch.utils.data import ConcatDataset, Dataset
 
 from .errors import DataError
-from .features import LogMel, MelConfig, clip_stats, clip_wave, extend_mode, to_model_input
+from .features import MelConfig, clip_stats, clip_wave, extend_mode, to_model_input
+from .logmel import LogMel
 
 MODES = ("cache", "wave")
 SHORT_MIN_FRAMES = 32  # shortest training segment of a batch of short clips (SegmentLoader.short_batches)
@@ -191,7 +192,7 @@ class WaveDataset(Dataset):
 
 class WaveToMel(Callback):
     """Turns a waveform batch (B, samples) into normalised log-mels (B, channels, n_mels, frames) with
-    ``features.LogMel`` on the batch's device, before spectrogram augmentations (runs first).
+    ``logmel.LogMel`` on the batch's device, before spectrogram augmentations (runs first).
 
     Training batches get the batched waveform effects (``fatlib.wave_batch.BatchWaveEffects``) of
     ``effects``, or of the training DataLoader (``build_dataloaders`` puts them there as ``batch_effects``):

@@ -1,5 +1,5 @@
 """Log-mel features: the configuration (:class:`MelConfig`, presets), the librosa reference
-(:func:`log_mel`), the same numbers on torch for batches on CPU or GPU (:class:`LogMel`), and the
+(:func:`log_mel`; the same numbers on torch for batches on CPU or GPU: :class:`fatlib.logmel.LogMel`), and the
 normalisation into model input (:func:`normalize`, :func:`to_model_input`).
 
 Values are in dB: ``power_to_db(melspectrogram(power=2), ref=1.0, amin=1e-10, top_db=80)``.
@@ -14,13 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
 from .audio import MIN_LENGTH_MODES, fix_length, load_audio, trim_silence
 from .errors import DataError
 
 __all__ = [
-    "MelConfig", "PRESETS", "get_preset", "log_mel", "LogMel", "clip_wave", "clip_features", "normalize", "clip_stats",
+    "MelConfig", "PRESETS", "get_preset", "log_mel", "clip_wave", "clip_features", "normalize", "clip_stats",
     "to_model_input", "load_audio", "trim_silence", "fix_length",
 ]
 
@@ -267,162 +266,6 @@ def log_mel(y: np.ndarray, cfg: MelConfig) -> np.ndarray:
     if cfg.log_offset is not None:
         return np.log(mel + cfg.log_offset).astype(np.float32)
     return librosa.power_to_db(mel, ref=1.0, amin=AMIN, top_db=TOP_DB).astype(np.float32)
-
-
-MEL_BLOCK = 16  # mel filters per block of the banded projection in LogMel
-CPU_CHUNK_FRAMES = 512  # STFT frames per chunk of a CPU batch in LogMel (cache-sized work; 1 thread: 3x faster)
-
-
-class LogMel(nn.Module):
-    """Batched log-mel on torch: (batch, samples) -> (batch, n_mels, frames) dB, same numbers as :func:`log_mel`.
-
-    Periodic Hann window, centred frames with zero padding (librosa >= 0.10), the mel filter bank of
-    ``librosa.filters.mel`` as a buffer (moves with ``.to(device)``), and the top-80-dB clamp per clip.
-    A 1-D input is treated as a batch of one.
-    """
-
-    def __init__(self, cfg: MelConfig):
-        import librosa
-
-        super().__init__()
-        self.cfg = _check_cfg(cfg)
-        # several STFT sizes: one LogMel per size, outputs stacked along the mel axis (as log_mel)
-        self.parts = nn.ModuleList([LogMel(cfg.replace(n_fft=n, n_ffts=(), channels=1)) for n in cfg.n_ffts])
-        if cfg.n_ffts:
-            return
-        fb = librosa.filters.mel(
-            sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax
-        )
-        self.register_buffer("mel_fb", torch.from_numpy(np.ascontiguousarray(fb, dtype=np.float32)))
-        self.register_buffer("window", torch.hann_window(cfg.n_fft, periodic=True, dtype=torch.float32))
-        # The triangular filters are banded: each group of MEL_BLOCK filters is non-zero on one short
-        # run of FFT bins, so the projection is done block by block over those bins only (about 1/8 of
-        # the dense multiply-adds at 128 mels, the same sums). Blocks are stored (bins, filters) for the
-        # (frames, bins) layout torch.stft's output has in memory.
-        self._bins: list[tuple[int, int]] = []
-        for i, r0 in enumerate(range(0, cfg.n_mels, MEL_BLOCK)):
-            rows = fb[r0:r0 + MEL_BLOCK]
-            nz = np.flatnonzero(np.abs(rows).sum(axis=0))
-            c0, c1 = (int(nz[0]), int(nz[-1]) + 1) if len(nz) else (0, 1)
-            self._bins.append((c0, c1))
-            self.register_buffer(f"mel_block{i}", torch.from_numpy(np.ascontiguousarray(rows[:, c0:c1].T, np.float32)),
-                                 persistent=False)
-
-    def forward(self, waves: torch.Tensor) -> torch.Tensor:
-        if waves.dim() == 1:
-            waves = waves.unsqueeze(0)
-        if waves.dim() != 2:
-            raise DataError(f"LogMel expects (batch, samples) waveforms, got shape {tuple(waves.shape)}")
-        if len(self.parts):
-            return torch.cat([part(waves) for part in self.parts], dim=1)
-        return self._to_db(self._mel_power(waves, center=True))
-
-    def long_clip(self, wave: torch.Tensor, *, frames_per_pass: int) -> torch.Tensor:
-        """One 1-D waveform -> (n_mels, frames) dB, the same numbers as ``self(wave)[0]``, with the STFT
-        taken ``frames_per_pass`` frames at a time: memory grows with the clip's mel frames only (a
-        10-minute clip: 20 MB of mel power instead of about 1 GB of complex STFT)."""
-        if wave.dim() != 1:
-            raise DataError(f"LogMel.long_clip expects one (samples,) waveform, got shape {tuple(wave.shape)}")
-        if len(self.parts):
-            return torch.cat([part.long_clip(wave, frames_per_pass=frames_per_pass) for part in self.parts], dim=0)
-        n_fft, hop = self.cfg.n_fft, self.cfg.hop_length
-        padded = torch.nn.functional.pad(wave.to(self.window.dtype), (n_fft // 2, n_fft // 2))
-        n_frames = 1 + (len(padded) - n_fft) // hop
-        step = max(1, int(frames_per_pass))
-        parts = [
-            self._mel_power(padded[None, a * hop : (min(a + step, n_frames) - 1) * hop + n_fft], center=False)
-            for a in range(0, n_frames, step)
-        ]
-        return self._to_db(torch.cat(parts, dim=-1))[0]
-
-    def mel_power(self, waves: torch.Tensor, *, filters: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, samples) -> mel power (B, n_mels, frames), before the log. ``filters``: one filter bank per
-        clip (B, n_fft // 2 + 1, n_mels) instead of the mel bank (``fatlib.wave_batch`` warps them for pitch
-        shifts). One STFT size only (a multi-resolution LogMel: call it on each of ``parts``)."""
-        if len(self.parts):
-            raise DataError("LogMel.mel_power: several STFT sizes; call it on each of LogMel.parts")
-        if waves.dim() != 2 or (filters is not None and (filters.dim() != 3 or len(filters) != len(waves))):
-            raise DataError(f"LogMel.mel_power expects (batch, samples) waveforms and (batch, bins, n_mels) filters, "
-                            f"got {tuple(waves.shape)}" + ("" if filters is None else f" and {tuple(filters.shape)}"))
-        ranges = None
-        if filters is not None:  # per-clip banks, still banded: each block of filters over the bins any bank uses
-            ranges = []
-            for r0 in range(0, self.cfg.n_mels, MEL_BLOCK):
-                nz = torch.nonzero(filters[:, :, r0:r0 + MEL_BLOCK].abs().sum(dim=(0, 2))).flatten()
-                ranges.append((int(nz[0]), int(nz[-1]) + 1) if len(nz) else (0, 1))
-        return self._mel_power(waves, center=True, filters=filters, ranges=ranges)
-
-    def _mel_power(self, waves: torch.Tensor, *, center: bool, filters: torch.Tensor | None = None,
-                   ranges: list | None = None) -> torch.Tensor:
-        """(B, samples) -> mel power (B, n_mels, frames). On the CPU the batch goes through in chunks of
-        about CPU_CHUNK_FRAMES frames: each chunk's STFT, power and projection stay in the caches (3x
-        less time than one pass over a 64-clip batch), and no complex STFT of the whole batch is kept."""
-        waves = waves.to(self.window.dtype)
-        if waves.device.type == "cpu" and len(waves) > 1:
-            frames = 1 + (waves.shape[-1] + (self.cfg.n_fft // 2) * 2 * center - self.cfg.n_fft) // self.cfg.hop_length
-            step = max(1, CPU_CHUNK_FRAMES // max(1, frames))
-            if step < len(waves):
-                return torch.cat([self._mel_power(waves[a:a + step], center=center, ranges=ranges,
-                                                  filters=None if filters is None else filters[a:a + step])
-                                  for a in range(0, len(waves), step)], dim=0)
-        if waves.device.type == "cpu" and len(waves) == 1 and center:
-            span = self._content_frames(waves[0])
-            if span is not None:  # a zero-padded clip: only the frames that see its samples
-                return self._span_power(waves, span, filters, ranges)
-        spec = torch.stft(
-            waves, n_fft=self.cfg.n_fft, hop_length=self.cfg.hop_length,
-            window=self.window, center=center, pad_mode="constant", return_complex=True,
-        )
-        parts = torch.view_as_real(spec.transpose(1, 2))  # (B, frames, bins, 2), contiguous in memory
-        power = parts[..., 0].square()
-        power.addcmul_(parts[..., 1], parts[..., 1])  # (B, frames, bins)
-        del spec, parts
-        if filters is None:
-            blocks = [(c0, c1, getattr(self, f"mel_block{i}")) for i, (c0, c1) in enumerate(self._bins)]
-        else:  # per-clip banks over the bins of ``ranges`` (from mel_power: the whole batch's)
-            blocks = [(c0, c1, filters[:, c0:c1, r0:r0 + MEL_BLOCK].to(power.dtype))
-                      for r0, (c0, c1) in zip(range(0, self.cfg.n_mels, MEL_BLOCK), ranges)]
-        mel = torch.cat([torch.matmul(power[..., c0:c1], w) for c0, c1, w in blocks], dim=-1)  # (B, frames, n_mels)
-        return mel.transpose(1, 2)
-
-    def _content_frames(self, wave: torch.Tensor) -> tuple[int, int, int] | None:
-        """(first, end, total) centred frames of a 1-D waveform that overlap its non-zero samples, when
-        at least a quarter of the frames see only zeros (padding: their power is exactly 0); else None."""
-        n_fft, hop = self.cfg.n_fft, self.cfg.hop_length
-        total = 1 + len(wave) // hop
-        if len(wave) < 4 * hop or wave[0] != 0 or wave[-1] != 0:  # centred zero padding leaves both ends 0
-            return None
-        nz = wave != 0
-        if not bool(nz.any()):
-            return 0, 0, total
-        a, b = int(nz.to(torch.uint8).argmax()), len(wave) - int(nz.flip(0).to(torch.uint8).argmax())
-        first = max(0, -(-(a - n_fft // 2 + 1) // hop))  # frame t covers [t*hop - n_fft/2, t*hop + n_fft/2)
-        end = min(total, -(-(b + n_fft // 2) // hop))
-        return (first, end, total) if 4 * (total - (end - first)) >= total else None
-
-    def _span_power(self, waves: torch.Tensor, span: tuple[int, int, int], filters, ranges) -> torch.Tensor:
-        """Mel power (1, n_mels, total) of a one-clip batch whose frames outside [first, end) are all zeros."""
-        first, end, total = span
-        n_fft, hop = self.cfg.n_fft, self.cfg.hop_length
-        out = waves.new_zeros(1, self.cfg.n_mels, total)
-        if end > first:
-            padded = torch.nn.functional.pad(waves, (n_fft // 2, n_fft // 2))
-            piece = padded[:, first * hop : (end - 1) * hop + n_fft]
-            out[..., first:end] = self._mel_power(piece, center=False, filters=filters, ranges=ranges)
-        return out
-
-    def _to_db(self, mel: torch.Tensor) -> torch.Tensor:
-        if self.cfg.log_offset is not None:  # log(mel + offset) scaling (3rd place), no dB or clamp
-            return torch.log(mel + self.cfg.log_offset)
-        db = 10.0 * torch.log10(mel.clamp(min=AMIN))
-        peak = db.amax(dim=(-2, -1), keepdim=True)
-        return torch.maximum(db, peak - TOP_DB)
-
-    def extra_repr(self) -> str:
-        c = self.cfg
-        if c.n_ffts:
-            return f"n_mels={c.n_mels}, n_ffts={list(c.n_ffts)}, hop_length={c.hop_length}, sample_rate={c.sample_rate}"
-        return f"n_mels={c.n_mels}, n_fft={c.n_fft}, hop_length={c.hop_length}, sample_rate={c.sample_rate}"
 
 
 def clip_wave(path_or_y, cfg: MelConfig, *, min_samples: int | None = None) -> np.ndarray:

@@ -159,11 +159,12 @@ def training_batch(cache, targets, cfg, *, batch_size: int = 16, seed: int = 0):
 
 
 def compare_log_mel(path, cfg) -> dict:
-    """A clip's log-mel from librosa (``features.log_mel``) and from torch (``features.LogMel``), same
+    """A clip's log-mel from librosa (``features.log_mel``) and from torch (``logmel.LogMel``), same
     waveform (``features.clip_wave``); returns both (n_mels, frames) dB and their max |difference| in dB."""
     import torch
 
-    from .features import LogMel, clip_wave, log_mel
+    from .features import clip_wave, log_mel
+    from .logmel import LogMel
 
     y = clip_wave(path, cfg)
     ref = log_mel(y, cfg)
@@ -199,7 +200,7 @@ def plot_log_mel_comparison(comparison: dict, cfg) -> Figure:
     fig = Figure(figsize=(9, 8), layout="constrained")
     axes = fig.subplots(3, 1)
     plot_spectrogram(ref, cfg, ax=axes[0], title="librosa (features.log_mel)")
-    plot_spectrogram(mine, cfg, ax=axes[1], title="torch (features.LogMel)")
+    plot_spectrogram(mine, cfg, ax=axes[1], title="torch (logmel.LogMel)")
     plot_spectrogram(mine[:, :frames] - ref[:, :frames], cfg, ax=axes[2], units="dB difference", diverging=True,
                      title=f"torch - librosa (max |difference| {comparison['max_abs_diff_db']:.4f} dB)")
     return fig

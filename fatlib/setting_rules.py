@@ -117,9 +117,12 @@ def _select_rules():
     return RULES
 
 
-def _tta_schemes():
-    from .tta import TTA_SCHEMES
+# fatlib.tta.TTA_SCHEMES, written out: tta imports torch, and recipes are checked while --help is built
+# (tests/test_cli.py checks that the two agree)
+TTA_SCHEMES = ("windows", "sequential", "full")
 
+
+def _tta_schemes():
     return TTA_SCHEMES
 
 
@@ -198,13 +201,20 @@ def check_settings(mapping: Mapping[str, Any], *, source: str, kind: str = "stag
         want = rule(value) if rule is not None else None
         if want is not None:
             raise DataError(f"{source}: {key} = {_show(value)} is not {want}; {_fix(key, value, want)}.")
-    if kind == "stage" and "mel" in mapping and isinstance(mapping["mel"], dict):
+    if kind == "stage" and isinstance(mapping.get("mel"), dict) and mapping["mel"]:  # {}: nothing to check (no torch)
         _check_mel(mapping, source)
     return mapping
 
 
 def _check_mel(mapping, source: str) -> None:
-    """The mel table against the feature preset (unknown keys and bad values, e.g. ``n_mels = "64"``)."""
+    """The mel table against the feature preset (unknown keys and bad values, e.g. ``n_mels = "64"``).
+    Needs fatlib.features, which imports torch: skipped while nothing has loaded torch (a recipe read to build
+    ``--help``); the run path checks it (the engine's check imports the training modules first, and
+    ``StageConfig.mel_config`` names a bad table before any work)."""
+    import sys
+
+    if "torch" not in sys.modules:
+        return
     from .features import PRESETS, get_preset
 
     preset = mapping.get("preset", "cnn128")

@@ -31,14 +31,14 @@ STFT_FRAMES_PER_PASS = 1024  # a long clip's STFT frames at a time (~35 MB of te
 
 
 class WaveSource:
-    """Log-mels computed with :class:`fatlib.features.LogMel` on ``device``, a group of clips at a time
+    """Log-mels computed with :class:`fatlib.logmel.LogMel` on ``device``, a group of clips at a time
     (see :meth:`batches`); waveforms are decoded by ``num_workers`` threads, one group ahead of the
     model. A clip longer than ``frames_per_pass`` frames is computed alone, decoded in blocks and its STFT
     in parts (:func:`fatlib.streaming.stream_log_mel`: its waveform is never held whole)."""
 
     def __init__(self, paths: Sequence, cfg: MelConfig, device: torch.device, num_workers: int, *,
                  frames_per_pass: int | None = None):
-        from .features import LogMel
+        from .logmel import LogMel
 
         self.paths = [Path(p) for p in paths]
         self.cfg = cfg

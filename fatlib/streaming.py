@@ -21,7 +21,8 @@ import torch
 
 from .audio import TRIM_FRAME_SAMPLES, TRIM_HOP_SAMPLES, check_complete, check_rate, check_samples, fix_length
 from .errors import AudioError
-from .features import AMIN, TOP_DB, LogMel, MelConfig, extend_mode
+from .features import AMIN, TOP_DB, MelConfig, extend_mode
+from .logmel import LogMel
 
 BLOCK_SECONDS = 10.0  # decoded audio per block
 RUN_FRAMES = 1024  # STFT frames per pass (~35 MB of temporaries at n_fft 2560)

@@ -263,7 +263,7 @@ class Tagger:
         import torch
 
         from .ensemble import combine_groups
-        from .features import LogMel
+        from .logmel import LogMel
         from .predict import check_finite_scores, crop_probabilities, input_groups
         from .streaming import stream_log_mel
         from .tta import DEFAULT_QUANTUM_FRAMES, clip_crops, crop_plan

@@ -162,7 +162,7 @@ class BatchWaveEffects:
 
     def apply(self, logmel, waves: torch.Tensor, *, frames: int, draws: EffectDraws | None = None) -> torch.Tensor:
         """Log-mels (B, feature_rows, ``frames``) of ``waves`` (B, samples) with the effects of ``draws``
-        (default: a new draw) applied; ``logmel`` is the :class:`fatlib.features.LogMel` of the features."""
+        (default: a new draw) applied; ``logmel`` is the :class:`fatlib.logmel.LogMel` of the features."""
         draws = self.draw(len(waves)) if draws is None else draws
         return effect_log_mel(logmel, waves, draws, frames=frames, sample_rate=self.sample_rate)
 

@@ -20,7 +20,8 @@ from fatlib.datasets import (
     wave_crop_samples,
 )
 from fatlib.errors import DataError
-from fatlib.features import LogMel, to_model_input
+from fatlib.features import to_model_input
+from fatlib.logmel import LogMel
 
 
 @pytest.fixture(scope="module")

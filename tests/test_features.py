@@ -7,7 +7,6 @@ import torch
 
 from fatlib.features import (
     PRESETS,
-    LogMel,
     MelConfig,
     clip_features,
     clip_wave,
@@ -17,6 +16,7 @@ from fatlib.features import (
     normalize,
     to_model_input,
 )
+from fatlib.logmel import LogMel
 
 SR = 44100
 
@@ -166,7 +166,8 @@ def test_to_model_input_channels():
 
 # ---------------------------------------------------------------- presets of the 95th and 3rd places
 def test_multires_preset_is_one_channel_per_stft_size():
-    from fatlib.features import LogMel, clip_wave, get_preset, log_mel, to_model_input
+    from fatlib.features import clip_wave, get_preset, log_mel, to_model_input
+    from fatlib.logmel import LogMel
 
     cfg = get_preset("multires128", crop_frames=32)
     assert cfg.resolutions == (896, 1792, 3584) and cfg.feature_rows == 3 * 128 and cfg.hop_length == 512
@@ -189,7 +190,8 @@ def test_multires_preset_is_one_channel_per_stft_size():
 def test_log_offset_preset_is_log_of_mel_plus_eps():
     import librosa
 
-    from fatlib.features import LogMel, get_preset, log_mel
+    from fatlib.features import get_preset, log_mel
+    from fatlib.logmel import LogMel
 
     cfg = get_preset("log128")
     assert (cfg.n_mels, cfg.n_fft, cfg.hop_length, cfg.log_offset) == (128, 2048, 1024, 1e-4)
@@ -242,7 +244,8 @@ def test_stft256_preset_feeds_the_1d_model():
 
     import librosa
 
-    from fatlib.features import LogMel, get_preset, log_mel, to_model_input
+    from fatlib.features import get_preset, log_mel, to_model_input
+    from fatlib.logmel import LogMel
     from fatlib.models import create_model
 
     cfg = get_preset("stft256")

@@ -349,7 +349,7 @@ def test_length_batches_never_pad_to_a_much_longer_clip():
 
 
 def test_long_clip_log_mel_in_parts_equals_one_pass(tiny_mel):
-    from fatlib.features import LogMel
+    from fatlib.logmel import LogMel
 
     mel = LogMel(tiny_mel)
     wave = torch.from_numpy(np.random.default_rng(0).standard_normal(200 * 512 + 77).astype(np.float32) * 0.1)

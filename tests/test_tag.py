@@ -202,7 +202,8 @@ def test_streamed_log_mel_equals_the_whole_file(tmp_path, monkeypatch, rate, cha
     """Blocks of 0.37 s (resampled across block edges), runs of 16 frames: the numbers of
     LogMel(clip_wave(path)) (silence trimmed at the start, short clips extended), and the offset of frame 0."""
     import fatlib.streaming as streaming
-    from fatlib.features import LogMel, clip_wave, get_preset
+    from fatlib.features import clip_wave, get_preset
+    from fatlib.logmel import LogMel
 
     monkeypatch.setattr(streaming, "BLOCK_SECONDS", 0.37)
     cfg = get_preset(preset, n_mels=32, crop_frames=32)

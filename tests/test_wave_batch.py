@@ -11,7 +11,8 @@ import torch
 
 from fatlib import wave_augment
 from fatlib.errors import DataError
-from fatlib.features import LogMel, get_preset
+from fatlib.features import get_preset
+from fatlib.logmel import LogMel
 from fatlib.wave_batch import (
     RANGES,
     BatchWaveEffects,

@@ -11,7 +11,7 @@ channels of the 1-D convolutions, which run over time. The model is built for ``
 says so when given another number.
 
 Deviates (why): the write-up feeds the raw, linear-frequency STFT (129 bins of a 256-sample window).
-fatlib's feature pipeline (``fatlib.features.LogMel``, the cache and on-device features) computes mel
+fatlib's feature pipeline (``fatlib.logmel.LogMel``, the cache and on-device features) computes mel
 bands only, so the ``stft256`` preset feeds log(mel + 1e-4) of the same 256-sample STFT (hop 128) in 40
 mel bands: the most a 256-sample window fills at 44.1 kHz (more bands leave empty filters: 48 bands 1,
 64 bands 6). With a linear-frequency feature mode the model takes ``n_bins=129`` unchanged.
