@@ -117,9 +117,12 @@ def _select_rules():
     return RULES
 
 
-def _tta_schemes():
-    from .tta import TTA_SCHEMES
+# fatlib.tta.TTA_SCHEMES, not imported: tta imports torch, and recipes are checked for every command's --help
+# (tests/test_imports checks that they agree)
+TTA_SCHEMES = ("windows", "sequential", "full")
 
+
+def _tta_schemes():
     return TTA_SCHEMES
 
 
@@ -198,8 +201,8 @@ def check_settings(mapping: Mapping[str, Any], *, source: str, kind: str = "stag
         want = rule(value) if rule is not None else None
         if want is not None:
             raise DataError(f"{source}: {key} = {_show(value)} is not {want}; {_fix(key, value, want)}.")
-    if kind == "stage" and "mel" in mapping and isinstance(mapping["mel"], dict):
-        _check_mel(mapping, source)
+    if kind == "stage" and isinstance(mapping.get("mel"), dict) and mapping["mel"]:  # {} fits every preset, and
+        _check_mel(mapping, source)  # skipping it keeps torch (fatlib.features) out of every command's --help
     return mapping
 
 

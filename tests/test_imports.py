@@ -216,6 +216,9 @@ def test_predict_help_constants_agree_with_tta():
     from fatlib.commands import predict
 
     assert (predict.TTA_SCHEMES, predict.DEFAULT_STEP_FRAMES) == (tta.TTA_SCHEMES, tta.DEFAULT_STEP_FRAMES)
+    from fatlib import setting_rules
+
+    assert setting_rules.TTA_SCHEMES == tta.TTA_SCHEMES
 
 
 def test_design_lists_every_module():
