@@ -193,6 +193,10 @@ def stage_sources(rec: Recipe, stage: str, data) -> dict:
     if stage in rec.selection:
         for f in ("train_on", "selection_csv"):
             sources[f] = Source("recipe", rec._where(f"selection.{stage}", "rule"))
+    if rec.selection.get(stage, {}).get("rule") == "pseudo" and (f"selection.{stage}", "rule") not in rec.lines:
+        for f in ("train_on", "selection_csv"):  # a round of [pseudo] (expand): its table and lines say so
+            sources[f] = Source("recipe", rec._where("pseudo", "rounds"))
+        sources["init_from"] = Source("recipe", rec._where("pseudo", "init_from_previous"))
     asked = _asked_config(rec, stage, data, Path("."))
     return scaled_sources(sources, asked, stage_config(rec, stage, data, Path(".")), n_dataset=data.n_train_clips)
 

@@ -116,8 +116,8 @@ def selected_at_most(table: dict, size: DataSize, n_folds: int) -> int:
         if table.get("max_per_class") is not None:
             n = min(n, int(table["max_per_class"]) * size.n_classes)
         n = min(n, int(table.get("n_best", 5000)))
-    elif rule == "pseudo":
-        n = min(n, min(int(table.get("round_index", 1)), int(table.get("max_rounds", 5))) * int(table.get("round_size", 1000)))
+    elif rule == "pseudo" and int(table.get("round_index", 1)) <= int(table.get("max_rounds", 5)):
+        n = min(n, int(table.get("round_index", 1)) * int(table.get("round_size", 1000)))  # later rounds: every clip
     return n
 
 

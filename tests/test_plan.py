@@ -45,6 +45,7 @@ def test_run_plan_shows_every_stage_and_source_and_writes_nothing(tiny_dataset, 
         assert "sound_mix_p = 0.5  <- small-data table 12th_place.toml:" in out and "selection first: rule stage3" in out
     else:
         assert "selection first: rule pseudo over round5" in out
+        assert re.search(r'init_from = null  <- recipe 3rd_place.toml:\d+ \[pseudo\]  # not published: each round', out)
 
 
 def test_plan_without_a_data_set_is_for_fsdkaggle2019(tmp_path):
@@ -83,3 +84,15 @@ def test_plan_figures_are_what_training_chooses(tiny_dataset, tmp_path):
             stage2 = next(s for s in plan.stages if s.name == "stage2")
             assert stage2.config.batch_size == 8 and stage2.sources["batch_size"].kind == "set"
         assert not (tmp_path / "w").exists()
+
+
+def test_selection_sizes_are_the_most_each_rule_keeps():
+    from fatlib.plan import FSDKAGGLE2019, DataSize, selected_at_most
+
+    size = DataSize(**FSDKAGGLE2019, n_test=None, where="")
+    pseudo = {"rule": "pseudo", "round_size": 1000, "max_rounds": 5}
+    assert selected_at_most({**pseudo, "round_index": 2}, size, 5) == 2000
+    assert selected_at_most({**pseudo, "round_index": 6}, size, 5) == 19815  # after max_rounds: every noisy clip
+    assert selected_at_most({"rule": "logloss", "n_best": 5000, "max_per_class": 50}, size, 5) == 4000  # 50 x 80
+    assert selected_at_most({"rule": "stage3", "max_per_fold_label": 5}, size, 10) == 4000  # 5 x 10 folds x 80
+    assert selected_at_most({"rule": "stage4", "threshold": 1.0}, size, 10) == 19815  # no cap
