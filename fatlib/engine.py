@@ -337,7 +337,7 @@ def run_recipe(recipe, data, *, run: str | None = None, weights_root="weights", 
     run = check_plain_name(run or rec.name, what="run name (--run, else the recipe's name)", source=str(rec.path))
     run_dir = ws.run_dir(run)
     check_output_not_input(run_dir, inputs=data_inputs(data), what="run folder", folder=True, within=ws.input_roots)
-    check_output_not_input(ws.cache_dir, inputs=data_inputs(data), what="--cache-dir", folder=True)
+    check_output_not_input(ws.cache, inputs=data_inputs(data), what="--cache-dir", folder=True)
     _check_data(rec, data, run_dir)
     main = distrib.is_main_process()
     if main:

@@ -371,8 +371,10 @@ def check_stage_outputs(cfg, data, *, run_dir, cache_dir, input_roots=(), n_stag
                              **model_kwargs_for(cfg, data))
     fold = weights_bytes(model)
     out = Path(run_dir) if n_stages > 1 else Path(run_dir) / cfg.name
-    check_output_not_input(out, inputs=stage_inputs(cfg, data, cache_dir), what="stage folder", folder=True,
-                           within=input_roots)
+    inputs = stage_inputs(cfg, data, cache_dir)
+    if cfg.selection_csv and n_stages == 1 and Path(cfg.selection_csv).parent == out:  # the engine's <stage>/selected.csv:
+        inputs = [p for p in inputs if p != Path(cfg.selection_csv)]  # written before the stage, never by it
+    check_output_not_input(out, inputs=inputs, what="stage folder", folder=True, within=input_roots)
     check_output_not_input(cache_dir, inputs=data_inputs(data), what="--cache-dir", folder=True)
     todo = cfg.n_folds * n_stages if n_stages > 1 else sum(not fold_done(out, k) for k in range(cfg.n_folds))
     check_writable(out, expected_bytes=fold * todo, largest_file_bytes=fold,  # finished folds need no room again
