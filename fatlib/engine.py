@@ -169,25 +169,36 @@ def stage_config(rec: Recipe, stage: str, data, run_dir: Path) -> StageConfig:
     ``train_on``/``selection_csv``, ``init_from`` of an earlier stage as its folder, the folds for the data."""
     from .train import folds_for_data
 
+    return folds_for_data(_asked_config(rec, stage, data, run_dir), data, rec.given_fields(stage))
+
+
+def _asked_config(rec: Recipe, stage: str, data, run_dir: Path) -> StageConfig:
     fields = {**rec.stage_fields(stage, n_dataset=data.n_train_clips), "name": stage}
     if stage in rec.selection:
-        fields.update(train_on="curated+selected", selection_csv=str(run_dir / stage / "selected.csv"))
+        fields.update(train_on="curated+selected", selection_csv=str(Path(run_dir) / stage / "selected.csv"))
     init = fields.get("init_from")
     if init and "/" not in str(init):  # an earlier stage of this run
-        fields["init_from"] = str(run_dir / init)
-    return folds_for_data(StageConfig.from_dict(fields), data, rec.given_fields(stage))
+        fields["init_from"] = str(Path(run_dir) / init)
+    return StageConfig.from_dict(fields)
 
 
 def stage_sources(rec: Recipe, stage: str, data) -> dict:
     """Where each setting of :func:`stage_config` comes from (:meth:`fatlib.recipes.Recipe.sources`; a
-    selection's ``train_on``/``selection_csv`` from its ``[selection.<stage>]`` table)."""
+    selection's ``train_on``/``selection_csv`` from its ``[selection.<stage>]`` table; ``n_folds`` from auto
+    scaling where it lowered the recipe's)."""
     from .settings import Source
+    from .train import scaled_sources
 
     sources = rec.sources(stage, n_dataset=data.n_train_clips)
     if stage in rec.selection:
         for f in ("train_on", "selection_csv"):
             sources[f] = Source("recipe", rec._where(f"selection.{stage}", "rule"))
-    return sources
+    if rec.selection.get(stage, {}).get("rule") == "pseudo" and (f"selection.{stage}", "rule") not in rec.lines:
+        for f in ("train_on", "selection_csv"):  # a round of [pseudo] (expand): its table and lines say so
+            sources[f] = Source("recipe", rec._where("pseudo", "rounds"))
+        sources["init_from"] = Source("recipe", rec._where("pseudo", "init_from_previous"))
+    asked = _asked_config(rec, stage, data, Path("."))
+    return scaled_sources(sources, asked, stage_config(rec, stage, data, Path(".")), n_dataset=data.n_train_clips)
 
 
 def _needs(rec: Recipe, stage: str) -> list[str]:

@@ -117,8 +117,8 @@ def _select_rules():
     return RULES
 
 
-# fatlib.tta.TTA_SCHEMES, written out: tta imports torch, and recipes are checked while --help is built
-# (tests/test_cli.py checks that the two agree)
+# fatlib.tta.TTA_SCHEMES, not imported: tta imports torch, and recipes are checked for every command's --help
+# (tests/test_imports checks that they agree)
 TTA_SCHEMES = ("windows", "sequential", "full")
 
 
@@ -201,8 +201,8 @@ def check_settings(mapping: Mapping[str, Any], *, source: str, kind: str = "stag
         want = rule(value) if rule is not None else None
         if want is not None:
             raise DataError(f"{source}: {key} = {_show(value)} is not {want}; {_fix(key, value, want)}.")
-    if kind == "stage" and isinstance(mapping.get("mel"), dict) and mapping["mel"]:  # {}: nothing to check (no torch)
-        _check_mel(mapping, source)
+    if kind == "stage" and isinstance(mapping.get("mel"), dict) and mapping["mel"]:  # {} fits every preset, and
+        _check_mel(mapping, source)  # skipping it keeps torch (fatlib.features) out of every command's --help
     return mapping
 
 

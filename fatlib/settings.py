@@ -53,7 +53,8 @@ class StageConfig:
     ``keep``: the weights of the "last" epoch, or of the "best" by validation lwlrap.
     ``sound_mix_p``: share of training clips mixed, as sounds (power sum of the two log-mels, at
     -6..+6 dB), with 1..``sound_mix_max`` other clips of the same part, the labels joined: teaches
-    overlapping sounds (fatlib's addition, not in the write-ups; feature-cache path; 0: off)."""
+    overlapping sounds (fatlib's addition, not in the write-ups; feature-cache path). Default 0.0 (off): no
+    write-up has it, so it runs only where a recipe turns it on (the default recipe's ``[small_data]``)."""
 
     name: str
     model: str = "cnn_model_1"
@@ -83,7 +84,7 @@ class StageConfig:
     keep: str = "last"
     pct_start: float = 0.25
     grad_clip: float | None = None
-    sound_mix_p: float = 0.5
+    sound_mix_p: float = 0.0  # off unless a recipe says so (no write-up mixes sounds)
     sound_mix_max: int = 1
     fold_parallel: bool = False  # launched as W processes: process r trains folds r, r+W, ... (fatlib.distrib)
     schedule: str = "one_cycle"

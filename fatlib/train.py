@@ -122,6 +122,22 @@ def folds_for_data(cfg: StageConfig, data, given=None) -> StageConfig:
     return cfg if n_folds == cfg.n_folds else cfg.replace(n_folds=n_folds)
 
 
+def scaled_sources(sources: dict, asked: StageConfig, eff: StageConfig, *, n_train: int | None = None,
+                   n_dataset: int | None = None) -> dict:
+    """``sources`` with the fields auto scaling changed from ``asked`` to ``eff`` marked ``auto_scale`` (the folds
+    for a data set of ``n_dataset`` clips; batch size, lr, epochs and width for ``n_train`` clips per fold)."""
+    out = dict(sources)
+    if eff.n_folds != asked.n_folds:
+        out["n_folds"] = Source("auto_scale", f"{eff.n_folds} folds on {n_dataset} clips (recipe {asked.n_folds})")
+    for f in ("batch_size", "lr", "epochs"):
+        if getattr(eff, f) != getattr(asked, f):
+            out[f] = Source("auto_scale", f"{getattr(eff, f):g} for {n_train} training clips per fold "
+                            f"(was {getattr(asked, f):g}, {out.get(f, Source('default'))})")
+    if eff.model_kwargs != asked.model_kwargs:
+        out["model_kwargs"] = Source("auto_scale", f"width_mult {eff.model_kwargs.get('width_mult')} from the data set size")
+    return out
+
+
 def _train_fold(inp: StageInputs, cfg: StageConfig, k: int, stage_dir: Path, *, bars: bool, log, cbs=()) -> None:
     from fastai.torch_core import set_seed
 
@@ -270,8 +286,7 @@ def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = 
         sources.setdefault(f, Source.of_given(where))
     asked = cfg.validate()
     cfg = folds_for_data(asked, data, given)
-    if cfg.n_folds != asked.n_folds:
-        sources["n_folds"] = Source("auto_scale", f"{cfg.n_folds} folds on {data.n_train_clips} clips (recipe {asked.n_folds})")
+    sources = scaled_sources(sources, asked, cfg, n_dataset=data.n_train_clips)
     run_dir = Path(run_dir)
     stage_dir = run_dir / cfg.name
     todo = _check_folds(folds, cfg.n_folds)
@@ -294,12 +309,7 @@ def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = 
     log = LineLog(stage_dir / "log.txt" if writes else None, echo=writes)
     eff, chosen = effective_config(inp.cfg, n_train=fold_train_clips(inp), n_dataset=len(inp.cur_y) + len(inp.noisy_y),
                                    given=given)
-    for f in ("batch_size", "lr", "epochs"):
-        if getattr(eff, f) != getattr(inp.cfg, f):
-            sources[f] = Source("auto_scale", f"{getattr(eff, f):g} for {fold_train_clips(inp)} training clips per fold "
-                                f"(was {getattr(inp.cfg, f):g}, {sources.get(f, Source('default'))})")
-    if eff.model_kwargs != inp.cfg.model_kwargs:
-        sources["model_kwargs"] = Source("auto_scale", f"width_mult {eff.model_kwargs.get('width_mult')} from the data set size")
+    sources = scaled_sources(sources, inp.cfg, eff, n_train=fold_train_clips(inp))
     if main:
         how = ""
         if distrib.use_distributed():
@@ -361,8 +371,10 @@ def check_stage_outputs(cfg, data, *, run_dir, cache_dir, input_roots=(), n_stag
                              **model_kwargs_for(cfg, data))
     fold = weights_bytes(model)
     out = Path(run_dir) if n_stages > 1 else Path(run_dir) / cfg.name
-    check_output_not_input(out, inputs=stage_inputs(cfg, data, cache_dir), what="stage folder", folder=True,
-                           within=input_roots)
+    inputs = stage_inputs(cfg, data, cache_dir)
+    if cfg.selection_csv and n_stages == 1 and Path(cfg.selection_csv).parent == out:  # the engine's <stage>/selected.csv:
+        inputs = [p for p in inputs if p != Path(cfg.selection_csv)]  # written before the stage, never by it
+    check_output_not_input(out, inputs=inputs, what="stage folder", folder=True, within=input_roots)
     check_output_not_input(cache_dir, inputs=data_inputs(data), what="--cache-dir", folder=True)
     todo = cfg.n_folds * n_stages if n_stages > 1 else sum(not fold_done(out, k) for k in range(cfg.n_folds))
     check_writable(out, expected_bytes=fold * todo, largest_file_bytes=fold,  # finished folds need no room again

@@ -165,7 +165,7 @@ def test_stage_sound_mix_reaches_the_training_set_only(cache, split, tiny_mel):
                             batch_size=4, mix_p=0.7)
     assert dls.train.dataset.mix_p == 0.7 and dls.valid.dataset.mix_p == 0.0
 
-    assert StageConfig(name="s").sound_mix_p == 0.5  # on by default (real-audio benchmark: mixtures +0.03)
+    assert StageConfig(name="s").sound_mix_p == 0.0  # off unless a recipe turns it on (no write-up mixes sounds)
     with pytest.raises(DataError, match="sound_mix_p"):
         StageConfig(name="s", sound_mix_p=1.5)
 

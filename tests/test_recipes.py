@@ -89,13 +89,14 @@ def test_small_data_table_of_the_default_recipe(tmp_path, argv, n_dataset, model
 
     rec = load_recipe("12th_place")
     assert rec.small_data == {"model": "xresnet18", "preset": "multires128", "augment": ["mixup"], "loss": "lsep",
-                              "min_steps": 740}
+                              "min_steps": 740, "sound_mix_p": 0.5}
     for command in (["train-stage"], ["warmup", "--stage", "stage2"]):
         args = build_parser().parse_args([*command, *argv])
         if command[0] == "train-stage":
             cfg = config_from_args(args, n_dataset=n_dataset)
             assert (cfg.model, cfg.preset) == (model, preset)
-            assert (cfg.loss, cfg.min_steps) == (("lsep", 740) if model == "xresnet18" else ("bce", 600))
+            assert (cfg.loss, cfg.min_steps, cfg.sound_mix_p) == (("lsep", 740, 0.5) if model == "xresnet18"
+                                                                  else ("bce", 600, 0.0))
             assert cfg.augment == (["specmix"] if "specmix" in argv else ["mixup"] if model == "xresnet18"
                                    else rec.stage["augment"])
         assert run_name(args, n_dataset=n_dataset) == model  # the run folder is named after the model trained
@@ -106,7 +107,7 @@ def test_small_data_table_of_the_default_recipe(tmp_path, argv, n_dataset, model
     assert (note is not None) == (model == "xresnet18")
     if note:
         assert note.startswith(f"small data set ({n_dataset} clips < 1500): model xresnet18, preset multires128, "
-                               "augment mixup, loss lsep, min_steps 740")
+                               "augment mixup, loss lsep, min_steps 740, sound_mix_p 0.5")
     config = tmp_path / "c.json"  # --config counts as given, as an option does
     config.write_text('{"name": "s", "auto_scale": false}')
     args = build_parser().parse_args(["train-stage", "--config", str(config)])
@@ -146,3 +147,32 @@ def test_set_changes_a_loaded_recipe():
     for bad in ("epoch=1", "predict.speed=2", "epochs"):
         with pytest.raises(DataError, match="--set"):
             apply_sets(rec, [bad])
+
+
+FSDKAGGLE2019_CLIPS = 4970 + 19815  # curated + noisy: the size the recipes' values are for
+
+
+@pytest.mark.parametrize("name", list_recipes())
+def test_sound_mix_runs_only_where_a_recipe_line_says_so(name, tmp_path):
+    """No write-up mixes sounds: every stage the engine runs has sound_mix_p 0, unless the file sets it on a
+    commented line (the default recipe's [small_data], the demo) — at FSDKaggle2019's size and on small data."""
+    import types
+
+    from fatlib.engine import expand, stage_config, stage_sources
+
+    rec = expand(load_recipe(name))
+    lines = rec.path.read_text().splitlines()
+    for n_clips in (FSDKAGGLE2019_CLIPS, 300):
+        data = types.SimpleNamespace(n_train_clips=n_clips)
+        for stage in rec.stage_names():
+            cfg = stage_config(rec, stage, data, tmp_path)
+            if cfg.sound_mix_p == 0:
+                continue
+            src = stage_sources(rec, stage, data)["sound_mix_p"]
+            assert src.kind in ("recipe", "small_data"), f"{name} {stage} at {n_clips} clips: sound mix from {src}"
+            line = lines[int(re.match(r"[^:]+:(\d+)", src.where).group(1)) - 1]
+            assert line.lstrip().startswith("sound_mix_p") and "#" in line and len(line.split("#", 1)[1].strip()) > 10, \
+                f"{name}: sound mix without a reason on its line: {line!r}"
+    if name != "demo":  # the demo sets it for every stage; the recipes of the write-ups never at their size
+        data = types.SimpleNamespace(n_train_clips=FSDKAGGLE2019_CLIPS)
+        assert all(stage_config(rec, s, data, tmp_path).sound_mix_p == 0 for s in rec.stage_names())

@@ -11,9 +11,10 @@ def register(subparsers) -> None:
     p.add_argument("--out", default="demo", help="output folder (default: demo/)")
     p.add_argument("--size", default="demo", choices=["tiny", "demo", "small"],
                    help=f"synthetic data set size (demo: {DEMO_DATA})")
-    from ..recipes import load_recipe
+    from ..recipes import _parse, resolve_recipe_path
 
-    epochs = load_recipe(DEMO_RECIPE).stage["epochs"]
+    # the file as read, unchecked: checking its mel table imports torch (fatlib.features), and --help must not
+    epochs = _parse(resolve_recipe_path(DEMO_RECIPE))[0]["stage"]["epochs"]
     p.add_argument("--epochs", type=int, default=None,
                    help=f"epochs per stage (default: {epochs}, recipe {DEMO_RECIPE})")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic data and of training")

@@ -138,12 +138,13 @@ def _recipe_default(field: str, stage: str | None = None) -> str:
 
     recipe = load_recipe(DEFAULT_RECIPE)
     fields = recipe.stage_fields(stage)
+    small = f"; {show_value(recipe.small_data[field])} on data sets under {SMALL_DATA_CLIPS:,} clips (its " \
+        "[small_data]), see --no-auto-scale" if field in recipe.small_data else ""
     if field in fields:
-        small = f"; {show_value(recipe.small_data[field])} on data sets under {SMALL_DATA_CLIPS:,} clips, see " \
-            "--no-auto-scale" if field in recipe.small_data else ""
         return f"{show_value(fields[field])} (recipe {DEFAULT_RECIPE}{small})"
     spec = StageConfig.__dataclass_fields__[field]
-    return str(spec.default if spec.default_factory is dataclasses.MISSING else spec.default_factory())
+    value = str(spec.default if spec.default_factory is dataclasses.MISSING else spec.default_factory())
+    return f"{value} (recipe {DEFAULT_RECIPE}{small})" if small else value
 
 
 def add_stage_arguments(p: argparse.ArgumentParser, *, stage: str | None = None) -> None:

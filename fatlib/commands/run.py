@@ -25,6 +25,10 @@ def register(subparsers) -> None:
                    "selection.<stage>.<key>=..., predict.<key>=..., pseudo.<key>=...; values are JSON "
                    "(default: none)")
     p.add_argument("--quiet", action="store_true", help="no progress bars; step and epoch lines stay")
+    p.add_argument("--plan", action="store_true",
+                   help="print what the run will do and stop: every stage's settings with the source of each value, "
+                   "the selections, the ensemble, the output folders and the work (clips and optimizer steps per fold, "
+                   "folds, models); nothing is trained or written (sized by the data set's CSVs, else FSDKaggle2019's size)")
     add_input_roots_argument(p)
     p.set_defaults(func=_cli)
 
@@ -34,6 +38,12 @@ def _cli(args) -> int:
     from ..engine import _check, run_recipe
     from ..recipes import apply_sets, load_recipe
 
+    if args.plan:
+        from ..plan import plan_run, render_plan
+
+        print(render_plan(plan_run(args.recipe, args.data, run=args.run, weights_root=args.weights,
+                                   cache_dir=args.cache_dir, sets=args.sets)), end="")
+        return 0
     rec = apply_sets(load_recipe(args.recipe), args.sets)
     _check(rec)  # a bad recipe or --set fails before the data is read
     data = FatData.from_dir(args.data)

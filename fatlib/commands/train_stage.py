@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import DataError
 from ..settings import TRAIN_ON
 from .options import (
     add_input_roots_argument,
@@ -32,6 +33,9 @@ def register(subparsers) -> None:
     p.add_argument("--selection", default=None, help="selection CSV for --train-on curated+selected (default: none)")
     p.add_argument("--init-from", default=None,
                    help="stage folder, or stage name in the run, whose fold k starts fold k (default: none)")
+    p.add_argument("--plan", action="store_true",
+                   help="print the stage's settings with the source of each value and its work (clips and optimizer "
+                   "steps per fold, folds), then stop: nothing is trained or written")
     add_input_roots_argument(p)
     p.set_defaults(func=_cli)
 
@@ -40,6 +44,8 @@ def _cli(args) -> int:
     from ..data import FatData
     from ..train import train_stage  # it checks that the outputs fit before any work (check_stage_outputs)
 
+    if args.plan:
+        return _plan(args)
     data = FatData.from_dir(args.data)
     n = data.n_train_clips
     name = args.stage or "stage"
@@ -51,4 +57,28 @@ def _cli(args) -> int:
                       sources=rec.sources(name, n_dataset=n))
     if res is not None:  # None: folds left to train, or not the main process
         print(result_line(cfg.name, res))
+    return 0
+
+
+def _plan(args) -> int:
+    """``--plan``: the stage as train_stage would train it, sized by the data set's CSVs (fatlib.plan)."""
+    from ..plan import RunPlan, data_size, plan_stage, render_plan
+
+    size = data_size(args.data)
+    n, name = size.n_train_clips, args.stage or "stage"
+    rec = recipe_from_args(args, n_dataset=n)
+    cfg = config_from_args(args, n_dataset=n, rec=rec)
+    n_selected = 0
+    if cfg.selection_csv:
+        import pandas as pd
+
+        try:
+            n_selected = len(pd.read_csv(cfg.selection_csv, keep_default_na=False))
+        except OSError as e:
+            raise DataError(f"--selection {cfg.selection_csv}: cannot read it ({e}); make one with `python -m fatlib select`") from e
+    run_dir = Path(args.weights) / run_name(args, n_dataset=n)
+    stage = plan_stage(cfg, rec.sources(name, n_dataset=n), size, run_dir=run_dir, n_selected=n_selected,
+                       folds=args.folds, note=rec.small_data_note(name, n), recipe_path=rec.path)
+    plan = RunPlan(rec.name, rec.path, rec.title, "one stage (train-stage)", size, run_dir, Path(args.cache_dir), [stage])
+    print(render_plan(plan), end="")
     return 0
