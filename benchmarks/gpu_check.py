@@ -58,23 +58,12 @@ def print_table() -> None:
         print(" | ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
-def _sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _median_seconds(fn, device, reps: int) -> float:
-    fn()
-    _sync(device)
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    """Median seconds of ``fn()`` over ``reps`` calls after one warm-up (bench_augment.time_per_call)."""
+    sys.path.insert(0, str(HERE))
+    from bench_augment import time_per_call
+
+    return time_per_call(fn, reps=reps, device=device)
 
 
 def check_step(device, smoke: bool) -> None:
