@@ -80,6 +80,7 @@ class StagePlan:
     selection: dict | None = None  # the [selection.<stage>] table with "selected_at_most"
     chosen: str = ""  # auto scaling's line, as the stage log writes it
     note: str | None = None  # [small_data]'s line
+    problem: str | None = None  # why the run would refuse this stage on this data set (checked before any work)
 
     @property
     def steps_per_fold(self) -> int:
@@ -146,12 +147,17 @@ def plan_stage(cfg: StageConfig, sources: dict, size: DataSize, *, run_dir, n_se
     k = cfg.n_folds
     pool = size.n_noisy if cfg.train_on == "noisy" else size.n_curated + (n_selected if cfg.selection_csv else 0)
     n_train = max(1, round(pool * (k - 1) / k))  # as fatlib.stage_inputs.fold_train_clips
+    problem = None
+    if pool < k:  # as fatlib.setting_rules.check_n_folds: the run stops before any work
+        split = "noisy" if cfg.train_on == "noisy" else "curated"
+        problem = (f"the run refuses this stage here: train_on={cfg.train_on!r} needs at least n_folds={k} clips, "
+                   f"the data set has {pool} {split} clips")
     eff, chosen = effective_config(cfg, n_train=n_train, n_dataset=size.n_train_clips, given=given)
     sources = scaled_sources(sources, cfg, eff, n_train=n_train)
     steps = max(1, n_train // eff.batch_size)  # the last partial batch is dropped
     return StagePlan(cfg.name, eff, sources, _comments(recipe_path, sources) if recipe_path else {}, n_train, steps,
                      list(folds) if folds is not None else list(range(k)), Path(run_dir) / cfg.name,
-                     selection=selection, chosen=chosen, note=note)
+                     selection=selection, chosen=chosen, note=note, problem=problem)
 
 
 def plan_run(recipe, data=None, *, run: str | None = None, weights_root="weights", cache_dir="cache", sets=()) -> RunPlan:
@@ -202,6 +208,8 @@ def render_stage(sp: StagePlan) -> list[str]:
     c = sp.config
     start = f"from {c.init_from}" if c.init_from else "from scratch"
     lines = [f"stage {sp.name}: {c.model} on {c.train_on} ({start}) -> {sp.out_dir}/"]
+    if sp.problem:
+        lines.append(f"  NOT RUNNABLE: {sp.problem}")
     if sp.note:
         lines.append(f"  {sp.note}")
     if sp.selection:

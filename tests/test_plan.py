@@ -48,6 +48,20 @@ def test_run_plan_shows_every_stage_and_source_and_writes_nothing(tiny_dataset, 
         assert re.search(r'init_from = null  <- recipe 3rd_place.toml:\d+ \[pseudo\]  # not published: each round', out)
 
 
+def test_plan_names_a_stage_the_data_set_cannot_run(tiny_dataset, tmp_path):
+    """Curated-only data: the 12th place's stage 1 trains on noisy clips there are none of; the plan says so (the
+    run itself refuses it before any work) instead of planning steps over a made-up clip."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data, ignore=shutil.ignore_patterns("train_noisy*"))
+    out = _fatlib("run", "12th_place", "--plan", "--data", data, "--weights", tmp_path / "w", cwd=tmp_path)
+    stage1 = out.split("1. stage stage1")[1].split("2. stage stage2")[0]
+    assert "NOT RUNNABLE: the run refuses this stage here: train_on='noisy' needs at least n_folds=5 clips, " \
+        "the data set has 0 noisy clips" in stage1
+    assert "NOT RUNNABLE" not in out.split("2. stage stage2")[1]  # curated stages run
+
+
 def test_plan_without_a_data_set_is_for_fsdkaggle2019(tmp_path):
     out = _fatlib("train-stage", "--plan", "--stage", "stage2", "--epochs", "4", "--weights", tmp_path / "w", cwd=tmp_path)
     assert "4,970 curated + 19,815 noisy clips" in out and "planned for FSDKaggle2019's size" in out
