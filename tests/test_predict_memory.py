@@ -1,15 +1,13 @@
 """Peak memory of ``python -m fatlib predict`` with one long clip among short ones, measured on the
-real command in a child process (``ru_maxrss`` from ``os.wait4``)."""
+real command in a child process (its own ``VmHWM``: tests/_rss.py)."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import soundfile as sf
+from _rss import fatlib_peak_rss
 
 SR = 44100
 VOCAB = ["Bark", "Meow", "Purr"]
@@ -48,15 +46,9 @@ def test_peak_rss_with_one_long_clip_stays_bounded(tmp_path):
     save_weights(tmp_path / "w" / "fold0.safetensors", model, model_name="cnn_model_1",
                  model_kwargs=model.fatlib_kwargs, mel_config=get_preset("cnn128").to_dict(), vocab=VOCAB)
     out = tmp_path / "submission.csv"
-    child = subprocess.Popen(
-        [sys.executable, "-m", "fatlib", "predict", "--data", str(data), "--weights", str(tmp_path / "w"),
-         "--device", "cpu", "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
-    output = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, output
-    peak_mib = usage.ru_maxrss / 1024  # Linux: KiB
+    code, output, peak_mib = fatlib_peak_rss(["predict", "--data", data, "--weights", tmp_path / "w", "--device", "cpu",
+                                              "--out", out])
+    assert code == 0, output
     sub = pd.read_csv(out)
     assert sub["fname"].tolist() == names and np.isfinite(sub[VOCAB].to_numpy()).all()
     assert peak_mib < PEAK_RSS_BOUND_MIB, f"peak RSS {peak_mib:.0f} MiB with one {LONG_SECONDS} s clip"

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 import torch
+from _rss import fatlib_peak_rss
 
 ROOT = Path(__file__).resolve().parents[1]
 # ../shared beside the checkout (as tests/conftest.py), or beside its parent folder (a git worktree in wt/)
@@ -249,14 +250,9 @@ def test_timeline_of_a_10_minute_recording_within_predicts_memory_bound(tmp_path
     rec = tmp_path / "long.wav"
     _long_recording(rec, LONG_MINUTES)
     out = tmp_path / "out" / "tags.csv"
-    child = subprocess.Popen(
-        [sys.executable, "-m", "fatlib", "tag", "--weights", str(tmp_path / "w"), "--device", "cpu", "--timeline",
-         "--step-frames", "128", "--out", str(out), str(rec)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(),
-    )
-    output = child.stdout.read()
-    _, status, usage = os.wait4(child.pid, 0)
-    assert os.waitstatus_to_exitcode(status) == 0, output
-    peak_mib = usage.ru_maxrss / 1024  # Linux: KiB
+    code, output, peak_mib = fatlib_peak_rss(["tag", "--weights", tmp_path / "w", "--device", "cpu", "--timeline",
+                                              "--step-frames", "128", "--out", out, rec], env=_env())
+    assert code == 0, output
     windows = pd.read_csv(out.with_name("tags_timeline.csv"))
     assert len(windows) > 290 and windows["end_s"].max() == pytest.approx(60 * LONG_MINUTES, abs=0.1)
     assert (out.parent / "tags_timeline" / "long.png").stat().st_size > 20_000
