@@ -12,8 +12,8 @@ from fatlib.filelock import exclusive_lock
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="flock is POSIX")
 
 
-def test_second_holder_waits_then_gets_the_lock(tmp_path):
-    path = tmp_path / "sub" / "x.lock"
+def _two_holders(path, *, check_held=None) -> list:
+    """A second thread asks for the lock while the first holds it for 0.3 s; the events in order."""
     events = []
     first_in = threading.Event()
 
@@ -25,12 +25,22 @@ def test_second_holder_waits_then_gets_the_lock(tmp_path):
     t = threading.Thread(target=second)
     t.start()
     with exclusive_lock(path) as held:
-        assert held == path and path.exists()
+        if check_held:
+            check_held(held)
         first_in.set()
         time.sleep(0.3)  # flock locks of two open files conflict even within one process
         events.append("first out")
     t.join(10)
-    assert events == ["waiting", "first out", "second in"]
+    return events
+
+
+def test_second_holder_waits_then_gets_the_lock(tmp_path):
+    path = tmp_path / "sub" / "x.lock"
+
+    def check(held):
+        assert held == path and path.exists()
+
+    assert _two_holders(path, check_held=check) == ["waiting", "first out", "second in"]
     assert not path.exists()
 
 
@@ -50,20 +60,4 @@ def test_without_fcntl_the_filelock_package_locks(tmp_path, monkeypatch):
     import fatlib.filelock
 
     monkeypatch.setattr(fatlib.filelock, "fcntl", None)
-    path = tmp_path / "w.lock"
-    events = []
-    first_in = threading.Event()
-
-    def second():
-        first_in.wait()
-        with exclusive_lock(path, on_wait=lambda: events.append("waiting")):
-            events.append("second in")
-
-    t = threading.Thread(target=second)
-    t.start()
-    with exclusive_lock(path):
-        first_in.set()
-        time.sleep(0.3)
-        events.append("first out")
-    t.join(10)
-    assert events == ["waiting", "first out", "second in"]
+    assert _two_holders(tmp_path / "w.lock") == ["waiting", "first out", "second in"]
