@@ -58,7 +58,7 @@ def _samples_per_s(dls, cfg, *, lean: bool, width: float, n_classes: int, device
     from fastai.callback.core import Callback
     from fastai.learner import Learner
 
-    from fatlib.datasets import ChannelsLast, input_callbacks
+    from fatlib.loaders import ChannelsLast, input_callbacks
     from fatlib.losses import get_loss
     from fatlib.models import create_model
 
@@ -92,8 +92,8 @@ def _samples_per_s(dls, cfg, *, lean: bool, width: float, n_classes: int, device
 
 def main(argv=None) -> None:
     from fatlib.cache import FeatureCache
-    from fatlib.data import FatData
-    from fatlib.datasets import build_dataloaders, cache_batch_to_input
+    from fatlib.dataset import FatData
+    from fatlib.loaders import build_dataloaders, cache_batch_to_input
     from fatlib.features import get_preset
     from fatlib.synth import make_dataset
 

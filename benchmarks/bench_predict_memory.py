@@ -74,7 +74,7 @@ def make_weights(work: Path, *, width_mult: float) -> Path:
 
     from fatlib.features import get_preset
     from fatlib.models import create_model
-    from fatlib.weights import save_weights
+    from fatlib.checkpoint import save_weights
 
     torch.manual_seed(0)
     model = create_model("cnn_model_1", n_classes=len(VOCAB), width_mult=width_mult)

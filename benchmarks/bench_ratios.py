@@ -153,7 +153,7 @@ def _fatlib_learner(x, y, bs: int):
     from torch.utils.data import TensorDataset
 
     from fatlib.callbacks import EpochLog
-    from fatlib.datasets import ChannelsLast, DeviceLoader
+    from fatlib.loaders import ChannelsLast, DeviceLoader
     from fatlib.losses import get_loss
     from fatlib.metrics import LwlrapMetric
 
@@ -239,7 +239,7 @@ def bench_compile(quick: bool) -> None:
 
 # 3. DataLoader workers ---------------------------------------------------------------------------------
 def _synth_data(tmp: Path, n: int, max_seconds: float, seed: int = 0):
-    from fatlib.data import FatData
+    from fatlib.dataset import FatData
     from fatlib.synth import make_dataset
 
     root = make_dataset(tmp / "data", n_classes=8, n_curated=n, n_noisy=0, n_test=0, max_seconds=max_seconds, seed=seed)
@@ -251,7 +251,7 @@ def bench_workers(quick: bool, tmp: Path) -> None:
     from fastai.learner import Learner
 
     from fatlib.cache import FeatureCache
-    from fatlib.datasets import ChannelsLast, build_dataloaders, input_callbacks
+    from fatlib.loaders import ChannelsLast, build_dataloaders, input_callbacks
     from fatlib.features import get_preset
     from fatlib.losses import get_loss
 
@@ -311,7 +311,7 @@ class _FoldRunner:
     def __init__(self, stage, split, tmp: Path, *, batched: bool | None):
         from fatlib.augment import get_augment
         from fatlib.cache import FeatureCache
-        from fatlib.datasets import ChannelsLast, build_dataloaders, input_callbacks
+        from fatlib.loaders import ChannelsLast, build_dataloaders, input_callbacks
         from fatlib.features import get_preset
         from fatlib.losses import get_loss
         from fatlib.models import create_model

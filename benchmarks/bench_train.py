@@ -40,8 +40,8 @@ def main(argv=None) -> None:
     from fastai.learner import Learner
 
     from fatlib.cache import FeatureCache
-    from fatlib.data import FatData
-    from fatlib.datasets import build_dataloaders, input_callbacks
+    from fatlib.dataset import FatData
+    from fatlib.loaders import build_dataloaders, input_callbacks
     from fatlib.features import get_preset
     from fatlib.losses import get_loss
     from fatlib.models import create_model

@@ -20,10 +20,10 @@ import numpy as np
 
 
 def main(argv=None) -> None:
-    from fatlib.data import FatData
+    from fatlib.dataset import FatData
     from fatlib.folds import noisy_folds
     from fatlib.pipeline import warmup
-    from fatlib.select import Selection
+    from fatlib.selection import Selection
     from fatlib.synth import make_dataset
     from fatlib.train import StageConfig, train_stage
 

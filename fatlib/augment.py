@@ -355,7 +355,7 @@ class FreqShift(BatchAugment):
 class WaveORMixup(ORMixup):
     """OR-mixup of waveforms (3rd place: "a mix of two sounds lets you hear both"): the same draws as
     :class:`ORMixup`, applied to the (batch, samples) waveform batch of the on-the-fly path before
-    ``fatlib.datasets.WaveToMel`` turns it into log-mels (``order`` below WaveToMel's), so the model
+    ``fatlib.loaders.WaveToMel`` turns it into log-mels (``order`` below WaveToMel's), so the model
     hears the sum of the two sounds. Needs ``wave_augment`` training (a StageConfig refuses it without)."""
 
     order = -20

@@ -36,9 +36,9 @@ import numpy as np
 from .errors import AudioError, DataError
 from .features import MelConfig, clip_features
 from .filelock import exclusive_lock
-from .io import atomic_path, write_json
+from .atomic import atomic_path, write_json
 from .progress import Counter
-from .runs import Roots
+from .workspace import Roots
 from .workers import process_pool, run_all
 
 SHARD_SIZE = 32  # clips per shard: the unit of parallel work and of resuming
@@ -136,7 +136,7 @@ class FeatureCache:
         this one waits (saying so when ``progress``), then returns the cache that process finished.
         Files that cannot be decoded do not stop the build: once every other clip is computed, one
         AudioError names each of them with its fix, and no cache is written.
-        ``input_roots``: earlier sessions' outputs (fatlib.runs.Roots) where a complete cache is also
+        ``input_roots``: earlier sessions' outputs (fatlib.workspace.Roots) where a complete cache is also
         looked for (and read there, read-only); a missing one is built in ``cache_dir``.
         """
         if not isinstance(cfg, MelConfig):
@@ -289,7 +289,7 @@ def missing_cache_bytes(paths, cfg, *, cache_dir, name: str, input_roots=()) -> 
     """:func:`fatlib.preflight.cache_bytes` of a split, or 0 when its cache is complete already (in ``cache_dir`` or an input
     root): then nothing is written there."""
     from .preflight import cache_bytes
-    from .runs import Roots
+    from .workspace import Roots
 
     paths = [Path(p) for p in paths]
     if not paths:

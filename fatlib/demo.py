@@ -20,13 +20,13 @@ def run_demo(out="demo", *, size: str = "demo", seed: int = 0, progress: bool = 
     The run is the recipe ``demo`` (``fatlib/recipes/demo.toml``) on the engine (:mod:`fatlib.engine`);
     ``overrides`` (StageConfig fields, e.g. ``epochs``) are given on top of it.
     """
-    from .data import FatData
+    from .dataset import FatData
     from .engine import run_recipe
     from .guards import check_replaceable
-    from .io import write_json
+    from .atomic import write_json
     from .pipeline import warmup_recipe
     from .recipes import load_recipe
-    from .runs import Workspace
+    from .workspace import Workspace
     from .synth import SIZES, make_dataset
 
     out = Path(out)

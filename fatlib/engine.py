@@ -3,7 +3,7 @@
 stage of it, :func:`run_stage`). A recipe file is the only description of a run (:mod:`fatlib.recipes`):
 
 - its ``[stages.<name>]`` in file order; a stage with a ``[selection.<name>]`` table first writes
-  ``<stage>/selected.csv`` with that rule (``fatlib.select.run_rule``) from its ``sources`` and trains on
+  ``<stage>/selected.csv`` with that rule (``fatlib.selection.run_rule``) from its ``sources`` and trains on
   curated + those clips; ``init_from`` naming an earlier stage starts fold k from that stage's fold k;
 - "pseudo_label" recipes: then ``[pseudo] rounds`` rounds, each one more stage (``round<r>``) whose selection
   is round r of the 3rd-place rule on the previous stage's out-of-fold noisy predictions (:func:`expand`);
@@ -28,9 +28,9 @@ import pandas as pd
 from . import distrib
 from .errors import DataError
 from .guards import check_output_not_input, check_plain_name, data_inputs
-from .io import write_csv, write_json, write_text
+from .atomic import write_csv, write_json, write_text
 from .recipes import Recipe, apply_sets, load_recipe
-from .runs import Roots, Workspace, stage_finished
+from .workspace import Roots, Workspace, stage_finished
 from .settings import StageConfig
 
 PSEUDO_DEFAULTS = {"from_stage": None, "rounds": 6, "round_size": 1000, "max_rounds": 5, "threshold": 0.5,
@@ -228,7 +228,7 @@ def run_stage(rec: Recipe, stage: str, data, *, run: str, ws: Workspace, folds=N
     finished (a DataError names the notebook or command otherwise). Returns the StageResult (None while
     folds are left, and on processes other than the main one)."""
     from .folds import noisy_folds
-    from .select import run_rule
+    from .selection import run_rule
     from .train import train_stage
 
     if stage not in rec.stage_names():
@@ -326,7 +326,7 @@ def run_recipe(recipe, data, *, run: str | None = None, weights_root="weights", 
     """Run (or resume) ``recipe`` (a name, a path or a Recipe) on ``data`` (a FatData) into
     ``weights_root/run`` (default run: the recipe's name); ``sets``: ``key=value`` changes
     (:func:`fatlib.recipes.apply_sets`). ``progress``: bars; a line per finished step is printed either
-    way. ``workspace``: those four in one :class:`fatlib.runs.Workspace` (it wins over them). ``predict``/``report``: the test predictions and ``report.md`` after the ensemble; ``out_dir``: where
+    way. ``workspace``: those four in one :class:`fatlib.workspace.Workspace` (it wins over them). ``predict``/``report``: the test predictions and ``report.md`` after the ensemble; ``out_dir``: where
     ``submission.csv`` (with its ``submission_eval/``) and ``report.md`` go (default: the run folder). Returns the
     run's summary dict (also ``run_summary.json``); None on the processes other than the main one."""
     t0 = time.time()

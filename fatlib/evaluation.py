@@ -45,7 +45,7 @@ def evaluate(
             u: float(lwlrap(truth[usage == u], scores[usage == u])) for u in sorted(set(usage.tolist()))
         }
     if out_dir is not None:
-        from .io import write_json
+        from .atomic import write_json
         from .plots import plot_per_class, save_figure
 
         out_dir = Path(out_dir)

@@ -78,7 +78,7 @@ def render(paths=None) -> str:
 
 
 def write(path=DOC) -> Path:
-    from .io import write_text
+    from .atomic import write_text
 
     return write_text(path, render())
 

@@ -275,7 +275,7 @@ def clip_wave(path_or_y, cfg: MelConfig, *, min_samples: int | None = None) -> n
     Returns float32 1-D.
 
     The one implementation of these steps: :func:`clip_features` (the cache), ``fatlib.predict``
-    (features from audio) and ``fatlib.datasets.WaveDataset`` (on-the-fly training) all call it.
+    (features from audio) and ``fatlib.loaders.WaveDataset`` (on-the-fly training) all call it.
     """
     _check_cfg(cfg)
     if isinstance(path_or_y, (str, os.PathLike)):

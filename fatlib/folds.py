@@ -1,12 +1,12 @@
 """A run's folds and its selection CSVs: what training, selection and the pipeline all read.
 
 - :func:`curated_folds`, :func:`noisy_folds`: the fold of every clip of a split, made once per run
-  and kept in ``<run_dir>/folds_<split>.csv`` (fatlib.data.load_or_make_folds), so that every stage of
+  and kept in ``<run_dir>/folds_<split>.csv`` (fatlib.dataset.load_or_make_folds), so that every stage of
   the run, and the selection between stages, uses the same folds;
 - :func:`read_selection`: a selection CSV (``fname,labels,score,fold``, written by
-  fatlib.select.Selection.write) as rows into the noisy split, multi-hot targets and folds.
+  fatlib.selection.Selection.write) as rows into the noisy split, multi-hot targets and folds.
 
-fatlib.train and fatlib.select both import this module; it imports neither.
+fatlib.train and fatlib.selection both import this module; it imports neither.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from .data import load_or_make_folds, parse_labels
+from .dataset import load_or_make_folds, parse_labels
 from .errors import DataError
 
 SELECTION_COLUMNS = ["fname", "labels", "score", "fold"]

@@ -67,13 +67,13 @@ def check_plain_name(name, *, what: str, source: str | None = None) -> str:
 
 
 # ----------------------------------------------------------------------------------------- inputs
-# the CSVs of an FSDKaggle2019-format data set (fatlib.data reads them; synth writes noisy_truth.csv)
+# the CSVs of an FSDKaggle2019-format data set (fatlib.dataset reads them; synth writes noisy_truth.csv)
 DATA_SET_CSVS = ("train_curated.csv", "train_noisy.csv", "sample_submission.csv", "test_labels.csv",
                  "test_post_competition.csv", "noisy_truth.csv", "vocabulary.csv")
 
 
 def data_inputs(data) -> list[Path]:
-    """The inputs of a data set (a :class:`fatlib.data.FatData`): its folder, its CSVs (:data:`DATA_SET_CSVS`;
+    """The inputs of a data set (a :class:`fatlib.dataset.FatData`): its folder, its CSVs (:data:`DATA_SET_CSVS`;
     other files there, e.g. a submission written with ``--data .``, are not inputs), its audio folders and
     every clip its CSVs list."""
     root = Path(data.root)

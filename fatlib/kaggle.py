@@ -126,14 +126,14 @@ def download_dependency_wheels(dest: str | os.PathLike, *, find_links: str | os.
 
 
 def check_weights_file(path: str | os.PathLike) -> dict[str, Any]:
-    """Load a weights file as the kernel will (:func:`fatlib.weights.build_model`: metadata, the model it
+    """Load a weights file as the kernel will (:func:`fatlib.checkpoint.build_model`: metadata, the model it
     names, every tensor checked against the file's checksum; an older file without one is loaded with a
     warning) and check its feature settings are valid and its tensors finite.
     Returns its metadata; a WeightsError names the file."""
     import torch
 
     from .features import MelConfig
-    from .weights import build_model
+    from .checkpoint import build_model
 
     try:
         model, meta = build_model(path)
@@ -172,8 +172,8 @@ def stage_dirs(weights, *, stages: Sequence[str] | None = None, input_roots: Seq
     """The stage folders holding the chosen ``fold*.safetensors`` (see :func:`fatlib.predict.weight_files`;
     each stage looked up in the working folder, then ``input_roots``), each file loaded by
     :func:`check_weights_file` so a damaged one fails here, not in the Kaggle kernel."""
-    from .model_files import weight_files
-    from .runs import Roots
+    from .run_models import weight_files
+    from .workspace import Roots
 
     files = weight_files(Roots(input_roots).find_weights(weights, stages=stages))
     for f in files:
@@ -198,10 +198,10 @@ def build_dataset(
     ``stages``: stage sub-folders of the run(s) to ship (default all); ``wheel``: a prebuilt fatlib
     wheel instead of building one; ``dep_wheels``: a folder holding the dependency wheels (offline;
     default: downloaded from PyPI); ``input_roots``: earlier sessions' outputs where the runs' stages are
-    looked up too (:class:`fatlib.runs.Roots`); ``overwrite``: replace an existing non-empty ``out``.
+    looked up too (:class:`fatlib.workspace.Roots`); ``overwrite``: replace an existing non-empty ``out``.
     """
     from . import __version__
-    from .io import write_json, write_text
+    from .atomic import write_json, write_text
     from .progress import progress as show_progress
 
     out = Path(out)
@@ -222,7 +222,7 @@ def build_dataset(
             built = copy_file(wheel, tmp / "wheels" / wheel.name)
         else:
             built = build_wheel(tmp / "wheels")
-        from .model_files import stage_fold_files
+        from .run_models import stage_fold_files
 
         copies = [
             (f, tmp / "weights" / d.parent.name / d.name / f.name)
@@ -253,8 +253,8 @@ def _check_out(out: Path, weights, *, wheel, dep_wheels, input_roots, overwrite:
 
 
 def _manifest(root: Path, wheel: Path, deps: list[Path], dirs: list[Path], version: str) -> dict[str, Any]:
-    from .model_files import stage_fold_files
-    from .weights import read_metadata
+    from .run_models import stage_fold_files
+    from .checkpoint import read_metadata
 
     stages = []
     for d in dirs:

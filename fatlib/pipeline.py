@@ -19,7 +19,7 @@ import copy
 from .engine import require_stages, run_recipe, run_stage, stage_oof, write_ensemble  # noqa: F401
 from .errors import DataError
 from .recipes import DEFAULT_RECIPE, Recipe, load_recipe
-from .runs import Workspace
+from .workspace import Workspace
 from .stage_outputs import StageResult
 
 STAGES = ("stage1", "stage2", "stage3", "stage4")  # the 12th-place recipe's stages (notebooks 01-04)
@@ -83,7 +83,7 @@ def warmup_stage(
     ``selection``, set the rule's parameters (``threshold``, ``max_per_fold_label``; published: 0.5
     and 5 for stage3, 1.0 and no cap for stage4). ``folds`` and ``cbs``: as in ``train_stage``.
     A DataError names the notebook to run first when a stage this one needs is missing.
-    ``input_roots``: read-only outputs of earlier sessions (:class:`fatlib.runs.Roots`): earlier stages
+    ``input_roots``: read-only outputs of earlier sessions (:class:`fatlib.workspace.Roots`): earlier stages
     and caches are read there, and this stage's finished folds are copied from there into ``weights_root``.
     ``sources`` says where each value was given (default "argument"; the command line passes its options' names).
     """

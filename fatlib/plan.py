@@ -45,7 +45,7 @@ class DataSize:
 
     @classmethod
     def of(cls, data) -> DataSize:
-        """The size of a loaded :class:`fatlib.data.FatData`."""
+        """The size of a loaded :class:`fatlib.dataset.FatData`."""
         return cls(len(data.curated.fnames), len(data.noisy.fnames), len(data.vocab), len(data.test.fnames), str(data.root))
 
 
@@ -53,10 +53,10 @@ def data_size(data_dir=None) -> DataSize:
     """The data set's size from its CSVs (no audio read): ``data_dir``, else ``input/``, else the Kaggle path; with
     none of them (and no ``data_dir`` given) FSDKaggle2019's size, ``assumed``. A ``data_dir`` that holds no
     data set is a DataError, as for a run."""
-    from .data import FatData, find_data_dir
+    from .dataset import FatData, find_data_dir
 
     if data_dir is None:
-        from .data import KAGGLE_DATA_DIR, LOCAL_DATA_DIR
+        from .dataset import KAGGLE_DATA_DIR, LOCAL_DATA_DIR
 
         try:
             find_data_dir(None)

@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from fatlib.errors import DataError
-from fatlib.io import atomic_path
+from fatlib.atomic import atomic_path
 
 __all__ = ["input_units", "plot_augmentations", "plot_per_class", "plot_spectrogram", "plot_training_curve", "save_figure"]
 

@@ -4,7 +4,7 @@ split through fold/stage/model ensembles into ``submission.csv`` (:func:`predict
 
 The parts live in their own modules and are importable from here too: crop plans in
 :mod:`fatlib.tta`, feature sources in :mod:`fatlib.sources`, weights loading in
-:mod:`fatlib.model_files`, the writer in :mod:`fatlib.submission`, evaluation in :mod:`fatlib.evaluation`.
+:mod:`fatlib.run_models`, the writer in :mod:`fatlib.submission`, evaluation in :mod:`fatlib.evaluation`.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from .batching import length_batches
 from .errors import DataError, WeightsError
 from .evaluation import evaluate
 from .features import MelConfig, to_model_input
-from .model_files import LoadedModel, find_models, weight_files
+from .run_models import LoadedModel, find_models, weight_files
 from .preflight import check_device
 from .sources import CacheSource, WaveSource, make_source
 from .submission import write_submission

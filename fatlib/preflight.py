@@ -7,8 +7,8 @@ largest expected file with the process's file-size limit (``ulimit -f``). A refu
 :class:`~fatlib.errors.OutputError` naming the folder and the fix, raised before anything is written.
 
 :func:`os_error_line` turns an OSError that still happens later (a disk filling up during the run)
-into the same kind of line; :func:`fatlib.cli.main` prints it instead of a traceback. Outputs are
-written atomically (:mod:`fatlib.io`), so a failed write leaves the earlier file as it was.
+into the same kind of line; :func:`fatlib.commands.main.main` prints it instead of a traceback. Outputs are
+written atomically (:mod:`fatlib.atomic`), so a failed write leaves the earlier file as it was.
 
 The ``*_bytes`` functions estimate output sizes from what is known before the work.
 """
@@ -26,7 +26,7 @@ from typing import Sequence
 from .errors import OutputError
 
 PROBE_BYTES = 4096
-_TMP_NAME = re.compile(r"^\.(.+)\.[0-9a-f]{8}\.tmp$")  # fatlib.io's temporary files: name the real target
+_TMP_NAME = re.compile(r"^\.(.+)\.[0-9a-f]{8}\.tmp$")  # fatlib.atomic's temporary files: name the real target
 _TMP_DIR = re.compile(r"^\.(.+)\.pid\d+\.[A-Za-z0-9_]+\.tmp$")  # fatlib.guards.temp_prefix: the folder it becomes
 _ELSEWHERE = "another output folder (--out, --weights, --cache-dir)"
 # errno -> (what happened, the fix)

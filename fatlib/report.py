@@ -23,12 +23,12 @@ def setup_notebook(fatlib_dataset, input_roots=None, *, installed=()):
     """The notebooks' setup once fatlib is importable: each dependency Kaggle's image lacks installed
     offline from ``<fatlib_dataset>/wheels`` (``fatlib.kaggle.install_missing``; ``installed``: what the
     cell installed before, named in the same line), the earlier sessions' outputs found
-    (``fatlib.runs.discover_input_roots`` when ``input_roots`` is None), and one line saying where fatlib
-    and those outputs are. Returns the ``fatlib.runs.Roots``."""
+    (``fatlib.workspace.discover_input_roots`` when ``input_roots`` is None), and one line saying where fatlib
+    and those outputs are. Returns the ``fatlib.workspace.Roots``."""
     import fatlib
 
     from .kaggle import install_missing
-    from .runs import Roots, discover_input_roots
+    from .workspace import Roots, discover_input_roots
 
     wheels = Path(fatlib_dataset) / "wheels"
     done = [*installed, *install_missing(wheels, progress=False)]
@@ -42,11 +42,11 @@ def setup_notebook(fatlib_dataset, input_roots=None, *, installed=()):
 
 # ----------------------------------------------------------------------------------------- data set
 def load_data(data_dir=None):
-    """``fatlib.data.FatData.from_dir(data_dir)``, its warnings (e.g. no ``train_noisy.csv``: a curated-only
+    """``fatlib.dataset.FatData.from_dir(data_dir)``, its warnings (e.g. no ``train_noisy.csv``: a curated-only
     data set) printed as plain "note:" lines instead of a notebook's warning boxes."""
     import warnings
 
-    from .data import FatData
+    from .dataset import FatData
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -141,10 +141,10 @@ def plot_class_counts(data) -> Figure:
 
 def training_batch(cache, targets, cfg, *, batch_size: int = 16, seed: int = 0):
     """One training batch as a stage sees it: random ``cfg.crop_frames`` crops of random cache rows,
-    normalised (``fatlib.datasets.CropDataset``). Returns (x (B, channels, n_mels, crop), y (B, n_classes))."""
+    normalised (``fatlib.loaders.CropDataset``). Returns (x (B, channels, n_mels, crop), y (B, n_classes))."""
     import torch
 
-    from .datasets import CropDataset
+    from .loaders import CropDataset
 
     targets = np.asarray(targets, dtype=np.float32)
     if len(targets) != len(cache):

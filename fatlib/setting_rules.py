@@ -112,7 +112,7 @@ def probabilities(v) -> str | None:
 
 
 def _select_rules():
-    from .select import RULES
+    from .selection import RULES
 
     return RULES
 

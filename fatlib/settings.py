@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import DataError
-from .io import write_json
+from .atomic import write_json
 from .setting_rules import check_settings
 
 TRAIN_ON = ("noisy", "curated", "curated+selected")

@@ -64,7 +64,7 @@ def prepare_inputs(cfg: StageConfig, data, run_dir: Path, cache_dir, progress: b
     from .cache import FeatureCache
 
     mel = cfg.mel_config()
-    if cfg.init_from:  # read where it is: the working folder or an earlier session's output (fatlib.runs)
+    if cfg.init_from:  # read where it is: the working folder or an earlier session's output (fatlib.workspace)
         init_dir = roots.find_stage(cfg.init_from)
         if init_dir is None:
             raise DataError(f"init_from={cfg.init_from!r}: no such stage folder; train that stage first or fix the path.")

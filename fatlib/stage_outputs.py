@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .io import write_csv, write_json
+from .atomic import write_csv, write_json
 from .stage_inputs import StageInputs
 
 

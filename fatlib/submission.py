@@ -25,7 +25,7 @@ def write_submission(
     """
     import pandas as pd
 
-    from .io import write_csv
+    from .atomic import write_csv
 
     fnames = [str(f) for f in fnames]
     vocab = list(vocab)
@@ -48,7 +48,7 @@ def write_submission(
     if sample_submission is None:
         order, columns = list(range(len(fnames))), vocab
     else:
-        from .data import read_table
+        from .dataset import read_table
 
         sample = read_table(sample_submission, columns=("fname",))  # BOM, spaces, a trailing comma: as the data
         columns = list(sample.columns[1:])

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
-from .io import atomic_path, write_csv, write_json
+from .atomic import atomic_path, write_csv, write_json
 
 __all__ = ["FSD2019_CLASSES", "FAMILIES", "SIZES", "SoundClass", "sound_class", "make_dataset"]
 

@@ -167,10 +167,10 @@ class Tagger:
                  step_frames: int | None = None, ensemble: str | None = None, rescale: bool | None = None,
                  batch_size: int = 64, progress: bool = False):
         from .ensemble import METHODS
-        from .model_files import find_models, weight_files
+        from .run_models import find_models, weight_files
         from .predict import default_device
         from .tta import check_positive, check_scheme
-        from .weights import read_metadata
+        from .checkpoint import read_metadata
 
         roots = [Path(weights)] if isinstance(weights, (str, os.PathLike)) else [Path(w) for w in weights]
         stored, recipe = run_settings(roots)

@@ -21,9 +21,9 @@ from . import distrib
 from .distrib import is_main_process
 from .errors import DataError
 from .guards import check_output_not_input, data_inputs
-from .io import save_npy, write_json, write_text
+from .atomic import save_npy, write_json, write_text
 from .learner import fit, fold_history, is_data_parallel, make_learner
-from .model_files import check_init_folds
+from .run_models import check_init_folds
 from .settings import (  # noqa: F401
     KEEP,
     MAX_WORKERS,
@@ -75,7 +75,7 @@ def _check_config(stage_dir: Path, cfg: StageConfig) -> None:
 def predict_rows(model, cache, rows, *, cfg, step_frames: int, batch_size: int = 64) -> np.ndarray:
     """Sigmoid probabilities (len(rows), n_classes) of ``cache`` rows: windows every ``step_frames``
     frames over each whole clip, averaged (12th-place TTA, ``fatlib.predict.predict_clips``)."""
-    from .datasets import CacheSubset
+    from .loaders import CacheSubset
     from .predict import predict_clips
 
     return predict_clips(model, CacheSubset(cache, rows), cfg, tta="windows", step_frames=step_frames,
@@ -143,7 +143,7 @@ def _train_fold(inp: StageInputs, cfg: StageConfig, k: int, stage_dir: Path, *, 
 
     from .metrics import lwlrap
     from .preflight import errors_name
-    from .weights import save_weights
+    from .checkpoint import save_weights
 
     mel = inp.mel
     device = _device()
@@ -229,7 +229,7 @@ def _check_before_writing(cfg: StageConfig, data, *, model, stage_dir: Path, tod
     """What can be checked before config.json is written: a refused run must not leave a config.json that
     makes its corrected rerun fail as "started with other settings". Split sizes, and the init_from stage:
     found, and each fold to train has weights of this ``model`` (:func:`_check_components`'s), vocabulary and width."""
-    from .weights import check_compatible, check_fits, read_metadata
+    from .checkpoint import check_compatible, check_fits, read_metadata
 
     if data.curated.targets is None or len(data.curated.fnames) < cfg.n_folds:
         raise DataError(f"{data.root / 'train_curated.csv'}: {len(data.curated.fnames)} labelled clips; the curated "
@@ -262,7 +262,7 @@ def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = 
     ``<stage>/log.txt``. ``folds``: train only these fold indices (the rest stay as they are; the
     stage's outputs are written once every fold is done). ``cbs``: extra fastai callbacks for every
     fold's Learner (a CSVLogger, W&B, TensorBoard, ...). ``input_roots``: earlier sessions' outputs
-    (fatlib.runs.Roots), read-only: init_from and caches are read there, and this stage's finished
+    (fatlib.workspace.Roots), read-only: init_from and caches are read there, and this stage's finished
     folds are copied from there first. ``note``: a line logged before the settings (e.g. why the model
     is not the recipe's). ``given``: field -> where it was given (an option, ``--config``, ``--set``, an
     argument): auto scaling leaves those fields as they are and says so (:func:`effective_config`).
@@ -277,7 +277,7 @@ def train_stage(cfg: StageConfig, data, *, run_dir, cache_dir, progress: bool = 
     writes the stage's outputs, and every process returns only after they are written.
     """
     from .progress import LineLog, bars_enabled
-    from .runs import Roots
+    from .workspace import Roots
 
     sources = dict(sources or {})
     if given is None:

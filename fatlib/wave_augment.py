@@ -5,7 +5,7 @@ Each effect is a function ``effect(y, *, sample_rate, rng) -> y`` on a mono floa
 effect then with its own probability, in the order speed, tempo, pitch shift, reverb, overdrive
 (``tempo`` changes the tempo and keeps the pitch; ``speed`` changes both; the default set has speed, not tempo). It is a plain
 callable ``y -> y`` meant for a torch Dataset's ``__getitem__`` (the on-the-fly path in
-:mod:`fatlib.datasets`).
+:mod:`fatlib.loaders`).
 
 Length policy: ``speed`` and ``tempo`` change the length (a clip played at speed s has ``round(len(y) / s)``
 samples: +-10 % at the default range); every other effect keeps the length (reverb keeps the first

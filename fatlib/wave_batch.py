@@ -2,7 +2,7 @@
 
 The per-clip reference is :mod:`fatlib.wave_augment` (librosa, one clip at a time in DataLoader workers).
 Here the same effects act on a whole (batch, samples) waveform batch inside the feature step, where the
-log-mels are computed anyway (:class:`fatlib.datasets.WaveToMel`):
+log-mels are computed anyway (:class:`fatlib.loaders.WaveToMel`):
 
 - ``overdrive``: ``tanh(gain * y)`` on the waveforms (the only effect that needs the samples);
 - ``pitch_shift`` (+-300 cents) and the pitch half of ``speed``: the power STFT read at frequency
@@ -85,7 +85,7 @@ class BatchWaveEffects:
     """Random waveform effects for a batch, drawn per clip like :class:`fatlib.wave_augment.WaveAugment`
     (same ``p``, ``probs``, ``sample_rate``, ``seed`` and ranges) and applied in :meth:`apply`.
 
-    ``batched`` marks it for :class:`fatlib.datasets.WaveDataset`: training crops are loaded with the
+    ``batched`` marks it for :class:`fatlib.loaders.WaveDataset`: training crops are loaded with the
     margin ``max_rate`` needs (:meth:`loaded_frames`) and no per-clip effect runs in the loader.
     Draws come from a CPU ``torch.Generator`` seeded with ``seed`` (None: from torch's global RNG at
     first use, so ``torch.manual_seed`` reproduces a run)."""

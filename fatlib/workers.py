@@ -74,7 +74,7 @@ def run_all(pool: ProcessPoolExecutor, fn: Callable, tasks: Iterable[tuple], *,
 
     The first exception, raised by a task, by ``on_result`` or in this process (Ctrl-C), cancels the
     tasks not yet started, ends the workers (SIGTERM: a task must leave nothing half-written, e.g. it
-    writes through fatlib.io.atomic_path) and is raised once they are gone.
+    writes through fatlib.atomic.atomic_path) and is raised once they are gone.
     """
     pending: dict[Future, int] = {}
     try:

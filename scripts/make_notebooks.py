@@ -48,7 +48,7 @@ SESSIONS = ("**Kaggle sessions.** One session per notebook: its working folder i
             "never copied by hand. If a session ends before the stage finishes (save the version with *Always save "
             "output*), attach its output and run the notebook again: its finished folds are copied over and skipped.")
 
-DATA_PARAMS = '''data_dir = None  # None: input/, else ../input/freesound-audio-tagging-2019 (fatlib.data.find_data_dir)
+DATA_PARAMS = '''data_dir = None  # None: input/, else ../input/freesound-audio-tagging-2019 (fatlib.dataset.find_data_dir)
 cache_dir = "cache"  # feature caches (float16 log-mels), shared by every notebook
 preset = "cnn128"  # 12th-place features: 128 mels, hop 694 samples, 44.1 kHz
 n_mels = 128
@@ -329,7 +329,7 @@ def kernel_notebook() -> nbformat.NotebookNode:
         setup(),
         code("%matplotlib inline\nimport time\n\nimport pandas as pd\n\nfrom fatlib import report\n"
              "from fatlib.kaggle import verify_dataset\nfrom fatlib.plots import plot_per_class\n"
-             "from fatlib.predict import predict_test\nfrom fatlib.runs import Roots\n\n"
+             "from fatlib.predict import predict_test\nfrom fatlib.workspace import Roots\n\n"
              "manifest = verify_dataset(fatlib_dataset)  # every file against its sha256: a damaged one is named here\n"
              "data = report.load_data(data_dir)\n"
              'weights = Roots([fatlib_dataset, *roots.inputs]).find_weights([f"weights/{r}" for r in runs], stages=stages)\n'

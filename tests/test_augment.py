@@ -214,7 +214,7 @@ def test_specmix_changes_training_batches_only_in_a_real_learner():
 
 def test_wave_ormixup_mixes_waveforms_before_the_log_mel():
     from fatlib.augment import WaveORMixup
-    from fatlib.datasets import WaveToMel
+    from fatlib.loaders import WaveToMel
 
     assert WaveORMixup.order < WaveToMel.order  # runs on the waveforms, before they become log-mels
     t = torch.arange(4096, dtype=torch.float32) / 4096

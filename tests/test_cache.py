@@ -121,7 +121,7 @@ def test_bad_file_raises_naming_it(tmp_path, tiny_mel, monkeypatch):
 
 
 def test_cli_builds_split_cache(tmp_path, tiny_dataset, capsys):
-    from fatlib.cli import main
+    from fatlib.commands.main import main
 
     args = ["cache", "--data-dir", str(tiny_dataset), "--splits", "test", "--preset", "dense64",
             "--cache-dir", str(tmp_path), "--jobs", "1"]

@@ -53,7 +53,7 @@ def slow_shard(paths, cfg, shard_path):
 c._compute_shard = slow_shard
 mode = sys.argv[1]
 if mode == "cli":
-    from fatlib.cli import main
+    from fatlib.commands.main import main
     sys.exit(main(sys.argv[2:]))
 # mode "build": wait until every sibling is ready (so that the builds really start together), then build
 from pathlib import Path
@@ -181,7 +181,7 @@ def _wait_for(cond, timeout, what):
 
 
 def test_kill_then_ctrl_c_then_resume_with_progress_bars(tmp_path, tiny_dataset, monkeypatch):
-    from fatlib.data import FatData
+    from fatlib.dataset import FatData
     from fatlib.features import get_preset
 
     paths = FatData.from_dir(tiny_dataset).split("test").paths()  # 16 clips: 8 shards

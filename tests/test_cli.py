@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fatlib import cli
+from fatlib.commands import main as cli
 
 COMMANDS = ["synth", "cache", "train-stage", "select", "warmup", "run", "predict", "kaggle-dataset", "demo", "tag"]
 ROOT = Path(__file__).resolve().parents[1]

@@ -31,7 +31,7 @@ TOL_DATA_PARALLEL = 0.05  # split batches, per-process BatchNorm statistics
 SCRIPT = """
 import json, sys
 from fatlib import distrib
-from fatlib.data import FatData
+from fatlib.dataset import FatData
 from fatlib.pipeline import warmup_stage
 
 data_dir, weights, cache, kw = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
@@ -41,7 +41,7 @@ r1 = warmup_stage("stage1", data, run="r", weights_root=weights, cache_dir=cache
 r2 = warmup_stage("stage2", data, run="r", weights_root=weights, cache_dir=cache, progress=False, keep="best", **kw)
 # then the command line's `run` in the same processes (python -m fatlib run ... under torchrun); last, as the
 # command leaves the process group when it ends
-from fatlib.cli import main
+from fatlib.commands.main import main
 
 rank, world = distrib.rank(), distrib.world_size()
 sets = [a for s in json.loads(sys.argv[5]) for a in ("--set", s)]
@@ -151,7 +151,7 @@ def test_one_process_needs_no_process_group(monkeypatch):
 
 
 def test_fold_parallel_from_the_command_line():
-    from fatlib.cli import build_parser
+    from fatlib.commands.main import build_parser
     from fatlib.commands.options import config_from_args, stage_overrides
     from fatlib.pipeline import STAGES
 

@@ -8,7 +8,7 @@ import pytest
 
 @pytest.fixture(scope="module")
 def data(tiny_dataset):
-    from fatlib.data import FatData
+    from fatlib.dataset import FatData
 
     return FatData.from_dir(tiny_dataset)
 
@@ -133,7 +133,7 @@ def test_explorer_in_a_kernel_updates_its_output_in_place(data, tiny_dataset, tm
     first, second = [data.vocab[i] for i in np.argsort(-counts, kind="stable")[:2]]
     other_clip = data.curated.fnames[clips_of_class(data, "curated", second)[0]]
     cells = [f"""from fatlib import explore
-from fatlib.data import FatData
+from fatlib.dataset import FatData
 from fatlib.features import get_preset
 data = FatData.from_dir({str(tiny_dataset)!r})
 cfg = get_preset("cnn128", n_mels=32, n_fft=1024, hop_length=512, crop_frames=32)

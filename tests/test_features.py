@@ -121,7 +121,7 @@ def test_clip_wave_is_the_one_wave_path(tmp_path, tiny_mel):
     """clip_features, the on-the-fly WaveDataset and predict's audio source all go through clip_wave."""
     import soundfile as sf
 
-    from fatlib.datasets import WaveDataset, wave_crop_samples
+    from fatlib.loaders import WaveDataset, wave_crop_samples
     from fatlib.sources import WaveSource
 
     y = _clips()[2][SR // 4 : SR // 4 + 3000]  # shorter than the crop: padding decides the result

@@ -4,7 +4,7 @@ one-line message (the file and the fix) and that outputs that existed before (an
 an earlier stage's weights) are byte-identical afterwards. The README's "Reliability" section lists the
 same cases.
 
-Every case runs :func:`fatlib.cli.main`, which is what ``python -m fatlib`` runs, in its own process:
+Every case runs :func:`fatlib.commands.main.main`, which is what ``python -m fatlib`` runs, in its own process:
 one runner process imports fatlib once and forks a child per case (starting ~50 interpreters that import
 torch would take minutes on 2 cores). What a case needs the outside world to do is arranged in the child
 before ``main`` runs: a file-size limit (``setrlimit``), a full disk (``shutil.disk_usage`` reporting
@@ -76,10 +76,10 @@ def _flip(offset_from_end: int, mask: int):
 
 def _save(d: Path, *, model_name="cnn_model_1", n_classes=None, vocab=None, width=0.125, nan=False, path=None,
           extra_kwargs=None):
-    from fatlib.data import load_vocabulary
+    from fatlib.dataset import load_vocabulary
     from fatlib.features import get_preset
     from fatlib.models import create_model
-    from fatlib.weights import save_weights
+    from fatlib.checkpoint import save_weights
 
     mel = get_preset("cnn128", **MEL)
     vocab = vocab or load_vocabulary(d / "data")
@@ -535,7 +535,7 @@ def _chmod_tree(root: Path, dir_mode: int, file_mode: int) -> None:
 
 RUNNER = r'''
 import json, os, resource, shutil, signal, sys, time, traceback
-from fatlib import cli
+from fatlib.commands import main as cli
 cli.build_parser()  # imports every command module once, before forking
 # what every case would import or compile again on its own, done once here (no torch op before the forks)
 import fastai.learner, fastai.callback.schedule, fastai.callback.progress, fastai.callback.training  # noqa
@@ -847,7 +847,7 @@ def test_weights_write_hitting_a_limit_is_an_os_error_naming_the_file(tmp_path):
     code = r"""
 import errno, resource, signal, sys, torch
 from fatlib.preflight import os_error_line
-from fatlib.weights import save_weights
+from fatlib.checkpoint import save_weights
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (65536, resource.RLIM_INFINITY))
 try:

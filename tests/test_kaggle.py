@@ -18,7 +18,7 @@ KWARGS = {"n_classes": 3, "width_mult": 0.125}
 
 def _save(path, tiny_mel, **state_edit):
     from fatlib.models import create_model
-    from fatlib.weights import save_weights
+    from fatlib.checkpoint import save_weights
 
     model = create_model("cnn_model_1", **KWARGS)
     with torch.no_grad():
@@ -185,13 +185,13 @@ def test_install_missing_installs_only_what_is_missing_or_says_why_not(tmp_path,
 
 
 def test_a_missing_package_is_one_line_naming_it_and_the_fix(tiny_dataset, tmp_path, monkeypatch):
-    from fatlib.data import make_folds
+    from fatlib.dataset import make_folds
 
     monkeypatch.setitem(sys.modules, "iterstrat.ml_stratifiers", None)  # as if not installed
     with pytest.raises(DependencyError, match="iterative-stratification .*make_folds.*pip install "
                                               "iterative-stratification"):
         make_folds(torch.eye(4).numpy(), n_folds=2)
-    code = ("import sys; sys.modules['iterstrat'] = None; from fatlib.cli import main; sys.exit(main(sys.argv[1:]))")
+    code = ("import sys; sys.modules['iterstrat'] = None; from fatlib.commands.main import main; sys.exit(main(sys.argv[1:]))")
     res = subprocess.run([sys.executable, "-c", code, "train-stage", "--data", str(tiny_dataset), "--run", "r",
                           "--weights", str(tmp_path), "--stage", "s1", "--n-folds", "2", "--epochs", "1",
                           "--model-kwargs", '{"width_mult": 0.125}', "--quiet"],
@@ -211,7 +211,7 @@ def test_a_missing_package_is_one_line_naming_it_and_the_fix(tiny_dataset, tmp_p
 def test_cli_wheels_only_and_weights_from_an_input_root(bundle, run_dir, tmp_path, capsys, monkeypatch):
     import shutil
 
-    from fatlib.cli import main
+    from fatlib.commands.main import main
 
     wheel = next((bundle / "wheels").glob("fatlib-*.whl"))
     common = ["--wheel", str(wheel), "--dep-wheels", str(bundle / "wheels")]

@@ -261,7 +261,7 @@ def test_numpy_scalars_accepted_and_stored_as_json_types():
 
 
 def test_kwargs_stored_and_weights_round_trip(tmp_path):
-    from fatlib.weights import build_model, save_weights
+    from fatlib.checkpoint import build_model, save_weights
 
     torch.manual_seed(0)
     model = create_model("xresnet18", n_classes=6, in_channels=1, width_mult=SMALL, freq_encoding=True, p=0.1)
@@ -445,7 +445,7 @@ def test_parameter_counts_of_every_model_at_its_published_input():
                                       ("dense_m2", dict(multisample_dropout=3)),
                                       ("shallow_cnn_3rd", dict(residual=True, pool_from=1))])
 def test_new_models_weights_round_trip(tmp_path, name, kw):
-    from fatlib.weights import build_model, save_weights
+    from fatlib.checkpoint import build_model, save_weights
 
     torch.manual_seed(0)
     model = create_model(name, n_classes=4, in_channels=1, width_mult=SMALL, **kw)

@@ -264,7 +264,7 @@ def test_committed_notebooks_are_clean_and_generated():
 def test_kaggle_rehearsal_sessions_00_to_06(kaggle):
     import fatlib
     from fatlib.cache import FeatureCache
-    from fatlib.data import FatData
+    from fatlib.dataset import FatData
     from fatlib.wave_augment import EFFECTS
 
     base = {DATA_MOUNT: kaggle.data, "fatlib": kaggle.dataset}

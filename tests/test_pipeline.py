@@ -13,7 +13,7 @@ TINY = dict(model_kwargs={"width_mult": 0.125}, mel=dict(n_mels=32, n_fft=2048, 
 
 @pytest.mark.slow
 def test_warmup_end_to_end(tiny_dataset, tmp_path):
-    from fatlib.data import FatData
+    from fatlib.dataset import FatData
     from fatlib.metrics import lwlrap, per_sample_lwlrap
     from fatlib.pipeline import stage_oof, warmup
 
@@ -44,7 +44,7 @@ def test_warmup_end_to_end(tiny_dataset, tmp_path):
     assert saved["cv_lwlrap_ensemble"] == pytest.approx(summary["cv_lwlrap_ensemble"])
 
     # the select command reproduces the pipeline's stage-4 selection from the saved stage outputs
-    from fatlib.cli import main
+    from fatlib.commands.main import main
 
     out = tmp_path / "sel4.csv"
     assert main(["select", "--data", str(tiny_dataset), "--weights", str(tmp_path), "--run", "w", "--rule", "stage4",
@@ -55,7 +55,7 @@ def test_warmup_end_to_end(tiny_dataset, tmp_path):
 @pytest.mark.slow
 def test_stages_one_by_one(tiny_dataset, tmp_path, capsys):
     """What the notebooks do: each stage on its own, then the stage ensemble; a missing stage names its notebook."""
-    from fatlib.data import FatData
+    from fatlib.dataset import FatData
     from fatlib.errors import DataError
     from fatlib.pipeline import stage_ensemble, warmup_stage
 
@@ -68,7 +68,7 @@ def test_stages_one_by_one(tiny_dataset, tmp_path, capsys):
     with pytest.raises(DataError, match="set by the warm-up plan"):
         warmup_stage("stage1", data, train_on="curated", **kw)
 
-    from fatlib.cli import main
+    from fatlib.commands.main import main
 
     cli = ["warmup", "--data", str(tiny_dataset), "--weights", str(tmp_path), "--run", "s", "--quiet", "--stage"]
     assert main([*cli, "stage2"]) == 1
@@ -109,7 +109,7 @@ def test_stages_one_by_one(tiny_dataset, tmp_path, capsys):
 def test_small_data_set_gets_the_small_data_setup(tiny_dataset, tmp_path):
     """With auto scaling, a data set under 1,500 clips trains the default recipe's [small_data] model and
     features, and the stage's log says so; naming the model keeps the recipe's own set-up."""
-    from fatlib.data import FatData
+    from fatlib.dataset import FatData
     from fatlib.pipeline import warmup_stage
 
     data = FatData.from_dir(tiny_dataset)

@@ -72,7 +72,7 @@ def test_plan_without_a_data_set_is_for_fsdkaggle2019(tmp_path):
 
 def test_plan_figures_are_what_training_chooses(tiny_dataset, tmp_path):
     """Each stage's folds, batch, lr, epochs and width: train_stage's own functions on the real data's sizes."""
-    from fatlib.data import FatData
+    from fatlib.dataset import FatData
     from fatlib.engine import expand, stage_config, stage_sources
     from fatlib.plan import plan_run
     from fatlib.recipes import apply_sets, load_recipe

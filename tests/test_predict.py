@@ -206,7 +206,7 @@ VOCAB = ["Bark", "Meow", "Purr", "Hiss", "Chirp"]
 
 
 def _save(path, model, cfg, *, name="cnn_model_1", vocab=VOCAB):
-    from fatlib.weights import save_weights
+    from fatlib.checkpoint import save_weights
 
     return save_weights(path, model, model_name=name, model_kwargs=model.fatlib_kwargs,
                         mel_config=cfg.to_dict(), vocab=vocab)
@@ -306,8 +306,8 @@ def test_predict_from_a_feature_cache(clips, model, tiny_mel, tmp_path):
 
 
 def test_cli_predict_writes_submission_and_evaluation(tiny_dataset, tiny_mel, cnn, tmp_path, capsys):
-    from fatlib.cli import main
-    from fatlib.data import FatData
+    from fatlib.commands.main import main
+    from fatlib.dataset import FatData
 
     data = FatData.from_dir(tiny_dataset)
     run = tmp_path / "weights" / "run"
@@ -370,9 +370,9 @@ def test_small_budget_gives_the_same_scores(clips, model, tiny_mel):
 # ----------------------------------------------------------------------------- TTA step from the weights
 def test_predict_uses_the_oof_step_stored_in_the_weights(tiny_dataset, tiny_mel, tmp_path, monkeypatch):
     import fatlib.predict as predict
-    from fatlib.data import FatData
+    from fatlib.dataset import FatData
     from fatlib.models import create_model
-    from fatlib.weights import save_weights
+    from fatlib.checkpoint import save_weights
 
     data = FatData.from_dir(tiny_dataset)
     torch.manual_seed(0)

@@ -28,7 +28,7 @@ def test_peak_rss_with_one_long_clip_stays_bounded(tmp_path):
 
     from fatlib.features import get_preset
     from fatlib.models import create_model
-    from fatlib.weights import save_weights
+    from fatlib.checkpoint import save_weights
 
     rng = np.random.default_rng(0)
     data = tmp_path / "data"

@@ -59,7 +59,7 @@ def test_bad_recipe_files_are_one_clear_error(tmp_path):
 
 
 def test_recipe_file_feeds_the_command_line(tmp_path):
-    from fatlib.cli import build_parser
+    from fatlib.commands.main import build_parser
     from fatlib.commands.options import config_from_args
 
     mine = tmp_path / "mine.toml"
@@ -84,7 +84,7 @@ def test_recipe_file_feeds_the_command_line(tmp_path):
     (["--lr", "0.01", "--augment", "specmix"], 417, "xresnet18", "multires128"),  # other options keep it
 ])
 def test_small_data_table_of_the_default_recipe(tmp_path, argv, n_dataset, model, preset):
-    from fatlib.cli import build_parser
+    from fatlib.commands.main import build_parser
     from fatlib.commands.options import config_from_args, run_name
 
     rec = load_recipe("12th_place")

@@ -11,7 +11,7 @@ import pytest
 
 
 def test_dataset_overview_and_class_counts(tiny_dataset):
-    from fatlib.data import FatData
+    from fatlib.dataset import FatData
     from fatlib.report import class_counts, dataset_overview, plot_class_counts
 
     data = FatData.from_dir(tiny_dataset)
@@ -33,7 +33,7 @@ def test_dataset_overview_and_class_counts(tiny_dataset):
 
 def test_training_batch_and_log_mel_comparison(tiny_dataset, tiny_mel, tmp_path):
     from fatlib.cache import FeatureCache
-    from fatlib.data import FatData
+    from fatlib.dataset import FatData
     from fatlib.errors import DataError
     from fatlib.report import compare_log_mel, plot_log_mel_comparison, training_batch
 
@@ -87,7 +87,7 @@ def test_stage_table_and_selection(tmp_path):
 
 
 def test_runs_ensemble_needs_the_same_folds(tiny_dataset, tmp_path):
-    from fatlib.data import FatData
+    from fatlib.dataset import FatData
     from fatlib.errors import DataError
     from fatlib.metrics import lwlrap
     from fatlib.report import runs_ensemble_cv
@@ -120,7 +120,7 @@ def _decoded(player):
 
 
 def test_clips_play_beside_their_spectrograms(tiny_dataset, tiny_mel):
-    from fatlib.data import FatData
+    from fatlib.dataset import FatData
     from fatlib.features import clip_wave
     from fatlib.report import example_waves, listen_examples, listen_rows
 
@@ -145,7 +145,7 @@ def test_clips_play_beside_their_spectrograms(tiny_dataset, tiny_mel):
 
 
 def test_waveform_effects_heard_before_and_after(tiny_dataset, tiny_mel):
-    from fatlib.data import FatData
+    from fatlib.dataset import FatData
     from fatlib.errors import DataError
     from fatlib.features import clip_wave
     from fatlib.report import audio_player, effect_waves, listen_wave_effects
@@ -179,7 +179,7 @@ def test_waveform_effects_heard_before_and_after(tiny_dataset, tiny_mel):
 @pytest.fixture(scope="module")
 def tiny_stage(tiny_dataset, tmp_path_factory):
     """A finished 2-fold, 1-epoch curated stage of a tiny model (as tests/test_train.py trains one)."""
-    from fatlib.data import FatData
+    from fatlib.dataset import FatData
     from fatlib.train import StageConfig, train_stage
 
     data = FatData.from_dir(tiny_dataset)

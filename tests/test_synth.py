@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from fatlib.cli import main as cli_main
-from fatlib.data import FatData, parse_labels
+from fatlib.commands.main import main as cli_main
+from fatlib.dataset import FatData, parse_labels
 from fatlib.errors import DataError
 from fatlib.synth import _SPLITS, FSD2019_CLASSES, _label_sets, _lengths_s, make_dataset, sound_class
 

@@ -73,7 +73,7 @@ def run(mine, tiny_mel, tmp_path_factory) -> Path:
     weights/run/stage1/fold*.safetensors."""
     from fatlib.features import clip_features, to_model_input
     from fatlib.models import create_model
-    from fatlib.weights import save_weights
+    from fatlib.checkpoint import save_weights
 
     cfg = tiny_mel
     specs = [torch.from_numpy(clip_features(SAMPLES / src, cfg)) for src in CLIPS]
@@ -104,7 +104,7 @@ def run(mine, tiny_mel, tmp_path_factory) -> Path:
 
 def _predicted(mine: Path, run: Path, tmp: Path) -> pd.DataFrame:
     """``python -m fatlib predict`` on a data folder whose test split holds the same converted files."""
-    from fatlib.cli import main
+    from fatlib.commands.main import main
 
     data = tmp / "data"
     (data / "test").mkdir(parents=True)
@@ -149,7 +149,7 @@ def test_tag_a_folder_equals_predict_and_skips_the_broken_file(mine, run, tmp_pa
 
 
 def test_nothing_taggable_is_exit_1_and_writes_nothing(mine, run, tmp_path, capsys):
-    from fatlib.cli import main
+    from fatlib.commands.main import main
 
     out = tmp_path / "tags.json"
     assert main(["tag", "--weights", str(run), str(mine / "a" / "broken.wav"), str(tmp_path / "absent.wav"),
@@ -241,7 +241,7 @@ def _long_recording(path: Path, minutes: float) -> None:
 def test_timeline_of_a_10_minute_recording_within_predicts_memory_bound(tmp_path):
     from fatlib.features import get_preset
     from fatlib.models import create_model
-    from fatlib.weights import save_weights
+    from fatlib.checkpoint import save_weights
 
     torch.manual_seed(0)
     model = create_model("cnn_model_1", n_classes=len(VOCAB), width_mult=0.125)
@@ -265,7 +265,7 @@ def test_settings_come_from_the_runs_recipe_json_unless_given(tmp_path, tiny_mel
 
     from fatlib.models import create_model
     from fatlib.tagger import Tagger
-    from fatlib.weights import save_weights
+    from fatlib.checkpoint import save_weights
 
     run = tmp_path / "run"
     for stage in ("stage1", "stage2"):

@@ -17,7 +17,7 @@ TINY = dict(model="cnn_model_1", model_kwargs={"width_mult": 0.125}, preset="cnn
 
 @pytest.fixture(scope="module")
 def data(tiny_dataset):
-    from fatlib.data import FatData
+    from fatlib.dataset import FatData
 
     return FatData.from_dir(tiny_dataset)
 
@@ -84,9 +84,9 @@ def test_changed_config_is_refused(run, data):
 
 
 def test_init_from_and_selected_noisy_respect_folds(run, data, monkeypatch):
-    import fatlib.weights
+    import fatlib.checkpoint
     from fatlib.folds import noisy_folds
-    from fatlib.select import select_by_agreement
+    from fatlib.selection import select_by_agreement
 
     root, _, _ = run
     run_dir = root / "r"
@@ -94,13 +94,13 @@ def test_init_from_and_selected_noisy_respect_folds(run, data, monkeypatch):
     sel = select_by_agreement(np.ones(len(nf)), targets=data.noisy.targets, folds=nf, max_per_fold_label=None)
     csv = sel.write(root / "sel.csv", fnames=data.noisy.fnames, vocab=data.vocab)
     loaded = []
-    real = fatlib.weights.load_into
+    real = fatlib.checkpoint.load_into
 
     def spy(model, path, **kw):
         loaded.append(path)
         return real(model, path, **kw)
 
-    monkeypatch.setattr(fatlib.weights, "load_into", spy)
+    monkeypatch.setattr(fatlib.checkpoint, "load_into", spy)
     cfg = StageConfig(name="s2", train_on="curated+selected", selection_csv=str(csv),
                       init_from=str(run_dir / "s1"), channels_last=True, **TINY)  # channels last: same outputs
     train_stage(cfg, data, run_dir=run_dir, cache_dir=root / "cache", progress=False)
@@ -166,7 +166,7 @@ def test_workers_default_to_the_cpu_count_and_channels_last_is_an_option(monkeyp
 
     import torch
 
-    from fatlib import cli, train
+    from fatlib.commands import main as cli, train
 
     cores = lambda n: (lambda pid: set(range(n)))  # noqa: E731
     monkeypatch.setattr(os, "sched_getaffinity", cores(12), raising=False)

@@ -20,7 +20,7 @@ def register(subparsers) -> None:
 
 def _cli(args) -> int:
     from ..cache import FeatureCache, missing_cache_bytes
-    from ..data import FatData
+    from ..dataset import FatData
     from ..features import get_preset
     from ..guards import check_output_not_input, data_inputs
     from ..preflight import check_writable

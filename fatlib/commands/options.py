@@ -218,8 +218,8 @@ def add_input_roots_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def workspace_from_args(args):
-    """The :class:`fatlib.runs.Workspace` of a command: ``--weights``, ``--cache-dir``, ``--input-roots``, ``--quiet``."""
-    from ..runs import Workspace
+    """The :class:`fatlib.workspace.Workspace` of a command: ``--weights``, ``--cache-dir``, ``--input-roots``, ``--quiet``."""
+    from ..workspace import Workspace
 
     return Workspace(args.weights, args.cache_dir, getattr(args, "input_roots", ()), not getattr(args, "quiet", False))
 

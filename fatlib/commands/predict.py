@@ -38,11 +38,11 @@ def register(subparsers) -> None:
 
 
 def _cli(args) -> int:
-    from ..data import FatData
+    from ..dataset import FatData
     from ..kaggle import verify_shipped
     from ..predict import check_submission_out, default_device, predict_test
     from ..preflight import check_writable, submission_bytes
-    from ..runs import Roots
+    from ..workspace import Roots
     from ..sysalloc import tune_malloc_for_inference
 
     default_device(args.device)  # a bad --device fails before any work

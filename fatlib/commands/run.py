@@ -34,7 +34,7 @@ def register(subparsers) -> None:
 
 
 def _cli(args) -> int:
-    from ..data import FatData
+    from ..dataset import FatData
     from ..engine import _check, run_recipe
     from ..recipes import apply_sets, load_recipe
 

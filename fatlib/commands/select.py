@@ -4,14 +4,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import DataError
-from ..select import RULES
+from ..selection import RULES
 
 
 def _cli(args) -> int:
-    from ..data import FatData
+    from ..dataset import FatData
     from ..folds import noisy_folds
     from ..preflight import check_writable
-    from ..select import check_selection_out, check_sources, run_rule
+    from ..selection import check_selection_out, check_sources, run_rule
 
     data = FatData.from_dir(args.data)
     run_dir = Path(args.weights) / args.run
@@ -54,7 +54,7 @@ def register(subparsers) -> None:
     p.add_argument("--data", default=None, help="data folder (default: input/ or the Kaggle path)")
     p.add_argument("--weights", default="weights", help="weights root (default: weights)")
     p.add_argument("--run", required=True, help="run name: weights/<run>/")
-    p.add_argument("--rule", required=True, choices=RULES, help="selection rule (see fatlib.select)")
+    p.add_argument("--rule", required=True, choices=RULES, help="selection rule (see fatlib.selection)")
     p.add_argument("--stages", nargs="+", required=True, help="stage names inside the run (stage3 rule: two)")
     p.add_argument("--out", required=True, help="output CSV (fname,labels,score,fold)")
     p.add_argument("--threshold", type=float, default=None,

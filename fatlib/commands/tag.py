@@ -152,7 +152,7 @@ def format_tags(df, top_k: int, *, table: bool) -> str:
 def write_table(df, path: Path) -> Path:
     """``df`` as CSV, or as JSON records (``path``, ``top``: [[label, score], ...], ``scores``: {class:
     score}), by the suffix of ``path``; atomically."""
-    from ..io import write_csv, write_json
+    from ..atomic import write_csv, write_json
 
     if path.suffix.lower() == ".csv":
         return write_csv(path, df, float_format="%.6g")

@@ -41,7 +41,7 @@ def register(subparsers) -> None:
 
 
 def _cli(args) -> int:
-    from ..data import FatData
+    from ..dataset import FatData
     from ..train import train_stage  # it checks that the outputs fit before any work (check_stage_outputs)
 
     if args.plan:

@@ -45,7 +45,7 @@ def register(subparsers) -> None:
 
 def _cli(args) -> int:
     from .. import distrib
-    from ..data import FatData
+    from ..dataset import FatData
     from ..pipeline import STAGES, stage_ensemble, warmup, warmup_stage
 
     over = stage_overrides(args)

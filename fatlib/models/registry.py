@@ -3,8 +3,8 @@
 A builder is a function ``name(*, n_classes, in_channels, width_mult, freq_encoding,
 deep_supervision, **options) -> nn.Module``. ``create_model`` validates the common arguments, and
 stores the name and every keyword argument on the model (``model.fatlib_name``,
-``model.fatlib_kwargs``) so that ``fatlib.weights.save_weights`` can record them and
-``fatlib.weights.build_model`` can recreate the model.
+``model.fatlib_kwargs``) so that ``fatlib.checkpoint.save_weights`` can record them and
+``fatlib.checkpoint.build_model`` can recreate the model.
 """
 from __future__ import annotations
 

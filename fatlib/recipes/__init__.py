@@ -8,7 +8,7 @@ pseudo-labelling, TTA and ensemble of one write-up. Its tables:
   clips; "warmup", an older name of "single");
 - ``[stage]``: :class:`fatlib.train.StageConfig` fields for every stage;
 - ``[stages.<name>]``: fields for one stage on top of ``[stage]`` (e.g. its epochs);
-- ``[selection.<name>]``: the selection before that stage: ``rule`` (``fatlib.select.RULES``), ``sources``
+- ``[selection.<name>]``: the selection before that stage: ``rule`` (``fatlib.selection.RULES``), ``sources``
   (the earlier stages whose outputs it reads) and the rule's parameters; the stage then trains on
   curated + the selected noisy clips;
 - ``[pseudo]`` ("pseudo_label" recipes): ``from_stage``, ``rounds``, ``round_size``, ``max_rounds``,

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import DataError, WeightsError
-from .io import atomic_path
+from .atomic import atomic_path
 
 RUN_FILES = ("folds_curated.csv", "folds_noisy.csv")  # shared by every stage of a run: copied forward
 KAGGLE_INPUT = Path("../input")

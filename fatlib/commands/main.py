@@ -1,6 +1,6 @@
 """Command line: ``python -m fatlib <command> ...`` (``--help`` on each).
 
-Each command is a module of :mod:`fatlib.commands` (listed in ``fatlib.commands.COMMANDS``) whose
+Each command is a module of this package (listed in ``fatlib.commands.COMMANDS``) whose
 ``register(subparsers)`` adds its sub-parser and sets ``func`` (called with the parsed arguments,
 returning an exit code). This module only builds the parser from that list and handles errors.
 
@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fatlib", description=__doc__.splitlines()[0])
     _add_debug(parser, default=False)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", action=_DescribedSubParsers)
-    from .commands import COMMANDS
+    from . import COMMANDS
 
     for name in COMMANDS:
         importlib.import_module(f"fatlib.commands.{name}").register(sub)
@@ -47,8 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .errors import FatlibError, missing_dependency
-    from .preflight import os_error_line, output_folders
+    from ..errors import FatlibError, missing_dependency
+    from ..preflight import os_error_line, output_folders
 
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
@@ -89,7 +89,7 @@ def _warnings_as_lines():
     """While a command runs, fatlib's own warnings (an unverified weights file, a missing noisy split)
     print as one line ``warning: ...`` instead of Python's two lines with the source line."""
     original = warnings.formatwarning
-    package = os.path.dirname(os.path.abspath(__file__))
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # fatlib/
 
     def one_line(message, category, filename, lineno, line=None):
         if os.path.abspath(filename).startswith(package + os.sep):

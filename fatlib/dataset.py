@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError
-from .io import write_csv
+from .atomic import write_csv
 
 __all__ = [
     "KAGGLE_DATA_DIR", "LOCAL_DATA_DIR", "SPLIT_NAMES", "TEST_LABEL_FILES", "find_data_dir",

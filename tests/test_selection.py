@@ -7,7 +7,7 @@ import pytest
 
 from fatlib.errors import DataError
 from fatlib.folds import read_selection
-from fatlib.select import (
+from fatlib.selection import (
     select_by_agreement,
     select_by_logloss,
     select_pseudo_labels,

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from fatlib.io import atomic_path, write_json
+from fatlib.atomic import atomic_path, write_json
 
 
 def test_atomic_write_replaces_whole_file(tmp_path):

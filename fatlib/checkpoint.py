@@ -20,12 +20,12 @@ from typing import Any, Sequence
 import torch
 
 from .errors import ModelError, WeightsError
-from .io import atomic_path
+from .atomic import atomic_path
 from .preflight import as_os_error
 
 FORMAT_VERSION = "1"
 CHECKSUM_KEY = "sha256"  # metadata key of content_sha256 (absent from files saved before it existed)
-_RESAVE = "Re-save it with fatlib.weights.save_weights (or retrain that fold)"
+_RESAVE = "Re-save it with fatlib.checkpoint.save_weights (or retrain that fold)"
 
 
 class UnverifiedWeightsWarning(UserWarning):
@@ -114,12 +114,12 @@ def _raw_metadata(path: str | os.PathLike) -> dict[str, str]:
             meta = f.metadata() or {}
     except (SafetensorError, OSError, UnicodeDecodeError) as e:  # a damaged header, an unreadable file
         raise WeightsError(
-            f"{path}: not a readable safetensors file ({e}). Re-save it with fatlib.weights.save_weights."
+            f"{path}: not a readable safetensors file ({e}). Re-save it with fatlib.checkpoint.save_weights."
         ) from e
     if meta.get("fatlib_format") != FORMAT_VERSION:
         raise WeightsError(
             f"{path}: no fatlib metadata (format {meta.get('fatlib_format')!r}). "
-            "Save weights with fatlib.weights.save_weights so the model name, preset and vocabulary travel with them."
+            "Save weights with fatlib.checkpoint.save_weights so the model name, preset and vocabulary travel with them."
         )
     return meta
 
@@ -140,7 +140,7 @@ def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     expected = meta.get(CHECKSUM_KEY)
     if expected is None:
         warnings.warn(f"{path}: unverified (no checksum: saved by an older fatlib); re-save it with "
-                      "fatlib.weights.save_weights to have it checked on every load", UnverifiedWeightsWarning,
+                      "fatlib.checkpoint.save_weights to have it checked on every load", UnverifiedWeightsWarning,
                       stacklevel=2)
     elif content_sha256(meta, state) != expected:
         raise WeightsError(f"{path}: damaged: its contents differ from the checksum stored when it was saved "
@@ -220,7 +220,7 @@ def _check_shapes(path, meta: dict[str, Any], own: dict[str, tuple], theirs: dic
                 + ([f"unexpected {unexpected[:3]}"] if unexpected else [])
             )
             + ". Build the model with the name and keyword arguments stored in the file "
-            "(fatlib.weights.build_model), or use weights of the same architecture and class count."
+            "(fatlib.checkpoint.build_model), or use weights of the same architecture and class count."
         )
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from fatlib.datasets import (
+from fatlib.loaders import (
     CacheSubset,
     CacheToInput,
     ChannelsLast,
@@ -26,7 +26,7 @@ from fatlib.logmel import LogMel
 
 @pytest.fixture(scope="module")
 def split(tiny_dataset):
-    from fatlib.data import FatData
+    from fatlib.dataset import FatData
 
     return FatData.from_dir(tiny_dataset).curated
 
@@ -263,7 +263,7 @@ def test_lean_path_trains_with_augmentations(cache, split, tiny_mel):
 def test_variable_length_segments_bucket_clips_of_similar_length(cache, split, tiny_mel, mode):
     """crop_frames_max (3rd place: 8-15 s): each batch one length in [crop_frames, crop_frames_max], at most
     its shortest clip; batches hold clips of similar length; lengths vary between batches and epochs."""
-    from fatlib.datasets import SegmentLoader, clip_lengths_frames
+    from fatlib.loaders import SegmentLoader, clip_lengths_frames
 
     cfg = tiny_mel.replace(crop_frames=16, crop_frames_max=64)
     rows = np.arange(12)
@@ -372,7 +372,7 @@ def test_batches_of_short_clips_get_short_segments_on_the_waveform_path():
     """short_batches (the waveform path): a batch whose clips are all shorter than the minimum segment
     is cut to its longest clip (at least SHORT_MIN_FRAMES), not padded to the minimum; other batches
     keep the [min, max] segments."""
-    from fatlib.datasets import SHORT_MIN_FRAMES, SegmentLoader
+    from fatlib.loaders import SHORT_MIN_FRAMES, SegmentLoader
 
     lengths = np.array([10, 20, 40, 50, 45, 12, 300, 400, 350, 500, 380, 420])
     dl = SegmentLoader(list(range(12)), lengths=lengths, min_frames=100, max_frames=200, short_batches=True,

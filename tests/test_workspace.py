@@ -1,4 +1,4 @@
-"""fatlib.runs: lookups across the working folder and read-only input roots, resuming a stage from an
+"""fatlib.workspace: lookups across the working folder and read-only input roots, resuming a stage from an
 earlier session's output without ever writing there (hand-made stage folders; the notebooks' rehearsal in
 test_notebooks.py runs the real chain)."""
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fatlib.errors import DataError, WeightsError
-from fatlib.runs import Roots, discover_input_roots, finished_folds, stage_finished
+from fatlib.workspace import Roots, discover_input_roots, finished_folds, stage_finished
 
 
 def _stage(d: Path, *, n_folds: int = 3, done=(), started=(), metrics: bool = False, tag: str = "") -> Path:
@@ -134,10 +134,10 @@ def test_cli_cache_and_predict_read_earlier_sessions(tiny_dataset, tiny_mel, tmp
     import pandas as pd
 
     from fatlib.cache import FeatureCache
-    from fatlib.cli import main
-    from fatlib.data import FatData
+    from fatlib.commands.main import main
+    from fatlib.dataset import FatData
     from fatlib.models import create_model
-    from fatlib.weights import save_weights
+    from fatlib.checkpoint import save_weights
 
     data = FatData.from_dir(tiny_dataset)
     s0, s2, s3, work = (tmp_path / n for n in ("s0", "s2", "s3", "working"))
@@ -165,7 +165,7 @@ def test_cli_cache_and_predict_read_earlier_sessions(tiny_dataset, tiny_mel, tmp
 
 
 def test_workspace_is_the_four_places_in_one(tmp_path, monkeypatch):
-    from fatlib.runs import Workspace
+    from fatlib.workspace import Workspace
 
     monkeypatch.chdir(tmp_path)  # a session's working folder; an earlier session's output attached under old/
     old = tmp_path / "old"

@@ -1,5 +1,5 @@
 """Finding and loading the fold models of trained runs: every ``fold*.safetensors`` of stage folders,
-built with :func:`fatlib.weights.build_model` and checked against the data's vocabulary."""
+built with :func:`fatlib.checkpoint.build_model` and checked against the data's vocabulary."""
 from __future__ import annotations
 
 import json
@@ -125,9 +125,9 @@ def find_models(
     mel_config: MelConfig | None = None,
 ) -> list[LoadedModel]:
     """Load every fold model under ``weights`` (see :func:`weight_files`) with
-    :func:`fatlib.weights.build_model`, checking each file's vocabulary against ``vocab`` (the data's)
+    :func:`fatlib.checkpoint.build_model`, checking each file's vocabulary against ``vocab`` (the data's)
     and, when given, its model name and MelConfig. A mismatch raises WeightsError naming the file."""
-    from .weights import build_model, check_compatible, read_metadata
+    from .checkpoint import build_model, check_compatible, read_metadata
 
     loaded = []
     for path in weight_files(weights, stages=stages):

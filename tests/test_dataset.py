@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fatlib.data import (
+from fatlib.dataset import (
     FatData,
     find_data_dir,
     labels_to_multihot,
@@ -192,7 +192,7 @@ def test_duplicate_class_columns_are_rejected(tmp_path):
 
 def test_real_file_quirks_are_accepted(tmp_path):
     """A BOM, spaces around header names, a trailing comma, blank lines: read as a person would expect."""
-    from fatlib.data import read_table
+    from fatlib.dataset import read_table
 
     p = tmp_path / "train_curated.csv"
     p.write_bytes(b"\xef\xbb\xbf fname , labels ,\r\na.wav,\"X,Y\",\r\n\r\nb.wav,Z\r\n")
@@ -202,7 +202,7 @@ def test_real_file_quirks_are_accepted(tmp_path):
 
 
 def test_extra_fields_and_unnamed_columns_are_refused_by_line(tmp_path):
-    from fatlib.data import read_table
+    from fatlib.dataset import read_table
 
     p = tmp_path / "train_curated.csv"
     p.write_text("fname,labels\na.wav,X\nb.wav,X,Y\n")

@@ -25,7 +25,7 @@ import pandas as pd
 
 from .errors import DataError
 from .folds import SELECTION_COLUMNS
-from .io import write_csv
+from .atomic import write_csv
 
 
 @dataclass

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from fatlib.errors import WeightsError
-from fatlib.weights import check_compatible, load_into, read_metadata, save_weights
+from fatlib.checkpoint import check_compatible, load_into, read_metadata, save_weights
 
 VOCAB = ["Bark", "Meow", "Purr"]
 MEL = {"n_mels": 32, "hop_length": 512}
@@ -74,7 +74,7 @@ def _flip_last_tensor_bit(path):
 
 
 def test_a_flipped_bit_in_the_tensors_is_refused_by_name(tmp_path):
-    from fatlib.weights import verify_weights
+    from fatlib.checkpoint import verify_weights
 
     path = _save(tmp_path)
     assert verify_weights(path) is True
@@ -100,7 +100,7 @@ def test_a_file_without_checksum_loads_with_a_warning(tmp_path):
 
     from safetensors.torch import save_file
 
-    from fatlib.weights import UnverifiedWeightsWarning, verify_weights
+    from fatlib.checkpoint import UnverifiedWeightsWarning, verify_weights
 
     src = _net()
     path = tmp_path / "old.safetensors"
