@@ -94,3 +94,30 @@ def test_bad_option_is_an_error_line_before_any_work(args, words, tiny_dataset, 
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("error: ") and words in err
     assert not (tmp_path / "cache").exists(), "the option must be checked before the cache is built"
+
+
+BIG_OUTPUT = r"""
+import sys, types
+import fatlib.commands as commands
+from fatlib.commands.main import main
+
+def register(sub):  # a command whose output is many lines, as `tag` of a large folder prints
+    sub.add_parser("lines").set_defaults(func=lambda args: [print(f"line {i}") for i in range(200_000)] and 0)
+
+module = types.ModuleType("fatlib.commands.lines")
+module.register = register
+sys.modules["fatlib.commands.lines"] = module
+commands.COMMANDS.append("lines")
+sys.exit(main(["lines"]))
+"""
+
+
+def test_stdout_closed_by_the_reader_stops_quietly():
+    """`python -m fatlib ... | head -1`: the reader leaves, the command stops with exit code 141 and no
+    traceback or error line (BrokenPipeError is an OSError, which would otherwise read as a disk error)."""
+    proc = subprocess.Popen([sys.executable, "-c", BIG_OUTPUT], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout.readline() == b"line 0\n"
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141
+    assert err == ""

@@ -6,7 +6,7 @@ returning an exit code). This module only builds the parser from that list and h
 
 A failure is one line on stderr, ``error: <file>: <what is wrong>; <the fix>``, and exit code 1: fatlib's
 own errors, a missing package, and OS errors (no permission, no space, a file-size limit, a read-only
-file system). Ctrl-C is ``interrupted`` and exit code 130. ``--debug`` (anywhere on the command line)
+file system). A closed stdout (``| head``) stops the command quietly with exit code 141. Ctrl-C is ``interrupted`` and exit code 130. ``--debug`` (anywhere on the command line)
 shows the traceback instead.
 """
 from __future__ import annotations
@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         if not e.name or e.name.split(".")[0] == "fatlib":
             raise
         return _fail(f"error: {missing_dependency(e.name, needed_by=command)}", debug)
+    except BrokenPipeError:  # the reader of stdout left (`... | head`): stop quietly, as Unix tools do
+        _stdout_to_devnull()
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool stopped so
     except OSError as e:  # no permission, no space, a file-size limit, a read-only disk: one line
         return _fail(f"error: {os_error_line(e, outputs=output_folders(args) if args is not None else ())}", debug)
     except KeyboardInterrupt:
@@ -101,6 +104,15 @@ def _warnings_as_lines():
         yield
     finally:
         warnings.formatwarning = original
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null, so that Python's final flush of what is left in its buffer does not fail
+    again ("Exception ignored ... BrokenPipeError") at exit."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def _fail(line: str, debug: bool, *, code: int = 1) -> int:
