@@ -34,18 +34,19 @@ def default_n_workers() -> int:
 
 @dataclass
 class StageConfig:
-    """Everything that defines a stage. Units: ``lr`` peak learning rate of the one-cycle schedule,
-    ``wd`` decoupled weight decay, ``epochs`` passes over the training split, ``batch_size`` clips,
+    """Everything that defines a stage. Units: ``lr`` peak learning rate of the schedule (the high lr
+    of "plateau"), ``wd`` decoupled weight decay, ``epochs`` passes over the training split, ``batch_size`` clips,
     ``tta_step_frames`` frames between TTA windows (None: 3/8 of the crop, 48 for 128),
     ``pct_start`` share of the steps spent warming the learning rate up, ``grad_clip`` maximum
     gradient norm (None: no clipping), ``schedule`` one of :data:`SCHEDULES` ("warmup_cosine": a
     linear warm-up over ``pct_start`` of the steps, then cosine decay to 0, the 9th place's 10 % warm-up;
     "plateau": ``plateau_cycles`` runs that each start at ``lr`` (the high lr) and hold it until fastai's
-    ``ReduceLROnPlateau`` divides it by ``plateau_factor`` after ``plateau_patience_epochs`` epochs without
-    a lower validation loss; ``epochs`` split evenly between the runs, the 9th place's fine-tuning "to
-    alternate high and low lr"; :func:`fatlib.learner.plateau_starts`). ``wave_effects``: effect -> probability for the on-the-fly waveform
-    effects (``fatlib.wave_augment``; empty: WaveAugment's defaults), ``wave_p`` the share of clips
-    that get any effect.
+    ``ReduceLROnPlateau`` divides it by ``plateau_factor`` after ``plateau_patience_epochs`` epochs
+    without a lower validation loss; ``epochs`` split evenly between the runs
+    (:func:`fatlib.learner.plateau_starts`): the 9th place's fine-tuning "to alternate high and low
+    lr"). ``wave_effects``: effect -> probability for the on-the-fly waveform effects
+    (``fatlib.wave_augment``; empty: WaveAugment's defaults), ``wave_p`` the share of clips that get
+    any effect.
 
     ``auto_scale`` (default): ``batch_size``, ``lr`` and ``epochs`` are the recipe's values for a data
     set the size of FSDKaggle2019, and are scaled to the data at hand (fewer clips: smaller batches,
