@@ -1,8 +1,9 @@
 """One fold's fastai Learner (data, model, loss, metric, callbacks) and its fit under the stage's schedule
-(one-cycle, warm-up + cosine, plateau), alone or data parallel over several processes (:mod:`fatlib.distrib`);
+(one-cycle, warm-up + cosine, plateau with restarts at the high lr), alone or data parallel over several processes (:mod:`fatlib.distrib`);
 the output layer's bias at the class priors; the fold's training history."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -96,7 +97,6 @@ def fit(learn, cfg: StageConfig) -> None:
 def fit_schedule(learn, cfg: StageConfig) -> None:
     """Fit ``cfg.epochs`` epochs under ``cfg.schedule`` (fastai's schedulers and callbacks)."""
     from fastai.callback.schedule import ParamScheduler, SchedCos, SchedLin, combine_scheds
-    from fastai.callback.tracker import ReduceLROnPlateau
 
     if cfg.schedule == "one_cycle":
         learn.fit_one_cycle(cfg.epochs, lr_max=cfg.lr, pct_start=cfg.pct_start)
@@ -106,7 +106,45 @@ def fit_schedule(learn, cfg: StageConfig) -> None:
             else SchedCos(cfg.lr, 0.0)
         learn.fit(cfg.epochs, lr=cfg.lr, cbs=ParamScheduler({"lr": sched}))
     else:
-        learn.fit(cfg.epochs, lr=cfg.lr, cbs=ReduceLROnPlateau(monitor="valid_loss", patience=1, factor=10.0))
+        learn.fit(cfg.epochs, lr=cfg.lr, cbs=plateau_callback(cfg))
+
+
+def plateau_starts(epochs: int, cycles: int) -> list[int]:
+    """The first epoch (0-based) of each run of the "plateau" schedule: ``epochs`` split evenly between
+    ``cycles`` runs (at most ``epochs`` runs, each at least one epoch long; 10 epochs in 3: 0, 3, 6)."""
+    n = max(1, min(int(cycles), int(epochs)))
+    return [i * int(epochs) // n for i in range(n)]
+
+
+def plateau_callback(cfg: StageConfig):
+    """The "plateau" schedule as one fastai callback over ``cfg.epochs`` epochs (:func:`plateau_restarts`)."""
+    return plateau_restarts()(high_lr=cfg.lr, starts=plateau_starts(cfg.epochs, cfg.plateau_cycles),
+                              patience=cfg.plateau_patience_epochs, factor=cfg.plateau_factor)
+
+
+@functools.cache
+def plateau_restarts():
+    """The callback class ``PlateauRestarts`` (built on first use: fastai is imported only for training).
+
+    fastai's ``ReduceLROnPlateau`` on the validation loss (the lr divided by ``factor`` after ``patience``
+    epochs without a lower one), restarted at each epoch of ``starts`` after the first: the lr set back to
+    ``high_lr`` and fastai's tracker reset (best loss and patience), as if ``fit`` began again. One ``fit``,
+    so the recorder, the fold's history and :class:`~fatlib.callbacks.KeepBest` see every epoch."""
+    from fastai.callback.tracker import ReduceLROnPlateau
+
+    class PlateauRestarts(ReduceLROnPlateau):
+        def __init__(self, *, high_lr: float, starts, patience: int = 1, factor: float = 10.0):
+            super().__init__(monitor="valid_loss", patience=patience, factor=factor)
+            self.high_lr, self.restarts = float(high_lr), sorted(set(starts) - {0})
+
+        def before_epoch(self):
+            if self.epoch in self.restarts:
+                for h in self.opt.hypers:
+                    h["lr"] = self.high_lr
+                ReduceLROnPlateau.before_fit(self)  # fastai's own reset: wait = 0, best = +inf
+
+    PlateauRestarts.__doc__ = plateau_restarts.__doc__.split("\n\n", 1)[1]
+    return PlateauRestarts
 
 
 def fold_history(learn) -> dict:

@@ -121,7 +121,11 @@ def select_by_logloss(
     probs, *, targets, folds, n_best: int = 5000, max_per_class: int | None = 50
 ) -> Selection:
     """9th-place rule: single-label clips, lowest log loss first, best ``n_best`` with at most
-    ``max_per_class`` per class. ``score`` is the log loss (nats, lower is better)."""
+    ``max_per_class`` per class. ``score`` is the log loss (nats, lower is better).
+
+    The cap bounds the selection at ``sum(min(clips of c, max_per_class))`` over the classes c: on
+    FSDKaggle2019's noisy set (80 classes) a cap of 50 keeps at most 3,960 clips, 64 reaches 5,000 and
+    218 reaches 15,000 (the 9th recipe's values; ``None``: no cap)."""
     y = _check("targets", targets, ndim=2)
     loss = log_loss_per_clip(probs, y)
     f = _check("folds", folds, len(y)).astype(int)

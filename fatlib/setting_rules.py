@@ -140,6 +140,8 @@ STAGE_RULES: dict[str, Rule] = {
     "grad_clip": number(0, lo_open=True, optional=True), "sound_mix_p": number(0, 1), "sound_mix_max": integer(1),
     "fold_parallel": boolean, "wave_effects": probabilities,
     "wave_p": number(0, 1), "channels_last": boolean,
+    # schedule "plateau" (fastai's ReduceLROnPlateau, restarted at the high lr): runs, patience, divisor
+    "plateau_cycles": integer(1), "plateau_patience_epochs": integer(1), "plateau_factor": number(1, lo_open=True),
 }
 PREDICT_RULES: dict[str, Rule] = {
     "tta": one_of(_tta_schemes), "stages": names, "ensemble": one_of(lambda: ("mean", "geometric")),

@@ -16,7 +16,8 @@ from .setting_rules import check_settings
 TRAIN_ON = ("noisy", "curated", "curated+selected")
 KEEP = ("last", "best")
 # learning-rate schedules: fastai's one-cycle; linear warm-up over pct_start then cosine to 0 (9th place);
-# constant lr cut by fastai's ReduceLROnPlateau when the validation loss stalls (fine-tuning)
+# lr held and cut by fastai's ReduceLROnPlateau when the validation loss stalls, restarted at the high lr
+# plateau_cycles times (the 9th place's fine-tuning)
 SCHEDULES = ("one_cycle", "warmup_cosine", "plateau")
 # fields that may change between runs of a stage without making its finished folds stale
 RUNTIME_FIELDS = ("n_workers", "cache_jobs", "mixed_precision", "fold_parallel", "channels_last")
@@ -33,16 +34,19 @@ def default_n_workers() -> int:
 
 @dataclass
 class StageConfig:
-    """Everything that defines a stage. Units: ``lr`` peak learning rate of the one-cycle schedule,
-    ``wd`` decoupled weight decay, ``epochs`` passes over the training split, ``batch_size`` clips,
+    """Everything that defines a stage. Units: ``lr`` peak learning rate of the schedule (the high lr
+    of "plateau"), ``wd`` decoupled weight decay, ``epochs`` passes over the training split, ``batch_size`` clips,
     ``tta_step_frames`` frames between TTA windows (None: 3/8 of the crop, 48 for 128),
     ``pct_start`` share of the steps spent warming the learning rate up, ``grad_clip`` maximum
     gradient norm (None: no clipping), ``schedule`` one of :data:`SCHEDULES` ("warmup_cosine": a
     linear warm-up over ``pct_start`` of the steps, then cosine decay to 0, the 9th place's 10 % warm-up;
-    "plateau": ``lr`` held and divided by 10 by fastai's ``ReduceLROnPlateau`` after an epoch without a
-    lower validation loss). ``wave_effects``: effect -> probability for the on-the-fly waveform
-    effects (``fatlib.wave_augment``; empty: WaveAugment's defaults), ``wave_p`` the share of clips
-    that get any effect.
+    "plateau": ``plateau_cycles`` runs that each start at ``lr`` (the high lr) and hold it until fastai's
+    ``ReduceLROnPlateau`` divides it by ``plateau_factor`` after ``plateau_patience_epochs`` epochs
+    without a lower validation loss; ``epochs`` split evenly between the runs
+    (:func:`fatlib.learner.plateau_starts`): the 9th place's fine-tuning "to alternate high and low
+    lr"). ``wave_effects``: effect -> probability for the on-the-fly waveform effects
+    (``fatlib.wave_augment``; empty: WaveAugment's defaults), ``wave_p`` the share of clips that get
+    any effect.
 
     ``auto_scale`` (default): ``batch_size``, ``lr`` and ``epochs`` are the recipe's values for a data
     set the size of FSDKaggle2019, and are scaled to the data at hand (fewer clips: smaller batches,
@@ -88,6 +92,9 @@ class StageConfig:
     sound_mix_max: int = 1
     fold_parallel: bool = False  # launched as W processes: process r trains folds r, r+W, ... (fatlib.distrib)
     schedule: str = "one_cycle"
+    plateau_cycles: int = 1  # schedule "plateau": runs starting at the high lr (lr), epochs split between them
+    plateau_patience_epochs: int = 1  # epochs without a lower validation loss before the lr is cut
+    plateau_factor: float = 10.0  # the lr is divided by this at each cut (fastai's default)
     wave_effects: dict = field(default_factory=dict)
     wave_p: float = 0.75
     channels_last: bool = False  # model and inputs in channels-last memory format on GPUs (always on CPUs: faster there)

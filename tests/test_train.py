@@ -223,3 +223,58 @@ def test_explicit_epochs_win_over_auto_scaling(tmp_path):
     assert load_recipe("12th_place").path.read_text().splitlines()[line - 1].startswith("lr = ")
     assert "epochs=3 (option: --epochs)" in log.splitlines()[1]
     assert StageConfig.load(tmp_path / "w" / "cnn_model_1" / "s1" / "config.json").epochs == 3
+
+
+# the 9th recipe on the tiny data set: 1/8-width models, 2 folds, exact settings, short crops of 32 mels
+NINTH_TINY = ["epochs=2", "n_folds=2", "auto_scale=false", "model_kwargs.width_mult=0.125", "mel.crop_frames=32",
+              "mel.n_mels=32", "batch_size=16", "cache_jobs=1", "n_workers=0", "plateau_cycles=2",
+              "plateau_patience_epochs=1"]
+
+
+@pytest.mark.parametrize("chain", [["noisy_m1", "noisy_m1_ft"], ["curated", "selected_m3", "selected_m3_ft"]])
+def test_9th_place_fine_tuning_starts_from_the_pretrained_folds(chain, data, tmp_path):
+    """The 9th recipe's chains, through the engine: pretraining (the noisy set; curated + the best noisy clips
+    by log loss under the curated-only model), then curated-only fine-tuning under the plateau schedule whose
+    fold k starts from the pretraining's fold k weights."""
+    import torch
+    from fastai.callback.core import Callback
+
+    from fatlib.checkpoint import load_into
+    from fatlib.engine import run_stage
+    from fatlib.models import create_model
+    from fatlib.recipes import apply_sets, load_recipe
+    from fatlib.workspace import Workspace
+
+    class FirstWeights(Callback):  # the model's weights as each fold's fit begins
+        seen: list = []
+
+        def before_fit(self):
+            if not hasattr(self, "gather_preds"):
+                FirstWeights.seen.append({k: v.detach().clone() for k, v in self.learn.model.state_dict().items()})
+
+    rec = apply_sets(load_recipe("9th_place"), NINTH_TINY)
+    ws = Workspace(tmp_path / "w", tmp_path / "cache", (), False)
+    *pre, ft = chain
+    for stage in pre:
+        assert run_stage(rec, stage, data, run="r", ws=ws) is not None
+    FirstWeights.seen = []
+    res = run_stage(rec, ft, data, run="r", ws=ws, cbs=[FirstWeights()])
+    assert res is not None and 0 < res.cv_curated <= 1
+    run_dir = tmp_path / "w" / "r"
+    cfg = json.loads((run_dir / ft / "config.json").read_text())
+    assert cfg["train_on"] == "curated" and cfg["schedule"] == "plateau" and cfg["plateau_cycles"] == 2
+    assert cfg["init_from"] == str(run_dir / pre[-1]) and cfg["model"] == rec.stage_fields(pre[-1])["model"]
+    pre_cfg = json.loads((run_dir / pre[-1] / "config.json").read_text())
+    assert pre_cfg["schedule"] == "warmup_cosine" and pre_cfg["train_on"] == (
+        "noisy" if pre[-1].startswith("noisy") else "curated+selected")
+    if pre[-1].startswith("selected"):  # single-label noisy clips, lowest log loss first
+        sel = pd.read_csv(run_dir / pre[-1] / "selected.csv", keep_default_na=False)
+        assert len(sel) and not sel["labels"].str.contains(",").any() and sel["score"].is_monotonic_increasing
+    assert len(FirstWeights.seen) == 2  # one fit per fold
+    for k, start in enumerate(FirstWeights.seen):
+        pretrained = create_model(cfg["model"], n_classes=len(data.vocab), in_channels=1, **cfg["model_kwargs"])
+        load_into(pretrained, run_dir / pre[-1] / f"fold{k}.safetensors")
+        for name, tensor in pretrained.state_dict().items():
+            assert torch.equal(start[name].cpu(), tensor), (k, name)
+    # fold 1 did not start from fold 0's pretraining: the folds' starts differ
+    assert any(not torch.equal(FirstWeights.seen[0][n], FirstWeights.seen[1][n]) for n in FirstWeights.seen[0])
