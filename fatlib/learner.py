@@ -3,7 +3,9 @@
 the output layer's bias at the class priors; the fold's training history."""
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +144,21 @@ def plateau_restarts():
                 for h in self.opt.hypers:
                     h["lr"] = self.high_lr
                 ReduceLROnPlateau.before_fit(self)  # fastai's own reset: wait = 0, best = +inf
+                self._say(f"epoch {self.epoch + 1}: lr back to {self.high_lr:.2e} (restart)")
+
+        def after_epoch(self):  # fastai prints its cut on stdout even under --quiet: into the stage's log instead
+            with contextlib.redirect_stdout(io.StringIO()) as printed:
+                super().after_epoch()
+            if printed.getvalue().strip():
+                self._say(f"epoch {self.epoch + 1}: lr cut to {self.opt.hypers[-1]['lr']:.2e} (validation loss "
+                          f"{self.patience} epoch(s) without a new best)")
+
+        def _say(self, line: str) -> None:
+            from .callbacks import EpochLog
+
+            log = next((cb for cb in self.learn.cbs if isinstance(cb, EpochLog)), None)
+            if log is not None:
+                log.log(f"{log.prefix}{line}")
 
     PlateauRestarts.__doc__ = plateau_restarts.__doc__.split("\n\n", 1)[1]
     return PlateauRestarts

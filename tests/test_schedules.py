@@ -9,7 +9,7 @@ from fatlib.errors import DataError
 from fatlib.settings import StageConfig
 
 
-def _fit(*, improving: bool, **fields):
+def _fit(*, improving: bool, log=None, **fields):
     """A linear model fitted with fatlib's schedule; returns the lr of each epoch (8 batches per epoch)."""
     import fastai.callback.progress  # noqa: F401  (Learner.no_bar)
     import torch
@@ -27,6 +27,10 @@ def _fit(*, improving: bool, **fields):
     valid = TensorDataset(xv, (xv @ w) if improving else -(xv @ w))
     dls = DataLoaders.from_dsets(TensorDataset(xt, xt @ w), valid, bs=8)
     learn = Learner(dls, nn.Linear(4, 2), loss_func=nn.MSELoss())
+    if log is not None:
+        from fatlib.callbacks import EpochLog
+
+        learn.add_cb(EpochLog(log.append, prefix="fold 0 "))
     cfg = StageConfig(name="x", schedule="plateau", **fields)
     with learn.no_bar(), learn.no_logging():
         learner.fit(learn, cfg)
@@ -53,6 +57,20 @@ def test_plateau_cuts_the_lr_on_stalls_and_restarts_at_the_high_lr(cycles, patie
                       plateau_factor=factor)
     assert np.all(np.diff(valid) > 0)  # every epoch's validation loss is higher than the one before (no new best)
     np.testing.assert_allclose(lrs, 0.01 * np.array(expected), rtol=1e-6)
+
+
+def test_plateau_cuts_and_restarts_go_to_the_stage_log_not_stdout(capsys):
+    """fastai's ReduceLROnPlateau prints its cuts on stdout (even under --quiet); fatlib's schedule writes
+    them, and each restart, as lines of the stage's log."""
+    lines: list[str] = []
+    _fit(improving=False, log=lines, epochs=6, lr=0.01, plateau_cycles=2)
+    assert capsys.readouterr().out == ""
+    events = [ln for ln in lines if "lr " in ln]
+    assert events == ["fold 0 epoch 2: lr cut to 1.00e-03 (validation loss 1 epoch(s) without a new best)",
+                      "fold 0 epoch 3: lr cut to 1.00e-04 (validation loss 1 epoch(s) without a new best)",
+                      "fold 0 epoch 4: lr back to 1.00e-02 (restart)",
+                      "fold 0 epoch 5: lr cut to 1.00e-03 (validation loss 1 epoch(s) without a new best)",
+                      "fold 0 epoch 6: lr cut to 1.00e-04 (validation loss 1 epoch(s) without a new best)"]
 
 
 def test_plateau_holds_the_high_lr_while_the_validation_loss_falls():
