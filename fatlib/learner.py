@@ -38,11 +38,11 @@ def make_learner(inp: StageInputs, cfg: StageConfig, k: int, parts, stage_dir: P
 
     from .augment import get_augment
     from .callbacks import EpochLog, KeepBest
+    from .checkpoint import check_compatible, load_into, read_metadata
     from .loaders import ChannelsLast, build_dataloaders, input_callbacks
     from .losses import get_loss
     from .metrics import LwlrapMetric
     from .models import create_model
-    from .checkpoint import check_compatible, load_into, read_metadata
 
     mel = inp.mel
     if device.type == "cuda" and mel.crop_frames_max is None:
