@@ -33,9 +33,10 @@ VGG_STAGES = tuple(f"vgg_{s}" for s in STAGES)  # the recipe's VGG16-BN warm-up 
 
 def warmup_half(recipe, model: str | None = None) -> Recipe:
     """The warm-up of ``recipe`` that ``model`` runs, as a recipe of its own with stages ``stage1``..``stage4``
-    and the ensemble of stages 2-4: the VGG16-BN stages (``vgg_stage1``..``vgg_stage4``, their selections and their
-    recipe lines, renamed) for ``model="vgg16_bn"`` when the recipe has them, else the CNN-model-1 stages. The
-    other stages, and ``ensemble_size`` (a warm-up's ensemble is its own stages 2-4), are left out."""
+    and the ensemble of stages 2-4: for ``model="vgg16_bn"`` the VGG16-BN stages (``vgg_stage1``..``vgg_stage4``
+    and their selections, renamed; their values' provenance stays their own recipe lines) when the recipe has
+    them, else the CNN-model-1 stages. The other stages, and ``ensemble_size`` (a warm-up's ensemble is its own
+    stages 2-4), are left out."""
     rec = copy.deepcopy(load_recipe(recipe))
     names = VGG_STAGES if model == VGG_MODEL and set(VGG_STAGES) <= set(rec.stages) else STAGES
     if not set(names) <= set(rec.stages):
@@ -45,15 +46,8 @@ def warmup_half(recipe, model: str | None = None) -> Recipe:
                                       else {})} for s, t in rec.stages.items() if s in rename}
     rec.selection = {rename[s]: {**t, "sources": [rename.get(x, x) for x in t.get("sources", [])]}
                      for s, t in rec.selection.items() if s in rename}
-    lines = {}
-    for (table, key), line in rec.lines.items():
-        head, _, stage = table.partition(".")
-        if head in ("stages", "selection") and stage:
-            if stage in rename:
-                lines[(f"{head}.{rename[stage]}", key)] = line
-        else:
-            lines[(table, key)] = line
-    rec.lines = lines
+    rec.aliases = {f"{head}.{new}": rec.aliases.get(f"{head}.{old}", f"{head}.{old}")
+                   for old, new in rename.items() for head in ("stages", "selection")}  # provenance: the file's lines
     members = [rename[s] for s in rec.predict.get("stages", []) if s in rename]
     rec.predict = {k: v for k, v in rec.predict.items() if k != "ensemble_size"}
     rec.predict["stages"] = members or list(ENSEMBLE_STAGES)

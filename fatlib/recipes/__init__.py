@@ -97,6 +97,7 @@ class Recipe:
     given: dict = field(default_factory=dict)
     lines: dict = field(default_factory=dict)  # (table, key) -> line number in the file, for provenance
     ensemble_given: tuple | None = None  # (ensemble size, where it was given: "--ensemble-size", "--set ...")
+    aliases: dict = field(default_factory=dict)  # table -> the file's table it was copied from (a renamed stage)
 
     def sources(self, stage: str | None = None, *, n_dataset: int | None = None, given: dict | None = None,
                 values: dict | None = None) -> dict:
@@ -119,6 +120,7 @@ class Recipe:
         return out
 
     def _where(self, table: str, key: str) -> str:
+        table = self.aliases.get(table, table)
         line = self.lines.get((table, key))
         return f"{self.path.name}:{line} [{table}]" if line else f"{self.path.name} [{table}]"
 
