@@ -425,8 +425,10 @@ def run_recipe(recipe, data, *, run: str | None = None, weights_root="weights", 
         write_json(run_dir / "recipe.json", {
             "recipe": rec.name, "path": str(rec.path), "sets": list(sets), "pipeline": rec.pipeline,
             "stage": rec.stage, "stages": rec.stages, "selection": rec.selection, "pseudo": rec.pseudo,
-            "predict": rec.predict, "given": {k: {f: [v, src] for f, (v, src) in t.items()} for k, t in rec.given.items()},
-            "ensemble_size": ens["size"], "ensemble_size_source": ens["source"].to_dict(), "members": ens["kept"],
+            # [predict] as the run predicts (the Tagger's defaults): the kept members; every member under "members"
+            "predict": {**rec.predict, "stages": ens["kept"]}, "members": ens["all"],
+            "given": {k: {f: [v, src] for f, (v, src) in t.items()} for k, t in rec.given.items()},
+            "ensemble_size": ens["size"], "ensemble_size_source": ens["source"].to_dict(), "kept": ens["kept"],
             "skipped_stages": ens["skipped"]})
     if main:
         print(f"[run] {ensemble_line(ens)}", flush=True)

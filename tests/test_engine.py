@@ -105,7 +105,8 @@ def test_every_recipe_runs_end_to_end(name, mini_dataset, runs):
         assert json.loads((run_dir / "stft_round1" / "config.json").read_text())["model"] == "stft1d_3rd"
         assert test["groups"] == ["round1/shallow_cnn_3rd", "stft_round1/stft1d_3rd"]
         recipe = json.loads((run_dir / "recipe.json").read_text())
-        assert recipe["members"] == ["round1", "stft_round1"] and recipe["ensemble_size_source"]["kind"] == "set"
+        assert recipe["kept"] == recipe["predict"]["stages"] == ["round1", "stft_round1"]  # the Tagger's default stages
+        assert len(recipe["members"]) == 11 and recipe["ensemble_size_source"]["kind"] == "set"
         assert "[run] ensemble: 2 of 11 members (ensemble_size 2 <- --set predict.ensemble_size=2)" in res.stdout
     if name == "12th_place":
         assert (run_dir / "stage3" / "selected.csv").exists() and (run_dir / "stage4" / "selected.csv").exists()
