@@ -39,6 +39,7 @@ from .atomic import write_csv, write_json, write_text
 from .recipes import Recipe, apply_sets, load_recipe
 from .workspace import Roots, Workspace, stage_finished
 from .settings import StageConfig
+from .members import _needs, check_ensemble_sizes, ensemble_line, members, needed_stages  # noqa: F401
 
 PSEUDO_DEFAULTS = {"from_stage": None, "rounds": 6, "round_size": 1000, "max_rounds": 5, "threshold": 0.5,
                    "init_from_previous": False}
@@ -55,31 +56,6 @@ def plan(recipe: Recipe, n_dataset: int | None = None) -> list[str]:
     for s in needed_stages(rec, members(rec, n_dataset)["kept"]):
         steps += ([f"select {s}"] if s in rec.selection else []) + [f"train {s}"]
     return steps + ["ensemble", "predict", "report"]
-
-
-def members(rec: Recipe, n_dataset: int | None = None) -> dict:
-    """The ensemble of ``rec`` (expanded) on a data set of ``n_dataset`` clips: ``all`` (``[predict] stages``, else
-    the last stage), ``size`` and its ``source`` (:meth:`fatlib.recipes.Recipe.ensemble_size`), ``kept`` (the first
-    ``size`` members), ``needed`` (the stages they need, file order) and ``skipped`` (the recipe's other stages)."""
-    every = list(rec.predict.get("stages") or rec.stage_names()[-1:])
-    size, source = rec.ensemble_size(n_dataset)
-    kept = every if size is None else every[:size]
-    needed = needed_stages(rec, kept)
-    return {"all": every, "size": len(kept), "source": source, "kept": kept, "needed": needed,
-            "skipped": [s for s in rec.stage_names() if s not in needed]}
-
-
-def needed_stages(rec: Recipe, kept) -> list[str]:
-    """The stages of ``rec`` (expanded) that training ``kept`` takes, in file order: each kept stage and, through
-    ``init_from``, selection ``sources`` and pseudo-label rounds (their sources), every stage it reads."""
-    todo, need = list(kept), set()
-    while todo:
-        s = todo.pop()
-        if s in need or s not in rec.stages:
-            continue
-        need.add(s)
-        todo += _needs(rec, s)
-    return [s for s in rec.stage_names() if s in need]
 
 
 def _pseudo(recipe: Recipe) -> dict:
@@ -172,22 +148,6 @@ def _check(recipe: Recipe) -> None:
     check_ensemble_sizes(recipe)
 
 
-def check_ensemble_sizes(recipe: Recipe) -> None:
-    """Every ensemble size the recipe can run with (``[predict]``, ``[small_data]``, a given one) is a whole
-    number from 1 to the number of ``[predict] stages``: a DataError naming where it was set and the fix."""
-    from .setting_rules import check_ensemble_size
-
-    n = len(recipe.predict.get("stages") or [None])
-    where = {"predict": recipe.predict, "small_data": recipe.small_data}
-    for table, values in where.items():
-        if "ensemble_size" in values:
-            check_ensemble_size(values["ensemble_size"], n_members=n, recipe=recipe.name,
-                                source=f"{recipe.path} [{table}]")
-    if recipe.ensemble_given is not None:
-        value, source = recipe.ensemble_given
-        check_ensemble_size(value, n_members=n, recipe=recipe.name, source=f"{source} (recipe {recipe.path.name})")
-
-
 def _check_data(rec: Recipe, data, run_dir: Path, stages=None) -> None:
     """Before the run folder is made: each stage's fold count (after auto scaling) fits every split."""
     from .setting_rules import check_n_folds
@@ -274,13 +234,6 @@ def stage_sources(rec: Recipe, stage: str, data) -> dict:
         sources["init_from"] = Source("recipe", rec._where("pseudo", "init_from_previous"))
     asked = _asked_config(rec, stage, data, Path("."))
     return scaled_sources(sources, asked, stage_config(rec, stage, data, Path(".")), n_dataset=data.n_train_clips)
-
-
-def _needs(rec: Recipe, stage: str) -> list[str]:
-    """The earlier stages ``stage`` reads: its ``init_from`` and its selection's sources."""
-    init = rec.stage_fields(stage).get("init_from")
-    sources = list(rec.selection.get(stage, {}).get("sources", []))
-    return list(dict.fromkeys(([init] if init and "/" not in str(init) else []) + sources))
 
 
 def write_selection(frame: pd.DataFrame, path: Path, *, n_folds: int) -> None:
@@ -452,19 +405,6 @@ def run_recipe(recipe, data, *, run: str | None = None, weights_root="weights", 
             steps.finish("report", str(path))
     distrib.barrier()
     return summary
-
-
-def ensemble_line(ens: dict) -> str:
-    """One line saying which members a run keeps, where its ensemble size came from, and what it skips."""
-    from .plan import _source
-
-    src = ens["source"]
-    how = "ensemble_size not set: every member" if src.kind == "default" else \
-        f"ensemble_size {ens['size']} <- {_source(src, '')}"
-    line = f"ensemble: {ens['size']} of {len(ens['all'])} members ({how}): {' + '.join(ens['kept'])}"
-    if ens["skipped"]:
-        line += f"; stages not trained (no kept member needs them): {', '.join(ens['skipped'])}"
-    return line
 
 
 def _predict(rec, data, run_dir: Path, stages, steps, progress, out_dir: Path) -> dict | None:

@@ -19,13 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import DataError
-from .settings import RUNTIME_FIELDS, Source, StageConfig
+from .settings import RUNTIME_FIELDS, SOURCE_LABELS, Source, StageConfig, source_text
 
 # FSDKaggle2019 (Fonseca et al. 2019): the size the recipes' values are for
 FSDKAGGLE2019 = {"n_curated": 4970, "n_noisy": 19815, "n_classes": 80}
-SOURCE_LABELS = {"default": "default (not published: fatlib's choice)", "recipe": "recipe", "small_data": "small-data table",
-                 "config": "--config", "option": "option", "set": "--set", "argument": "argument",
-                 "auto_scale": "auto scaling"}
 
 
 @dataclass(frozen=True)
@@ -166,7 +163,8 @@ def plan_run(recipe, data=None, *, run: str | None = None, weights_root="weights
     :class:`DataSize`, a data folder, or None (:func:`data_size`'s default folders, else FSDKaggle2019's size). Only
     the stages the kept ensemble members need are planned (the others are named as skipped). Nothing is trained or
     written."""
-    from .engine import _check, expand, members, stage_config, stage_sources
+    from .engine import _check, expand, stage_config, stage_sources
+    from .members import members
     from .guards import check_plain_name
     from .recipes import apply_sets, load_recipe
 
@@ -205,11 +203,7 @@ def _value(v) -> str:
     return json.dumps(v) if isinstance(v, (dict, list, str, bool)) or v is None else f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def _source(src: Source, comment: str) -> str:
-    label = SOURCE_LABELS.get(src.kind, src.kind)
-    where = src.where if src.kind not in ("set", "config") else src.where.replace(label, "", 1).strip()
-    text = f"{label} {where}".strip() if src.kind != "default" else label
-    return text + (f"  # {comment}" if comment else "")
+_source = source_text  # fatlib.settings: a value's source as --plan and the run log write it
 
 
 def render_stage(sp: StagePlan) -> list[str]:
