@@ -168,7 +168,8 @@ def test_ensemble_size_keeps_the_first_members_and_plans_only_their_stages(tiny_
 @pytest.mark.parametrize("args, message", [
     (["--ensemble-size", "7"], "--ensemble-size (recipe 12th_place.toml): ensemble_size = 7 is more than the 6 members "
                                "of recipe 12th_place's [predict] stages; use an ensemble size from 1 to 6"),
-    (["--ensemble-size", "0"], "--ensemble-size: ensemble_size = 0 is not a whole number >= 1"),
+    (["--ensemble-size", "0"], "--ensemble-size (recipe 12th_place.toml): ensemble_size = 0 is not a whole number >= 1; "
+                               "set ensemble_size to a whole number >= 1"),
     (["--set", "predict.ensemble_size=2.5"], "ensemble_size = 2.5 is not a whole number >= 1"),
 ])
 def test_a_bad_ensemble_size_is_one_line_before_any_work(tmp_path, args, message):

@@ -163,7 +163,7 @@ class Recipe:
         it wins over ``[small_data]`` and ``[predict]``. Returns self."""
         from ..setting_rules import check_ensemble_size
 
-        self.ensemble_given = (check_ensemble_size(n, source=source), source)
+        self.ensemble_given = (check_ensemble_size(n, source=f"{source} (recipe {self.path.name})"), source)
         return self
 
     def ensemble_size(self, n_dataset: int | None = None, given: dict | None = None):
