@@ -168,3 +168,24 @@ def test_ensemble_size_one_trains_only_the_stages_it_needs(mini_dataset, runs):
         "(no kept member needs them): stage3, stage4, vgg_stage1, vgg_stage2, vgg_stage3, vgg_stage4" in res.stdout
     assert json.loads((run_dir / "test.json").read_text())["stages"] == ["stage2"]
     assert pd.read_csv(run_dir / "stages.csv")["stage"].tolist() == ["stage1", "stage2", "ensemble(stage2)"]
+
+
+def test_pseudo_rounds_run_right_after_from_stage(tmp_path):
+    """The rounds follow [pseudo] from_stage (the recipe's last stage by default: the layout of earlier runs, round<r>
+    after every stage); a later stage may take round r's noisy subset with a "pseudo" selection of that round_index,
+    its round parameters [pseudo]'s. The needed stages of a member follow its sources back through the rounds."""
+    from fatlib.engine import needed_stages
+
+    rec = expand(load_recipe("3rd_place"))
+    assert rec.stage_names()[:8] == ["curated", *(f"round{r}" for r in range(1, 7)), "stft_round1"]
+    assert rec.selection["stft_round5"] == {"rule": "pseudo", "sources": ["round4"], "round_index": 5,
+                                            "round_size": 1000, "max_rounds": 5, "threshold": 0.5}
+    assert needed_stages(rec, ["stft_round5"]) == ["curated", "round1", "round2", "round3", "round4", "stft_round5"]
+    old = tmp_path / "old.toml"  # a pseudo-label recipe of one stage, as 3rd_place.toml was: rounds after it
+    old.write_text('name = "old"\npipeline = "pseudo_label"\n[stage]\nmodel = "cnn_model_1"\n[stages.curated]\n'
+                   'train_on = "curated"\n[pseudo]\nrounds = 2\n[predict]\nstages = ["round2"]\n')
+    assert expand(load_recipe(old)).stage_names() == ["curated", "round1", "round2"]
+    no_round = tmp_path / "bad.toml"
+    no_round.write_text(old.read_text() + '[stages.other]\n[selection.other]\nrule = "pseudo"\nsources = ["round1"]\n')
+    with pytest.raises(DataError, match=r"\[selection.other\] rule pseudo needs round_index"):
+        _check(load_recipe(no_round))
