@@ -188,7 +188,8 @@ def require_stages(run_dir, stages, *, needed_by: str, roots: Roots | None = Non
         if found[prev] is None or not stage_finished(found[prev]):
             where = f" (nor in the input roots {[str(r) for r in roots.inputs]})" if roots.inputs else ""
             notebook = (f"Run notebooks/{NOTEBOOKS[prev]} (05_vgg16_warmup.ipynb for the VGG16 run) or "
-                        if prev in NOTEBOOKS else "Run ")
+                        if prev in NOTEBOOKS else "Run notebooks/05_vgg16_warmup.ipynb or " if prev.startswith("vgg_stage")
+                        else "Run ")
             raise DataError(
                 f"{run_dir / prev}: stage {prev!r} of run {run_dir.name!r} is missing or unfinished{where}, and "
                 f"{needed_by} needs it. {notebook}that stage with the same run, weights_root and settings first "
