@@ -8,7 +8,9 @@ smaller data picks, from the number of training clips per fold:
 - ``batch_size``: at most the recipe's, and small enough for ``MIN_STEPS_PER_EPOCH`` steps per epoch;
 - ``lr``: the recipe's (Adam at 1e-3 learned as well at batch 16 and 32 as at 128 on the benchmark;
   a square-root-scaled rate, 3.5e-4 at batch 16, learned slower);
-- ``epochs``: at least the recipe's, and enough for ``min_steps`` optimizer steps per fold;
+- ``epochs``: at least the recipe's, and enough for ``min_steps`` optimizer steps per fold (on a data set
+  smaller than FSDKaggle2019, ``FULL_DATA_CLIPS``: at its size the recipe's epochs stand, e.g. the 12th place's
+  10-epoch stage 4 over curated + a few selected noisy clips);
 - ``width_mult`` (when the model options leave it unset): from the size of the whole data set, so
   every stage of one run gets the same model and stage k can start from stage k-1;
 - ``n_folds`` (:func:`scale_folds`, before the folds are made): at most ``SMALL_DATA_FOLDS`` under
@@ -29,6 +31,7 @@ MIN_BATCH = 8
 # (clips in the data set at least, width_mult): the first row that fits applies
 WIDTH_BY_DATASET_SIZE = ((4000, 1.0), (1500, 0.5), (0, 0.25))
 SMALL_DATA_CLIPS, SMALL_DATA_FOLDS = 1500, 5
+FULL_DATA_CLIPS = 4970 + 19815  # FSDKaggle2019's curated + noisy: the size the recipes' values are for
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,6 @@ def scale_settings(*, n_train: int, n_dataset: int, batch_size: int, lr: float, 
             bs //= 2
         bs = max(min(bs, n_train), 1)
     steps = max(1, n_train // bs if n_train > bs else 1)  # the last partial batch is dropped
-    n_epochs = epochs if "epochs" in given else max(epochs, math.ceil(min_steps / steps))
+    n_epochs = epochs if "epochs" in given or n_dataset >= FULL_DATA_CLIPS else max(epochs, math.ceil(min_steps / steps))
     width = dataset_width(n_dataset) if width_mult is None else None
     return Scaled(bs, float(lr), n_epochs, width, steps, tuple(f for f in SCALED_FIELDS if f in given))

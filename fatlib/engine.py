@@ -5,10 +5,17 @@ stage of it, :func:`run_stage`). A recipe file is the only description of a run 
 - its ``[stages.<name>]`` in file order; a stage with a ``[selection.<name>]`` table first writes
   ``<stage>/selected.csv`` with that rule (``fatlib.selection.run_rule``) from its ``sources`` and trains on
   curated + those clips; ``init_from`` naming an earlier stage starts fold k from that stage's fold k;
-- "pseudo_label" recipes: then ``[pseudo] rounds`` rounds, each one more stage (``round<r>``) whose selection
-  is round r of the 3rd-place rule on the previous stage's out-of-fold noisy predictions (:func:`expand`);
+- "pseudo_label" recipes: ``[pseudo] rounds`` rounds right after ``[pseudo] from_stage``, each one more stage
+  (``round<r>``) whose selection is round r of the 3rd-place rule on the previous stage's out-of-fold noisy
+  predictions (:func:`expand`); the recipe's stages after ``from_stage`` come after the rounds, so they may read
+  them (a ``[selection.<stage>]`` of rule "pseudo" with ``round_index`` r and ``sources`` the stage before round r
+  recomputes round r's noisy subset for another model family; its round parameters are ``[pseudo]``'s);
+- the ensemble: ``[predict] stages`` lists every member in priority order; the run keeps the first
+  ``ensemble_size`` of them (:func:`members`: ``--ensemble-size``, ``[small_data]``, ``[predict]``, else all) and
+  trains only the stages those need, through ``init_from``, selection ``sources`` and the pseudo-label rounds
+  (:func:`needed_stages`);
 
-then the out-of-fold ensemble of ``[predict] stages`` on curated (``stages.csv``, ``oof_ensemble_curated.csv``,
+then the out-of-fold ensemble of the kept members on curated (``stages.csv``, ``oof_ensemble_curated.csv``,
 ``summary.json``), the test predictions and ``submission.csv`` (when the data has a test split), and
 ``report.md``. Everything goes to ``<weights>/<run>/``; ``steps.json`` lists each step as it finishes. A rerun
 resumes: finished folds are not trained again, selections are recomputed identically, a finished prediction
@@ -32,6 +39,7 @@ from .atomic import write_csv, write_json, write_text
 from .recipes import Recipe, apply_sets, load_recipe
 from .workspace import Roots, Workspace, stage_finished
 from .settings import StageConfig
+from .members import _needs, check_ensemble_sizes, ensemble_line, members, needed_stages  # noqa: F401
 
 PSEUDO_DEFAULTS = {"from_stage": None, "rounds": 6, "round_size": 1000, "max_rounds": 5, "threshold": 0.5,
                    "init_from_previous": False}
@@ -40,11 +48,12 @@ NOTEBOOKS = {"stage1": "01_stage1_noisy.ipynb", "stage2": "02_stage2_curated.ipy
              "stage3": "03_stage3_selected_noisy.ipynb", "stage4": "04_stage4_selected_noisy.ipynb"}
 
 
-def plan(recipe: Recipe) -> list[str]:
-    """The steps the recipe names, in order (what ``steps.json`` holds once the run is finished)."""
+def plan(recipe: Recipe, n_dataset: int | None = None) -> list[str]:
+    """The steps the recipe names for a data set of ``n_dataset`` clips (None: unknown, no ``[small_data]``), in
+    order (what ``steps.json`` holds once the run is finished): the stages the kept ensemble members need."""
     rec = expand(recipe)
     steps = []
-    for s in rec.stage_names():
+    for s in needed_stages(rec, members(rec, n_dataset)["kept"]):
         steps += ([f"select {s}"] if s in rec.selection else []) + [f"train {s}"]
     return steps + ["ensemble", "predict", "report"]
 
@@ -57,21 +66,38 @@ def _pseudo(recipe: Recipe) -> dict:
     return p
 
 
+ROUND_KEYS = ("round_size", "max_rounds", "threshold")  # a "pseudo" selection's parameters that [pseudo] gives
+
+
 def expand(recipe: Recipe) -> Recipe:
-    """``recipe`` with its pseudo-label rounds (a "pseudo_label" recipe) as stages of their own: stage
-    ``round<r>`` selects round r of the 3rd-place rule from the previous stage and trains on curated + it."""
-    if recipe.pipeline != "pseudo_label" or any(s.startswith("round") for s in recipe.selection):
+    """``recipe`` with its pseudo-label rounds (a "pseudo_label" recipe) as stages of their own, right after
+    ``[pseudo] from_stage`` (the recipe's later stages after them): stage ``round<r>`` selects round r of the
+    3rd-place rule from the previous stage and trains on curated + it. The recipe's own "pseudo" selections get
+    ``[pseudo]``'s round parameters where they set none."""
+    if recipe.pipeline != "pseudo_label" or recipe.selection.get("round1", {}).get("rule") == "pseudo" \
+            and "round1" in recipe.stages:
         return recipe
     rec = copy.deepcopy(recipe)
     p = _pseudo(rec)
-    prev = p["from_stage"]
+    prev, rounds, selection = p["from_stage"], {}, {}
     for r in range(1, int(p["rounds"]) + 1):
         name = f"round{r}"
-        rec.stages[name] = {"train_on": "curated", "init_from": prev if p["init_from_previous"] else None}
-        rec.selection[name] = {"rule": "pseudo", "sources": [prev], "round_index": r,
-                               "round_size": int(p["round_size"]), "max_rounds": int(p["max_rounds"]),
-                               "threshold": float(p["threshold"])}
+        rounds[name] = {"train_on": "curated", "init_from": prev if p["init_from_previous"] else None}
+        selection[name] = {"rule": "pseudo", "sources": [prev], "round_index": r,
+                           "round_size": int(p["round_size"]), "max_rounds": int(p["max_rounds"]),
+                           "threshold": float(p["threshold"])}
         prev = name
+    for table in rec.selection.values():
+        if table.get("rule") == "pseudo":
+            for k in ROUND_KEYS:
+                table.setdefault(k, selection["round1"][k] if selection else PSEUDO_DEFAULTS[k])
+    stages = {}
+    for name, table in rec.stages.items():
+        stages[name] = table
+        if name == p["from_stage"]:
+            stages.update(rounds)
+    rec.stages = stages if p["from_stage"] in rec.stages else {**stages, **rounds}
+    rec.selection.update(selection)
     return rec
 
 
@@ -85,6 +111,10 @@ def _check(recipe: Recipe) -> None:
     problems = []
     if not names:
         problems.append("no [stages.<name>] table: a recipe runs its stages in file order")
+    pseudo_ok = recipe.pipeline != "pseudo_label" or (_pseudo(recipe)["from_stage"] in names and isinstance(
+        _pseudo(recipe)["rounds"], int) and _pseudo(recipe)["rounds"] >= 1)
+    if pseudo_ok and recipe.pipeline == "pseudo_label":
+        names = expand(recipe).stage_names()  # the rounds where they run: later stages may read them
     for s, table in recipe.selection.items():
         if s not in names:
             problems.append(f"[selection.{s}] names no stage")
@@ -94,6 +124,8 @@ def _check(recipe: Recipe) -> None:
             later = [src for src in table["sources"] if src not in names[:names.index(s)]]
             if later:
                 problems.append(f"[selection.{s}] sources {later} are not earlier stages")
+            if table["rule"] == "pseudo" and "round_index" not in table:
+                problems.append(f"[selection.{s}] rule pseudo needs round_index (the round whose noisy subset it takes)")
     for s in names:
         init = recipe.stage_fields(s).get("init_from")
         if init and "/" not in str(init) and init not in names[:names.index(s)]:
@@ -104,20 +136,23 @@ def _check(recipe: Recipe) -> None:
             problems.append(f"[pseudo] from_stage={p['from_stage']!r} is not a stage of the recipe")
         if not isinstance(p["rounds"], int) or p["rounds"] < 1:
             problems.append(f"[pseudo] rounds={p['rounds']!r}: use an integer >= 1")
-    known = names + ([f"round{r}" for r in range(1, int(_pseudo(recipe)["rounds"]) + 1)]
-                     if recipe.pipeline == "pseudo_label" else [])
-    bad = [s for s in recipe.predict.get("stages", []) if s not in known]
+    known = names
+    listed = recipe.predict.get("stages", [])
+    bad = [s for s in listed if s not in known]
     if bad:
         problems.append(f"[predict] stages {bad} are not stages this recipe trains ({known})")
+    if len(set(listed)) != len(listed):
+        problems.append(f"[predict] stages {listed} names a stage twice")
     if problems:
         raise DataError(f"{recipe.path}: " + "; ".join(problems) + "; fix the recipe or the --set options")
+    check_ensemble_sizes(recipe)
 
 
-def _check_data(rec: Recipe, data, run_dir: Path) -> None:
+def _check_data(rec: Recipe, data, run_dir: Path, stages=None) -> None:
     """Before the run folder is made: each stage's fold count (after auto scaling) fits every split."""
     from .setting_rules import check_n_folds
 
-    for name in rec.stage_names():
+    for name in stages or rec.stage_names():
         check_n_folds(stage_config(rec, name, data, run_dir).n_folds, data, option="--set n_folds={n}")
 
 
@@ -153,7 +188,8 @@ def require_stages(run_dir, stages, *, needed_by: str, roots: Roots | None = Non
         if found[prev] is None or not stage_finished(found[prev]):
             where = f" (nor in the input roots {[str(r) for r in roots.inputs]})" if roots.inputs else ""
             notebook = (f"Run notebooks/{NOTEBOOKS[prev]} (05_vgg16_warmup.ipynb for the VGG16 run) or "
-                        if prev in NOTEBOOKS else "Run ")
+                        if prev in NOTEBOOKS else "Run notebooks/05_vgg16_warmup.ipynb or " if prev.startswith("vgg_stage")
+                        else "Run ")
             raise DataError(
                 f"{run_dir / prev}: stage {prev!r} of run {run_dir.name!r} is missing or unfinished{where}, and "
                 f"{needed_by} needs it. {notebook}that stage with the same run, weights_root and settings first "
@@ -199,13 +235,6 @@ def stage_sources(rec: Recipe, stage: str, data) -> dict:
         sources["init_from"] = Source("recipe", rec._where("pseudo", "init_from_previous"))
     asked = _asked_config(rec, stage, data, Path("."))
     return scaled_sources(sources, asked, stage_config(rec, stage, data, Path(".")), n_dataset=data.n_train_clips)
-
-
-def _needs(rec: Recipe, stage: str) -> list[str]:
-    """The earlier stages ``stage`` reads: its ``init_from`` and its selection's sources."""
-    init = rec.stage_fields(stage).get("init_from")
-    sources = list(rec.selection.get(stage, {}).get("sources", []))
-    return list(dict.fromkeys(([init] if init and "/" not in str(init) else []) + sources))
 
 
 def write_selection(frame: pd.DataFrame, path: Path, *, n_folds: int) -> None:
@@ -288,7 +317,7 @@ def write_ensemble(rec: Recipe, data, *, run: str, ws: Workspace, stages=None) -
 
     run_dir, roots = ws.run_dir(run), ws.roots
     names = rec.stage_names()
-    stages = list(stages or rec.predict.get("stages") or names[-1:])
+    stages = list(stages or members(rec, data.n_train_clips)["kept"])
     found = require_stages(run_dir, stages, needed_by="the stage ensemble", roots=roots)
     dirs = {s: roots.find_stage(run_dir / s) for s in names}
     listed = [s for s in names if dirs[s] is not None and stage_finished(dirs[s])]
@@ -322,15 +351,19 @@ def write_ensemble(rec: Recipe, data, *, run: str, ws: Workspace, stages=None) -
 # ------------------------------------------------------------------------------------------- a run
 def run_recipe(recipe, data, *, run: str | None = None, weights_root="weights", cache_dir="cache",
                sets=(), progress: bool = True, input_roots=(), predict: bool = True, report: bool = True,
-               cbs=(), out_dir=None, workspace: Workspace | None = None) -> dict | None:
+               cbs=(), out_dir=None, workspace: Workspace | None = None, ensemble_size: int | None = None) -> dict | None:
     """Run (or resume) ``recipe`` (a name, a path or a Recipe) on ``data`` (a FatData) into
     ``weights_root/run`` (default run: the recipe's name); ``sets``: ``key=value`` changes
     (:func:`fatlib.recipes.apply_sets`). ``progress``: bars; a line per finished step is printed either
     way. ``workspace``: those four in one :class:`fatlib.workspace.Workspace` (it wins over them). ``predict``/``report``: the test predictions and ``report.md`` after the ensemble; ``out_dir``: where
-    ``submission.csv`` (with its ``submission_eval/``) and ``report.md`` go (default: the run folder). Returns the
+    ``submission.csv`` (with its ``submission_eval/``) and ``report.md`` go (default: the run folder).
+    ``ensemble_size``: keep the first N members of ``[predict] stages`` (given: wins over the recipe's; the run
+    trains only the stages those members need). Returns the
     run's summary dict (also ``run_summary.json``); None on the processes other than the main one."""
     t0 = time.time()
     rec = apply_sets(load_recipe(recipe), sets)
+    if ensemble_size is not None:
+        rec.give_ensemble_size(ensemble_size, source=f"run_recipe(ensemble_size={ensemble_size})")
     _check(rec)
     rec = expand(rec)
     ws = workspace or Workspace(weights_root, cache_dir, input_roots, progress)
@@ -338,22 +371,29 @@ def run_recipe(recipe, data, *, run: str | None = None, weights_root="weights", 
     run_dir = ws.run_dir(run)
     check_output_not_input(run_dir, inputs=data_inputs(data), what="run folder", folder=True, within=ws.input_roots)
     check_output_not_input(ws.cache, inputs=data_inputs(data), what="--cache-dir", folder=True)
-    _check_data(rec, data, run_dir)
+    ens = members(rec, data.n_train_clips)
+    _check_data(rec, data, run_dir, ens["needed"])
     main = distrib.is_main_process()
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / "recipe.json", {
             "recipe": rec.name, "path": str(rec.path), "sets": list(sets), "pipeline": rec.pipeline,
             "stage": rec.stage, "stages": rec.stages, "selection": rec.selection, "pseudo": rec.pseudo,
-            "predict": rec.predict, "given": {k: {f: [v, src] for f, (v, src) in t.items()} for k, t in rec.given.items()}})
+            # [predict] as the run predicts (the Tagger's defaults): the kept members; every member under "members"
+            "predict": {**rec.predict, "stages": ens["kept"]}, "members": ens["all"],
+            "given": {k: {f: [v, src] for f, (v, src) in t.items()} for k, t in rec.given.items()},
+            "ensemble_size": ens["size"], "ensemble_size_source": ens["source"].to_dict(), "kept": ens["kept"],
+            "skipped_stages": ens["skipped"]})
+    if main:
+        print(f"[run] {ensemble_line(ens)}", flush=True)
     steps = _Steps(run_dir, rec)
-    for s in rec.stage_names():  # each stage returns on every process only after its outputs are written
+    for s in ens["needed"]:  # each stage returns on every process only after its outputs are written
         res = run_stage(rec, s, data, run=run, ws=ws, cbs=cbs, steps=steps)
         if res is None and main:
             raise DataError(f"{run_dir / s}: not every fold finished; rerun to resume")
     summary = None
     if main:
-        summary = write_ensemble(rec, data, run=run, ws=ws)
+        summary = write_ensemble(rec, data, run=run, ws=ws, stages=ens["kept"])
         steps.finish("ensemble", f"CV lwlrap {summary['cv_lwlrap_ensemble']:.4f} of {'+'.join(summary['ensemble_stages'])}")
         if predict:
             summary["test"] = _predict(rec, data, run_dir, summary["ensemble_stages"], steps, ws.progress,

@@ -1,7 +1,10 @@
 """The 12th-place warm-up (``REFERENCE.md``, "Training and the noisy set"), as the notebooks and
 ``python -m fatlib warmup`` call it. The plan itself is the recipe ``fatlib/recipes/12th_place.toml``
 (stage 1 noisy; stage 2 curated from 1; stages 3 and 4 curated + their selections of noisy clips, each from
-the stage before; the ensemble of stages 2-4), run by the engine (:mod:`fatlib.engine`):
+the stage before; the ensemble of stages 2-4), run by the engine (:mod:`fatlib.engine`). The recipe holds two
+warm-ups, CNN-model-1's (``stage1``..``stage4``) and VGG16-BN's (``vgg_stage1``..``vgg_stage4``); a warm-up run
+is one of them (:func:`warmup_half`: ``model="vgg16_bn"`` takes the VGG16-BN stages), in a run folder of its
+own whose stages are named ``stage1``..``stage4`` either way (the notebooks' and the inference kernel's layout):
 
 - ``warmup_stage``: one stage (3 and 4 first write their ``<stage>/selected.csv``), so each stage can
   live in its own notebook;
@@ -24,6 +27,35 @@ from .stage_outputs import StageResult
 
 STAGES = ("stage1", "stage2", "stage3", "stage4")  # the 12th-place recipe's stages (notebooks 01-04)
 ENSEMBLE_STAGES = ("stage2", "stage3", "stage4")
+VGG_MODEL = "vgg16_bn"
+VGG_STAGES = tuple(f"vgg_{s}" for s in STAGES)  # the recipe's VGG16-BN warm-up (notebook 05)
+
+
+def warmup_half(recipe, model: str | None = None) -> Recipe:
+    """The warm-up of ``recipe`` that ``model`` runs, as a recipe of its own with stages ``stage1``..``stage4``
+    and the ensemble of stages 2-4: for ``model="vgg16_bn"`` the VGG16-BN stages (``vgg_stage1``..``vgg_stage4``
+    and their selections, renamed; their values' provenance stays their own recipe lines) when the recipe has
+    them, else the CNN-model-1 stages. The other stages, and ``ensemble_size`` (a warm-up's ensemble is its own
+    stages 2-4), are left out."""
+    rec = copy.deepcopy(load_recipe(recipe))
+    names = VGG_STAGES if model == VGG_MODEL and set(VGG_STAGES) <= set(rec.stages) else STAGES
+    if not set(names) <= set(rec.stages):
+        return rec  # a recipe of another plan: as it is
+    rename = dict(zip(names, STAGES))
+    rec.stages = {rename[s]: {**t, **({"init_from": rename.get(t["init_from"], t["init_from"])} if t.get("init_from")
+                                      else {})} for s, t in rec.stages.items() if s in rename}
+    rec.selection = {rename[s]: {**t, "sources": [rename.get(x, x) for x in t.get("sources", [])]}
+                     for s, t in rec.selection.items() if s in rename}
+    rec.aliases = {f"{head}.{new}": rec.aliases.get(f"{head}.{old}", f"{head}.{old}")
+                   for old, new in rename.items() for head in ("stages", "selection")}  # provenance: the file's lines
+    members = [rename[s] for s in rec.predict.get("stages", []) if s in rename]
+    rec.predict = {k: v for k, v in rec.predict.items() if k != "ensemble_size"}
+    rec.predict["stages"] = members or list(ENSEMBLE_STAGES)
+    rec.small_data = {k: v for k, v in rec.small_data.items() if k != "ensemble_size"}
+    rec.ensemble_given = None
+    return rec
+
+
 PLANNED_FIELDS = ("name", "model", "train_on", "init_from", "selection_csv")  # set by the recipe, not by overrides
 
 
@@ -32,8 +64,9 @@ def warmup_recipe(recipe=DEFAULT_RECIPE, *, model: str | None = None, overrides:
                   sources: dict | None = None) -> Recipe:
     """A copy of ``recipe`` with the caller's values given on top: ``model`` and ``overrides`` for every
     stage, ``stage_overrides`` (stage -> fields) and ``selection`` (stage -> rule parameters) for one;
-    ``sources``: where each field was given (default "argument")."""
-    rec = copy.deepcopy(load_recipe(recipe))
+    ``sources``: where each field was given (default "argument"). The recipe's warm-up for ``model``
+    (:func:`warmup_half`: VGG16-BN's stages for ``vgg16_bn``, else CNN-model-1's), as stages 1-4."""
+    rec = warmup_half(recipe, model)
     overrides, stage_overrides, selection = dict(overrides or {}), dict(stage_overrides or {}), dict(selection or {})
     planned = sorted(set(overrides).union(*map(set, stage_overrides.values())) & set(PLANNED_FIELDS))
     if planned:
@@ -87,7 +120,7 @@ def warmup_stage(
     and caches are read there, and this stage's finished folds are copied from there into ``weights_root``.
     ``sources`` says where each value was given (default "argument"; the command line passes its options' names).
     """
-    rec = load_recipe(recipe)
+    rec = warmup_half(recipe, model)
     if stage not in rec.stage_names():
         raise DataError(f"unknown warm-up stage {stage!r}; use one of {tuple(rec.stage_names())}.")
     rec = warmup_recipe(rec, model=model, overrides=overrides, selection={stage: selection} if selection else None,
@@ -105,7 +138,7 @@ def stage_ensemble(data, *, run: str, weights_root="weights", stages=ENSEMBLE_ST
     working folder or ``input_roots`` (earlier sessions' outputs).
     """
     ws = Workspace(weights_root, input_roots=input_roots, progress=progress)
-    return write_ensemble(load_recipe(recipe), data, run=run, ws=ws, stages=list(stages))
+    return write_ensemble(warmup_half(recipe), data, run=run, ws=ws, stages=list(stages))
 
 
 def warmup(

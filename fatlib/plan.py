@@ -19,13 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import DataError
-from .settings import RUNTIME_FIELDS, Source, StageConfig
+from .settings import RUNTIME_FIELDS, SOURCE_LABELS, Source, StageConfig, source_text
 
 # FSDKaggle2019 (Fonseca et al. 2019): the size the recipes' values are for
 FSDKAGGLE2019 = {"n_curated": 4970, "n_noisy": 19815, "n_classes": 80}
-SOURCE_LABELS = {"default": "default (not published: fatlib's choice)", "recipe": "recipe", "small_data": "small-data table",
-                 "config": "--config", "option": "option", "set": "--set", "argument": "argument",
-                 "auto_scale": "auto scaling"}
 
 
 @dataclass(frozen=True)
@@ -97,7 +94,7 @@ class RunPlan:
     run_dir: Path
     cache_dir: Path
     stages: list = field(default_factory=list)
-    ensemble: dict | None = None  # stages, method, rescale, tta, step_frames, n_models; None: one stage alone
+    ensemble: dict | None = None  # stages (kept), members (all), size, source, skipped, method, rescale, tta, ...
 
     @property
     def n_models(self) -> int:
@@ -160,33 +157,42 @@ def plan_stage(cfg: StageConfig, sources: dict, size: DataSize, *, run_dir, n_se
                      selection=selection, chosen=chosen, note=note, problem=problem)
 
 
-def plan_run(recipe, data=None, *, run: str | None = None, weights_root="weights", cache_dir="cache", sets=()) -> RunPlan:
-    """The plan of ``run_recipe(recipe, data, run=..., sets=...)``; ``data``: a FatData, a :class:`DataSize`, a data
-    folder, or None (:func:`data_size`'s default folders, else FSDKaggle2019's size). Nothing is trained or written."""
+def plan_run(recipe, data=None, *, run: str | None = None, weights_root="weights", cache_dir="cache", sets=(),
+             ensemble_size: int | None = None) -> RunPlan:
+    """The plan of ``run_recipe(recipe, data, run=..., sets=..., ensemble_size=...)``; ``data``: a FatData, a
+    :class:`DataSize`, a data folder, or None (:func:`data_size`'s default folders, else FSDKaggle2019's size). Only
+    the stages the kept ensemble members need are planned (the others are named as skipped). Nothing is trained or
+    written."""
     from .engine import _check, expand, stage_config, stage_sources
+    from .members import members
     from .guards import check_plain_name
     from .recipes import apply_sets, load_recipe
 
     size = data if isinstance(data, DataSize) else DataSize.of(data) if hasattr(data, "vocab") else data_size(data)
     rec = apply_sets(load_recipe(recipe), sets)
+    if ensemble_size is not None:
+        rec.give_ensemble_size(ensemble_size, source=f"run_recipe(ensemble_size={ensemble_size})")
     _check(rec)
     rec = expand(rec)
     run = check_plain_name(run or rec.name, what="run name (--run, else the recipe's name)", source=str(rec.path))
     run_dir = Path(weights_root) / run
     plan = RunPlan(rec.name, rec.path, rec.title, rec.pipeline, size, run_dir, Path(cache_dir))
-    for s in rec.stage_names():
+    ens = members(rec, size.n_train_clips)
+    for s in ens["needed"]:
         cfg = stage_config(rec, s, size, run_dir)
         table = rec.selection.get(s)
         selection = None if table is None else {**table, "selected_at_most": selected_at_most(table, size, cfg.n_folds)}
         plan.stages.append(plan_stage(cfg, stage_sources(rec, s, size), size, run_dir=run_dir, selection=selection,
                                       n_selected=selection["selected_at_most"] if selection else 0,
                                       note=rec.small_data_note(s, size.n_train_clips), recipe_path=rec.path))
-    names = list(rec.predict.get("stages") or rec.stage_names()[-1:])
+    names = ens["kept"]
     by_name = {p.name: p for p in plan.stages}
-    plan.ensemble = {"stages": names, "method": rec.predict.get("ensemble", "mean"),
+    plan.ensemble = {"stages": names, "members": ens["all"], "size": ens["size"], "source": ens["source"],
+                     "skipped": ens["skipped"], "method": rec.predict.get("ensemble", "mean"),
                      "rescale": bool(rec.predict.get("rescale", False)), "tta": rec.predict.get("tta", "windows"),
                      "step_frames": rec.predict.get("step_frames"),
-                     "n_models": sum(by_name[n].config.n_folds for n in names)}
+                     "n_models": sum(by_name[n].config.n_folds for n in names),
+                     "models": {n: by_name[n].config.model for n in names}}
     return plan
 
 
@@ -197,11 +203,7 @@ def _value(v) -> str:
     return json.dumps(v) if isinstance(v, (dict, list, str, bool)) or v is None else f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def _source(src: Source, comment: str) -> str:
-    label = SOURCE_LABELS.get(src.kind, src.kind)
-    where = src.where if src.kind not in ("set", "config") else src.where.replace(label, "", 1).strip()
-    text = f"{label} {where}".strip() if src.kind != "default" else label
-    return text + (f"  # {comment}" if comment else "")
+_source = source_text  # fatlib.settings: a value's source as --plan and the run log write it
 
 
 def render_stage(sp: StagePlan) -> list[str]:
@@ -252,8 +254,18 @@ def render_plan(plan: RunPlan) -> str:
     if plan.ensemble:
         e = plan.ensemble
         step = f" every {e['step_frames']} frames" if e["step_frames"] else ""
-        lines += [f"ensemble: {e['method']} of {' + '.join(e['stages'])} ({e['n_models']} fold models"
-                  f"{', each class rescaled to [0, 1]' if e['rescale'] else ''}), test clips by {e['tta']} TTA{step}",
+        src = e["source"]
+        how = ("ensemble_size not set: every member" if src.kind == "default"
+               else f"ensemble_size {e['size']} <- {_source(src, _comments(plan.path, {'e': src}).get('e', ''))}")
+        lines += [f"ensemble members ([predict] stages, in priority order): {e['size']} of {len(e['members'])} kept "
+                  f"({how})"]
+        lines += [f"  {i}. {m}" + (f" ({e['models'][m]})" if m in e["models"] else "  -- not kept")
+                  for i, m in enumerate(e["members"], 1)]
+        if e["skipped"]:
+            lines.append(f"stages skipped (no kept member needs them; nothing trained): {', '.join(e['skipped'])}")
+        lines += [f"ensemble: {e['method']} of {' + '.join(e['stages'])} ({len(e['stages'])} model{'s' if len(e['stages']) > 1 else ''}, {e['n_models']} "
+                  f"fold models{', each class rescaled to [0, 1]' if e['rescale'] else ''}), test clips by {e['tta']} "
+                  f"TTA{step}",
                   f"outputs: {plan.run_dir}/ (a folder per stage, steps.json, stages.csv, oof_ensemble_curated.csv, "
                   f"summary.json, submission.csv, report.md); feature caches in {plan.cache_dir}/"]
     lines.append(f"work in all: {len(plan.stages)} stage(s), {plan.n_models} models, {plan.n_steps:,} optimizer steps")

@@ -145,7 +145,7 @@ STAGE_RULES: dict[str, Rule] = {
 }
 PREDICT_RULES: dict[str, Rule] = {
     "tta": one_of(_tta_schemes), "stages": names, "ensemble": one_of(lambda: ("mean", "geometric")),
-    "rescale": boolean, "step_frames": integer(1, optional=True),
+    "rescale": boolean, "step_frames": integer(1, optional=True), "ensemble_size": integer(1),
 }
 PSEUDO_RULES: dict[str, Rule] = {
     "from_stage": plain_name(optional=True), "rounds": integer(1), "round_size": integer(1), "max_rounds": integer(0),
@@ -154,6 +154,7 @@ PSEUDO_RULES: dict[str, Rule] = {
 SELECTION_RULES: dict[str, Rule] = {
     "rule": one_of(_select_rules), "sources": names, "threshold": number(), "max_per_fold_label": integer(1, optional=True),
     "n_best": integer(1), "max_per_class": integer(1, optional=True), "round_size": integer(1), "max_rounds": integer(0),
+    "round_index": integer(1),
 }
 TABLES = {"stage": STAGE_RULES, "predict": PREDICT_RULES, "pseudo": PSEUDO_RULES, "selection": SELECTION_RULES}
 
@@ -257,7 +258,10 @@ def check_recipe(recipe, *, stage_config=None, check_stage=None) -> None:
     src = str(recipe.path)
     check_plain_name(recipe.name, what="recipe name (the run's default name)", source=src)
     check_settings(recipe.stage, source=f"{src} [stage]")
-    check_settings(recipe.small_data, source=f"{src} [small_data]")
+    small = dict(recipe.small_data)
+    if "ensemble_size" in small:
+        check_settings({"ensemble_size": small.pop("ensemble_size")}, source=f"{src} [small_data]", kind="predict")
+    check_settings(small, source=f"{src} [small_data]")
     for name, fields in recipe.stages.items():
         check_settings({"name": name}, source=f"{src} [stages]")
         check_settings(fields, source=f"{src} [stages.{name}]")
@@ -300,3 +304,14 @@ def check_n_folds(n_folds: int, data, *, option: str = "--n-folds {n}") -> None:
         if (name == "curated" or n) and n < n_folds:
             raise DataError(f"{data.root / f'train_{name}.csv'}: the {name} split has {n} clips, fewer than "
                             f"n_folds={n_folds} (each fold needs clips of it); use {option.format(n=n)} or fewer, or add clips.")
+
+
+def check_ensemble_size(n, *, source: str, n_members: int | None = None, recipe: str = "") -> int:
+    """An ensemble size (``[predict]`` / ``[small_data] ensemble_size``, ``--ensemble-size``, ``--set
+    predict.ensemble_size``): a whole number from 1 to ``n_members`` (the recipe's ``[predict] stages``, when
+    known). DataError naming ``source``, the recipe and the fix. Returns ``n``."""
+    check_settings({"ensemble_size": n}, source=source, kind="predict")
+    if n_members is not None and n > n_members:
+        raise DataError(f"{source}: ensemble_size = {n} is more than the {n_members} members of recipe {recipe}'s "
+                        f"[predict] stages; use an ensemble size from 1 to {n_members} (or list more stages).")
+    return n

@@ -217,6 +217,20 @@ class Source:
         return cls("argument", where)
 
 
+SOURCE_LABELS = {"default": "default (not published: fatlib's choice)", "recipe": "recipe", "small_data": "small-data table",
+                 "config": "--config", "option": "option", "set": "--set", "argument": "argument",
+                 "auto_scale": "auto scaling"}
+
+
+def source_text(src: Source, comment: str = "") -> str:
+    """``src`` as ``--plan`` and the run log write it ("recipe 12th_place.toml:12 [stage]", "option --epochs",
+    "--set epochs=3"), with the comment of its recipe line when given."""
+    label = SOURCE_LABELS.get(src.kind, src.kind)
+    where = src.where if src.kind not in ("set", "config") else src.where.replace(label, "", 1).strip()
+    text = f"{label} {where}".strip() if src.kind != "default" else label
+    return text + (f"  # {comment}" if comment else "")
+
+
 def describe_sources(cfg: StageConfig, sources: dict) -> list[str]:
     """Lines for a stage's log: each setting that is not StageConfig's default, with where it came from."""
     out = []

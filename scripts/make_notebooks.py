@@ -260,9 +260,12 @@ def vgg_notebook() -> nbformat.NotebookNode:
     epochs = ", ".join(f'"{s}": {e}' for s, e in STAGE_EPOCHS.items())
     return notebook([
         md(header("VGG16-BN warm-up: stages 1-4 and the stage ensemble",
-                  "the same four stages as notebooks 01-04 for `vgg16_bn` (the 13 conv layers of VGG16 with batch "
-                  "norm, randomly initialised, CNN-model-1's head) in its own run, then the stage ensemble, and the "
-                  "ensemble with the CNN run when that run is there (12th place: public LB 0.738 with VGG16).",
+                  "the recipe's VGG16-BN warm-up (`vgg_stage1`..`vgg_stage4` of `fatlib/recipes/12th_place.toml`: "
+                  "the same four stages and selections as notebooks 01-04 for `vgg16_bn`, the 13 conv layers of VGG16 "
+                  "with batch norm, randomly initialised, CNN-model-1's head) as stage1..stage4 of its own run, then "
+                  "the stage ensemble, and the ensemble with the CNN run when that run is there (12th place, Version 1: "
+                  "public LB 0.738 with VGG16; `python -m fatlib run 12th_place` trains both halves and their "
+                  "6-model ensemble in one run).",
                   "the data set and the caches; `<weights_root>/<cnn_run>/oof_ensemble_curated.csv` when present.",
                   "`<weights_root>/<run>/stage1..stage4/` (as 01-04), `summary.json`, `stages.csv`, "
                   "`oof_ensemble_curated.csv`; stages finished in an earlier session of this notebook are copied "

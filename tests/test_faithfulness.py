@@ -34,3 +34,17 @@ def test_a_changed_value_changes_the_table(tmp_path):
 ])
 def test_provenance_of_a_comment(comment, want):
     assert provenance(comment) == want
+
+
+@pytest.mark.parametrize("recipe, table, key", [
+    ("3rd_place", "stage", "wave_p"),  # effects p 0.75: REFERENCE.md only
+    ("3rd_place", "stage", "wave_effects"),  # +-300 cents, gain 2-10: REFERENCE.md only
+    ("3rd_place", "stage", "preset"),  # n_fft 2048, hop 1024: REFERENCE.md only
+    ("12th_place", "stage", "tta_step_frames"),  # the write-up gives no TTA
+    ("12th_place", "predict", "step_frames"),
+    ("12th_place", "stage", "loss"),  # the write-up names no loss
+    ("95th_place", "stage", "preset"),  # STFT sizes and hop: REFERENCE.md only
+])
+def test_values_only_reference_md_gives_cite_it(recipe, table, key):
+    rows = {(r["table"], r["key"]): r for r in recipe_rows(HERE / f"{recipe}.toml")}
+    assert "REFERENCE.md" in rows[(table, key)]["provenance"], rows[(table, key)]

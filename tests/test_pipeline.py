@@ -124,3 +124,27 @@ def test_small_data_set_gets_the_small_data_setup(tiny_dataset, tmp_path):
     cfg = json.loads((tmp_path / "mine" / "stage1" / "config.json").read_text())
     assert (cfg["model"], cfg["preset"]) == ("cnn_model_1", "cnn128")
     assert "small data set" not in (tmp_path / "mine" / "stage1" / "log.txt").read_text()
+
+
+def test_vgg16_warmup_is_the_recipes_vgg_stages(tiny_dataset, tmp_path):
+    """`warmup --model vgg16_bn` (notebook 05) trains the 12th-place recipe's VGG16-BN stages (vgg_stage1..4, their own
+    selections from their own stages) as stage1..stage4 of its own run: the layout of the notebooks and the kernel."""
+    from fatlib.dataset import FatData
+    from fatlib.pipeline import STAGES as CNN_STAGES, VGG_STAGES, warmup_half, warmup_stage
+
+    half = warmup_half("12th_place", "vgg16_bn")
+    assert half.stage_names() == list(CNN_STAGES) and half.predict["stages"] == ["stage2", "stage3", "stage4"]
+    assert half.selection["stage3"]["sources"] == ["stage1", "stage2"] and half.stages["stage4"]["init_from"] == "stage3"
+    assert str(half.sources("stage3")["init_from"]).endswith("[stages.vgg_stage3]")
+    assert str(half.sources("stage2")["model"]).endswith("[stages.vgg_stage2]")
+    assert "ensemble_size" not in half.small_data and "ensemble_size" not in half.predict
+    cnn = warmup_half("12th_place")
+    assert cnn.stage_names() == list(CNN_STAGES) and not set(VGG_STAGES) & set(cnn.selection)
+    assert cnn.stage_fields("stage1").get("model", "cnn_model_1") == "cnn_model_1"
+
+    data = FatData.from_dir(tiny_dataset)
+    res = warmup_stage("stage1", data, run="vgg16_bn", model="vgg16_bn", weights_root=tmp_path,
+                       cache_dir=tmp_path / "cache", progress=False, **TINY)
+    cfg = json.loads((res.stage_dir / "config.json").read_text())
+    assert res.stage_dir == tmp_path / "vgg16_bn" / "stage1" and cfg["model"] == "vgg16_bn"
+    assert cfg["train_on"] == "noisy" and "[stages.vgg_stage1]" in cfg["sources"]["train_on"]["where"]

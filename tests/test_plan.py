@@ -25,7 +25,7 @@ def _fatlib(*args, cwd):
 
 @pytest.mark.parametrize("recipe, stages", [
     ("12th_place", ["stage1", "stage2", "stage3", "stage4"]),
-    ("3rd_place", ["curated", *(f"round{r}" for r in range(1, 7))]),
+    ("3rd_place", ["curated", "round1", "stft_round1"]),  # 96 clips: [small_data] ensemble_size 2
 ])
 def test_run_plan_shows_every_stage_and_source_and_writes_nothing(tiny_dataset, tmp_path, recipe, stages):
     w, c = tmp_path / "w", tmp_path / "c"
@@ -39,13 +39,18 @@ def test_run_plan_shows_every_stage_and_source_and_writes_nothing(tiny_dataset, 
         assert kind in out, kind
     assert out.count("epochs = 3  <- --set epochs=3") == len(stages)  # a value given wins over auto scaling
     assert re.search(r"n_folds = 5  <- auto scaling 5 folds on 96 clips", out) or recipe == "3rd_place"
-    assert "optimizer steps per fold" in out and f"ensemble: mean of {'stage2 + stage3 + stage4' if recipe == '12th_place' else 'round6'}" in out
+    assert "optimizer steps per fold" in out and f"ensemble: mean of {'stage2 + stage3 + stage4' if recipe == '12th_place' else 'round1 + stft_round1'}" in out
+    kept = "3 of 6 kept" if recipe == "12th_place" else "2 of 11 kept"
+    assert re.search(kept + rf" \(ensemble_size \d <- small-data table {recipe}.toml:\d+ \[small_data\]  # fatlib's choice", out)
     assert f"{w / recipe}/" in out and "submission.csv" in out
     if recipe == "12th_place":  # 96 clips: the default recipe's [small_data] table, its sound mix said where
         assert "sound_mix_p = 0.5  <- small-data table 12th_place.toml:" in out and "selection first: rule stage3" in out
+        assert "stages skipped (no kept member needs them; nothing trained): vgg_stage1, vgg_stage2, vgg_stage3, " \
+            "vgg_stage4" in out
     else:
-        assert "selection first: rule pseudo over round5" in out
+        assert "selection first: rule pseudo over curated (round_index 1" in out
         assert re.search(r'init_from = null  <- recipe 3rd_place.toml:\d+ \[pseudo\]  # not published: each round', out)
+        assert "stage stft_round1: stft1d_3rd on curated+selected" in out and "round2, round3" in out
 
 
 def test_plan_names_a_stage_the_data_set_cannot_run(tiny_dataset, tmp_path):
@@ -110,3 +115,102 @@ def test_selection_sizes_are_the_most_each_rule_keeps():
     assert selected_at_most({"rule": "logloss", "n_best": 5000, "max_per_class": 50}, size, 5) == 4000  # 50 x 80
     assert selected_at_most({"rule": "stage3", "max_per_fold_label": 5}, size, 10) == 4000  # 5 x 10 folds x 80
     assert selected_at_most({"rule": "stage4", "threshold": 1.0}, size, 10) == 19815  # no cap
+
+
+def _members(out: str) -> list[str]:
+    return re.findall(r"^  \d+\. (\S+)", out.split("ensemble members")[1], flags=re.M)
+
+
+def test_plan_of_12th_place_shows_the_vgg16_warmup_and_the_six_model_ensemble(tmp_path):
+    out = _fatlib("run", "12th_place", "--plan", "--weights", tmp_path / "w", cwd=tmp_path)  # FSDKaggle2019's size
+    shown = re.findall(r"^\d+\. stage (\S+): (\S+) on (\S+)", out, flags=re.M)
+    assert shown == [(f"{p}stage{i}", m, on) for p, m in (("", "cnn_model_1"), ("vgg_", "vgg16_bn"))
+                     for i, on in zip(range(1, 5), ("noisy", "curated", "curated+selected", "curated+selected"))]
+    assert "selection first: rule stage3 over vgg_stage1, vgg_stage2" in out
+    assert "6 of 6 kept (ensemble_size not set: every member)" in out and "stages skipped" not in out
+    assert _members(out) == ["stage2", "stage3", "stage4", "vgg_stage2", "vgg_stage3", "vgg_stage4"]
+    assert "2. stage3 (cnn_model_1)" in out and "4. vgg_stage2 (vgg16_bn)" in out
+    assert "ensemble: mean of stage2 + stage3 + stage4 + vgg_stage2 + vgg_stage3 + vgg_stage4 (6 models, 60 fold models)" in out
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plan_of_3rd_place_names_its_own_models_and_the_eleven_model_average(tmp_path):
+    out = _fatlib("run", "3rd_place", "--plan", "--weights", tmp_path / "w", cwd=tmp_path)
+    models = dict(re.findall(r"^\d+\. stage (\S+): (\S+) on", out, flags=re.M))
+    assert {"shallow_cnn_3rd", "shallow_crnn_3rd", "stft1d_3rd"} == set(models.values())
+    assert "cnn_model_1" not in out
+    assert len(_members(out)) == 11 and "11 of 11 kept" in out and "(11 models, 55 fold models)" in out
+    assert {models[m] for m in _members(out)} == {"shallow_cnn_3rd", "shallow_crnn_3rd", "stft1d_3rd"}
+    assert re.search(r"mel = \{\"crop_frames_max\": 517\}  <- recipe 3rd_place.toml:\d+ \[stage\]  # write-up: training "
+                     r"\"segments from 8 to 12 seconds\"", out)
+    assert 'preset = "stft256"' in out and '"residual": true' in out
+
+
+def test_ensemble_size_keeps_the_first_members_and_plans_only_their_stages(tiny_dataset, tmp_path):
+    """--ensemble-size wins over [small_data]; a [small_data] model does not turn the VGG16-BN stages into xresnets."""
+    out = _fatlib("run", "12th_place", "--plan", "--data", tiny_dataset, "--ensemble-size", "4", "--weights",
+                  tmp_path / "w", cwd=tmp_path)
+    assert re.findall(r"^\d+\. stage (\S+): (\S+)", out, flags=re.M) == [
+        ("stage1", "xresnet18"), ("stage2", "xresnet18"), ("stage3", "xresnet18"), ("stage4", "xresnet18"),
+        ("vgg_stage1", "vgg16_bn"), ("vgg_stage2", "vgg16_bn")]
+    assert "4 of 6 kept (ensemble_size 4 <- option --ensemble-size)" in out
+    assert "5. vgg_stage3  -- not kept" in out and "stages skipped (no kept member needs them; nothing trained): " \
+        "vgg_stage3, vgg_stage4" in out
+    vgg1 = out.split("5. stage vgg_stage1")[1].split("6. stage")[0]
+    assert re.search(r'model = "vgg16_bn"  <- recipe 12th_place.toml:\d+ \[stages.vgg_stage1\]', vgg1)
+    assert "small data set (96 clips < 1500): preset multires128, augment mixup" in vgg1  # no "model xresnet18"
+    out = _fatlib("run", "3rd_place", "--plan", "--set", "predict.ensemble_size=1", "--weights", tmp_path / "w",
+                  cwd=tmp_path)
+    assert re.findall(r"^\d+\. stage (\S+):", out, flags=re.M) == ["curated", "round1"]
+    assert "1 of 11 kept (ensemble_size 1 <- --set predict.ensemble_size=1)" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ensemble-size", "7"], "--ensemble-size (recipe 12th_place.toml): ensemble_size = 7 is more than the 6 members "
+                               "of recipe 12th_place's [predict] stages; use an ensemble size from 1 to 6"),
+    (["--ensemble-size", "0"], "--ensemble-size (recipe 12th_place.toml): ensemble_size = 0 is not a whole number >= 1; "
+                               "set ensemble_size to a whole number >= 1"),
+    (["--set", "predict.ensemble_size=2.5"], "ensemble_size = 2.5 is not a whole number >= 1"),
+])
+def test_a_bad_ensemble_size_is_one_line_before_any_work(tmp_path, args, message):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, "-m", "fatlib", "run", "12th_place", "--plan", *args], capture_output=True,
+                         text=True, env=env, cwd=tmp_path, timeout=300)
+    assert res.returncode == 1 and res.stderr.count("\n") == 1 and message in res.stderr, res.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_recipe_ensemble_size_is_checked_against_its_members(tmp_path):
+    from fatlib.engine import _check
+    from fatlib.errors import DataError
+    from fatlib.recipes import HERE, load_recipe
+
+    text = (HERE / "12th_place.toml").read_text(encoding="utf-8")
+    bad = tmp_path / "mine.toml"
+    bad.write_text(text.replace("ensemble_size = 3 ", "ensemble_size = 9 ", 1), encoding="utf-8")
+    with pytest.raises(DataError, match=r"mine.toml \[small_data\]: ensemble_size = 9 is more than the 6 members"):
+        _check(load_recipe(bad))
+    bad.write_text(text.replace("ensemble_size = 3 ", 'ensemble_size = "3" ', 1), encoding="utf-8")
+    with pytest.raises(DataError, match=r'\[small_data\]: ensemble_size = "3" is not a whole number'):
+        load_recipe(bad)
+
+
+@pytest.mark.parametrize("recipe", ["12th_place", "3rd_place", "95th_place"])
+def test_at_fsdkaggle2019_size_the_written_epochs_stand(recipe):
+    """Auto scaling is for smaller data sets: at FSDKaggle2019's size every stage trains the recipe's epochs, batch
+    size and folds, even a stage whose selection keeps few noisy clips (the 12th place's stage 4)."""
+    from fatlib.autoscale import scale_settings
+    from fatlib.plan import FSDKAGGLE2019, DataSize, plan_run
+    from fatlib.recipes import load_recipe
+
+    size = DataSize(**FSDKAGGLE2019, n_test=None, where="FSDKaggle2019")
+    rec = load_recipe(recipe)
+    plan = plan_run(recipe, size)
+    for sp in plan.stages:
+        fields = rec.stage_fields(sp.name if sp.name in rec.stages else None, n_dataset=size.n_train_clips)
+        assert (sp.config.epochs, sp.config.batch_size, sp.config.n_folds) == \
+            (fields["epochs"], fields["batch_size"], fields["n_folds"]), (recipe, sp.name)
+        assert "epochs" not in sp.chosen.split("(auto scaling")[1], sp.chosen
+    # curated + 100 selected noisy clips, 10 folds, batch 128: 35 steps an epoch x 10 epochs < min_steps 600
+    assert scale_settings(n_train=4563, n_dataset=size.n_train_clips, batch_size=128, lr=1e-3, epochs=10,
+                          min_steps=600, width_mult=None).epochs == 10

@@ -89,7 +89,7 @@ def test_small_data_table_of_the_default_recipe(tmp_path, argv, n_dataset, model
 
     rec = load_recipe("12th_place")
     assert rec.small_data == {"model": "xresnet18", "preset": "multires128", "augment": ["mixup"], "loss": "lsep",
-                              "min_steps": 740, "sound_mix_p": 0.5}
+                              "min_steps": 740, "sound_mix_p": 0.5, "ensemble_size": 3}
     for command in (["train-stage"], ["warmup", "--stage", "stage2"]):
         args = build_parser().parse_args([*command, *argv])
         if command[0] == "train-stage":

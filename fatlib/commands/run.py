@@ -24,6 +24,10 @@ def register(subparsers) -> None:
                    "model_kwargs.width_mult=0.125, mel.crop_frames=32, stages.<stage>.<field>=..., "
                    "selection.<stage>.<key>=..., predict.<key>=..., pseudo.<key>=...; values are JSON "
                    "(default: none)")
+    p.add_argument("--ensemble-size", type=int, default=None, metavar="N",
+                   help="keep the first N members of the recipe's [predict] stages (its ensemble, in priority order) "
+                   "and train only the stages they need (default: the recipe's [small_data] ensemble_size on a small "
+                   "data set, else its [predict] ensemble_size, else every member)")
     p.add_argument("--quiet", action="store_true", help="no progress bars; step and epoch lines stay")
     p.add_argument("--plan", action="store_true",
                    help="print what the run will do and stop: every stage's settings with the source of each value, "
@@ -38,14 +42,16 @@ def _cli(args) -> int:
     from ..engine import _check, run_recipe
     from ..recipes import apply_sets, load_recipe
 
+    rec = apply_sets(load_recipe(args.recipe), args.sets)
+    if args.ensemble_size is not None:
+        rec.give_ensemble_size(args.ensemble_size, source="--ensemble-size")
+    _check(rec)  # a bad recipe, --set or --ensemble-size fails before the data is read
     if args.plan:
         from ..plan import plan_run, render_plan
 
-        print(render_plan(plan_run(args.recipe, args.data, run=args.run, weights_root=args.weights,
-                                   cache_dir=args.cache_dir, sets=args.sets)), end="")
+        print(render_plan(plan_run(rec, args.data, run=args.run, weights_root=args.weights,
+                                   cache_dir=args.cache_dir)), end="")
         return 0
-    rec = apply_sets(load_recipe(args.recipe), args.sets)
-    _check(rec)  # a bad recipe or --set fails before the data is read
     data = FatData.from_dir(args.data)
     summary = run_recipe(rec, data, run=args.run, workspace=workspace_from_args(args))
     if summary is None:  # a process other than the main one of a torchrun job: rank 0 wrote and reports

@@ -1,4 +1,5 @@
-"""``python -m fatlib warmup``: the 12th-place warm-up pipeline (stages 1-4 and the stage ensemble)."""
+"""``python -m fatlib warmup``: the 12th-place warm-up pipeline (stages 1-4 and the stage ensemble) of one model:
+CNN-model-1, or the recipe's VGG16-BN stages with ``--model vgg16_bn`` (:func:`fatlib.pipeline.warmup_half`)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,8 +26,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "warmup", help="12th-place warm-up pipeline: stages 1-4 + stage ensemble",
         description="The warm-up pipeline: stage1 on noisy, stage2 on curated from stage1, stages 3 and 4 on "
-        "curated + selected noisy clips, then the stage 2-4 ensemble. Settings come from the recipe, then the "
-        "options; every stage resumes where it stopped.")
+        "curated + selected noisy clips, then the stage 2-4 ensemble: the recipe's CNN-model-1 warm-up, or with "
+        "--model vgg16_bn its VGG16-BN warm-up (vgg_stage1..4, trained here as stage1..4 of the run). Settings come "
+        "from the recipe, then the options; every stage resumes where it stopped. `python -m fatlib run 12th_place` "
+        "trains both warm-ups in one run and their 6-model ensemble.")
     add_stage_arguments(p)
     p.add_argument("--stage-epochs", type=int, nargs=len(STAGES), default=None, metavar="E",
                    help=f"epochs of stage1..stage4 (default: {' '.join(map(str, epochs))}, recipe {DEFAULT_RECIPE})")

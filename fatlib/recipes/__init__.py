@@ -13,11 +13,20 @@ pseudo-labelling, TTA and ensemble of one write-up. Its tables:
   curated + the selected noisy clips;
 - ``[pseudo]`` ("pseudo_label" recipes): ``from_stage``, ``rounds``, ``round_size``, ``max_rounds``,
   ``threshold``, ``init_from_previous`` (see ``fatlib.engine``);
-- ``[predict]``: ``tta``, ``stages``, ``ensemble``, ``rescale``;
-- ``[small_data]``: StageConfig fields that replace the stage's on a data set of fewer than
+- ``[predict]``: ``tta``, ``stages`` (the recipe's whole ensemble, in priority order), ``ensemble``,
+  ``rescale``, ``step_frames``, ``ensemble_size`` (keep the first N of ``stages``; default: all);
+- ``[small_data]``: StageConfig fields that replace ``[stage]``'s on a data set of fewer than
   ``fatlib.autoscale.SMALL_DATA_CLIPS`` clips (curated + noisy) when auto scaling is on, below
   ``--config``, the command-line options and ``--set`` (every command: one engine). The default
   recipe's: the model and features that learned best from a few hundred real clips (README, "Real audio").
+  A value a ``[stages.<name>]`` table sets itself stands over ``[small_data]`` (a stage that names its own
+  ``model``, e.g. the 12th place's VGG16-BN stages, keeps it). ``ensemble_size`` there: the ensemble size on
+  such a data set.
+
+The ensemble size (:meth:`Recipe.ensemble_size`): ``--ensemble-size`` / ``--set predict.ensemble_size=N`` /
+a library call's argument, else ``[small_data] ensemble_size`` where ``[small_data]`` applies, else
+``[predict] ensemble_size``, else every member. The engine trains only the stages the kept members need
+(:func:`fatlib.engine.needed_stages`).
 
 The ``[stages.<name>]`` tables run in file order; ``init_from`` there may name an earlier stage. Values
 given on top of the file (``--set``, options, a library call's arguments: :meth:`Recipe.give`) are used
@@ -43,9 +52,11 @@ HERE = Path(__file__).resolve().parent
 PIPELINES = ("single", "pseudo_label", "warmup")  # "warmup": an older name of "single"
 TOP_KEYS = {"name", "title", "pipeline", "stage", "stages", "selection", "predict", "notes", "pseudo", "small_data"}
 SELECTION_KEYS = {"rule", "sources", "threshold", "max_per_fold_label", "n_best", "max_per_class", "round_size",
-                  "max_rounds"}
+                  "max_rounds", "round_index"}
 PSEUDO_KEYS = {"from_stage", "rounds", "round_size", "max_rounds", "threshold", "init_from_previous"}
-PREDICT_KEYS = {"tta", "stages", "ensemble", "rescale", "step_frames"}
+PREDICT_KEYS = {"tta", "stages", "ensemble", "rescale", "step_frames", "ensemble_size"}
+# [small_data] keys that are not StageConfig fields: the run's, not a stage's
+SMALL_DATA_RUN_KEYS = {"ensemble_size"}
 
 
 def _toml():
@@ -85,6 +96,8 @@ class Recipe:
     # scope ("" for every stage, else a stage name) -> {field: (value, where it was given)}
     given: dict = field(default_factory=dict)
     lines: dict = field(default_factory=dict)  # (table, key) -> line number in the file, for provenance
+    ensemble_given: tuple | None = None  # (ensemble size, where it was given: "--ensemble-size", "--set ...")
+    aliases: dict = field(default_factory=dict)  # table -> the file's table it was copied from (a renamed stage)
 
     def sources(self, stage: str | None = None, *, n_dataset: int | None = None, given: dict | None = None,
                 values: dict | None = None) -> dict:
@@ -99,7 +112,7 @@ class Recipe:
             for k in own:
                 out[k] = Source("recipe", self._where(table, k))
         if self.uses_small_data(stage, n_dataset, values):
-            for k in self.small_data:
+            for k in self._small(stage):
                 out[k] = Source("small_data", self._where("small_data", k))
         for k, where in {**self.given_fields(stage), **(given or {})}.items():
             if k in out:
@@ -107,6 +120,7 @@ class Recipe:
         return out
 
     def _where(self, table: str, key: str) -> str:
+        table = self.aliases.get(table, table)
         line = self.lines.get((table, key))
         return f"{self.path.name}:{line} [{table}]" if line else f"{self.path.name} [{table}]"
 
@@ -132,11 +146,40 @@ class Recipe:
         (:meth:`give`), then the ``given`` fields (options, --config)."""
         fields = self._own(stage)
         if self.uses_small_data(stage, n_dataset, given):
-            fields.update(self.small_data)
+            fields.update(self._small(stage))
         return {**fields, **{k: v for k, (v, _) in self._given(stage).items()}, **(given or {})}
 
     def _own(self, stage: str | None) -> dict:
         return {**self.stage, **(self.stages.get(stage, {}) if stage else {})}
+
+    def _small(self, stage: str | None) -> dict:
+        """The StageConfig fields ``[small_data]`` replaces for ``stage``: its fields but ``ensemble_size``, less
+        those ``[stages.<stage>]`` sets itself (a stage's own value, e.g. the VGG16-BN stages' model, stands)."""
+        own = self.stages.get(stage, {}) if stage else {}
+        return {k: v for k, v in self.small_data.items() if k not in SMALL_DATA_RUN_KEYS and k not in own}
+
+    def give_ensemble_size(self, n, *, source: str) -> Recipe:
+        """Record the ensemble size ``n`` as given by ``source`` ("--ensemble-size", "--set ...", "argument"):
+        it wins over ``[small_data]`` and ``[predict]``. Returns self."""
+        from ..setting_rules import check_ensemble_size
+
+        self.ensemble_given = (check_ensemble_size(n, source=f"{source} (recipe {self.path.name})"), source)
+        return self
+
+    def ensemble_size(self, n_dataset: int | None = None, given: dict | None = None):
+        """(the ensemble size, its :class:`fatlib.settings.Source`) on a data set of ``n_dataset`` clips: a given
+        value, else ``[small_data] ensemble_size`` where ``[small_data]`` applies, else ``[predict] ensemble_size``,
+        else (None, default): every member of ``[predict] stages``."""
+        from ..settings import Source
+
+        if self.ensemble_given is not None:
+            n, where = self.ensemble_given
+            return n, Source.of_given(where)
+        if "ensemble_size" in self.small_data and self.uses_small_data(None, n_dataset, given):
+            return self.small_data["ensemble_size"], Source("small_data", self._where("small_data", "ensemble_size"))
+        if "ensemble_size" in self.predict:
+            return self.predict["ensemble_size"], Source("recipe", self._where("predict", "ensemble_size"))
+        return None, Source("default")
 
     def uses_small_data(self, stage: str | None, n_dataset: int | None, given: dict | None = None) -> bool:
         """Whether ``[small_data]`` replaces the stage's fields on a data set of ``n_dataset`` clips (None:
@@ -153,9 +196,9 @@ class Recipe:
         """One line for the log saying what ``[small_data]`` changed (None when it does not apply)."""
         from ..autoscale import SMALL_DATA_CLIPS
 
-        if not self.uses_small_data(stage, n_dataset, given):
+        if not self.uses_small_data(stage, n_dataset, given) or not self._small(stage):
             return None
-        what = ", ".join(f"{k} {show_value(v)}" for k, v in self.small_data.items())
+        what = ", ".join(f"{k} {show_value(v)}" for k, v in self._small(stage).items())
         return (f"small data set ({n_dataset} clips < {SMALL_DATA_CLIPS}): {what} (recipe {self.name}'s [small_data]; "
                 "--model/--preset or --no-auto-scale for the recipe's own)")
 
@@ -229,7 +272,7 @@ def load_recipe(name_or_path: str | os.PathLike | Recipe = DEFAULT_RECIPE) -> Re
 
     fields = set(StageConfig.__dataclass_fields__)
     tables = [("stage", raw.get("stage", {}))] + [(f"stages.{k}", v) for k, v in raw.get("stages", {}).items()]
-    tables.append(("small_data", raw.get("small_data", {})))
+    tables.append(("small_data", {k: v for k, v in raw.get("small_data", {}).items() if k not in SMALL_DATA_RUN_KEYS}))
     for where, table in tables:
         unknown(where, table, fields, "StageConfig fields")
     unknown("predict", raw.get("predict", {}), PREDICT_KEYS, "keys")
@@ -287,7 +330,9 @@ def apply_sets(recipe: Recipe, sets) -> Recipe:
         value = _parse_value(text)
         check_set(parts, value, item=str(item))  # type and range of the value (fatlib.setting_rules)
         head = parts[0]
-        if head in tables and len(parts) == 2:
+        if head == "predict" and parts[1:] == ["ensemble_size"]:
+            rec.give_ensemble_size(value, source=f"--set {item}")
+        elif head in tables and len(parts) == 2:
             table, valid = tables[head]
             if parts[1] not in valid:
                 raise DataError(f"--set {item!r}: [{head}] has no key {parts[1]!r} (valid: {sorted(valid)})")

@@ -1,0 +1,69 @@
+"""A recipe's ensemble members: ``[predict] stages`` lists every member in priority order; a run keeps the first
+``ensemble_size`` of them (:meth:`fatlib.recipes.Recipe.ensemble_size`: given, else ``[small_data]``, else
+``[predict]``, else all) and trains only the stages those need, through ``init_from``, selection ``sources`` and
+the pseudo-label rounds (whose selections name the previous round). Used by :mod:`fatlib.engine` (the run) and
+:mod:`fatlib.plan` (``--plan``). No torch here.
+"""
+from __future__ import annotations
+
+from .recipes import Recipe
+from .settings import source_text
+
+
+def members(rec: Recipe, n_dataset: int | None = None) -> dict:
+    """The ensemble of ``rec`` (expanded) on a data set of ``n_dataset`` clips: ``all`` (``[predict] stages``, else
+    the last stage), ``size`` and its ``source`` (:meth:`fatlib.recipes.Recipe.ensemble_size`), ``kept`` (the first
+    ``size`` members), ``needed`` (the stages they need, file order) and ``skipped`` (the recipe's other stages)."""
+    every = list(rec.predict.get("stages") or rec.stage_names()[-1:])
+    size, source = rec.ensemble_size(n_dataset)
+    kept = every if size is None else every[:size]
+    needed = needed_stages(rec, kept)
+    return {"all": every, "size": len(kept), "source": source, "kept": kept, "needed": needed,
+            "skipped": [s for s in rec.stage_names() if s not in needed]}
+
+
+def needed_stages(rec: Recipe, kept) -> list[str]:
+    """The stages of ``rec`` (expanded) that training ``kept`` takes, in file order: each kept stage and, through
+    ``init_from``, selection ``sources`` and pseudo-label rounds (their sources), every stage it reads."""
+    todo, need = list(kept), set()
+    while todo:
+        s = todo.pop()
+        if s in need or s not in rec.stages:
+            continue
+        need.add(s)
+        todo += _needs(rec, s)
+    return [s for s in rec.stage_names() if s in need]
+
+
+def _needs(rec: Recipe, stage: str) -> list[str]:
+    """The earlier stages ``stage`` reads: its ``init_from`` and its selection's sources."""
+    init = rec.stage_fields(stage).get("init_from")
+    sources = list(rec.selection.get(stage, {}).get("sources", []))
+    return list(dict.fromkeys(([init] if init and "/" not in str(init) else []) + sources))
+
+
+def check_ensemble_sizes(recipe: Recipe) -> None:
+    """Every ensemble size the recipe can run with (``[predict]``, ``[small_data]``, a given one) is a whole
+    number from 1 to the number of ``[predict] stages``: a DataError naming where it was set and the fix."""
+    from .setting_rules import check_ensemble_size
+
+    n = len(recipe.predict.get("stages") or [None])
+    where = {"predict": recipe.predict, "small_data": recipe.small_data}
+    for table, values in where.items():
+        if "ensemble_size" in values:
+            check_ensemble_size(values["ensemble_size"], n_members=n, recipe=recipe.name,
+                                source=f"{recipe.path} [{table}]")
+    if recipe.ensemble_given is not None:
+        value, source = recipe.ensemble_given
+        check_ensemble_size(value, n_members=n, recipe=recipe.name, source=f"{source} (recipe {recipe.path.name})")
+
+
+def ensemble_line(ens: dict) -> str:
+    """One line saying which members a run keeps, where its ensemble size came from, and what it skips."""
+    src = ens["source"]
+    how = "ensemble_size not set: every member" if src.kind == "default" else \
+        f"ensemble_size {ens['size']} <- {source_text(src)}"
+    line = f"ensemble: {ens['size']} of {len(ens['all'])} members ({how}): {' + '.join(ens['kept'])}"
+    if ens["skipped"]:
+        line += f"; stages not trained (no kept member needs them): {', '.join(ens['skipped'])}"
+    return line
