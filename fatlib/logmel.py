@@ -2,6 +2,10 @@
 waveforms on the CPU or a GPU (the feature cache, inference and the on-the-fly waveform path)."""
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import torch
 from torch import nn
@@ -11,6 +15,38 @@ from .features import AMIN, TOP_DB, MelConfig, _check_cfg
 
 MEL_BLOCK = 16  # mel filters per block of the banded projection in LogMel
 CPU_CHUNK_FRAMES = 512  # STFT frames per chunk of a CPU batch in LogMel (cache-sized work; 1 thread: 3x faster)
+
+
+_POOL: tuple[int, ThreadPoolExecutor] | None = None  # (pid, pool): a forked child makes its own
+_POOL_LOCK = threading.Lock()
+
+
+def _one_torch_thread() -> None:
+    torch.set_num_threads(1)  # this thread's OpenMP and MKL settings (and torch's default for new threads)
+
+
+def _cpu_threads(tasks: list) -> None:
+    """Runs ``fn(*args)`` for each ``(fn, *args)`` of ``tasks`` at once, each on a thread of its own that
+    uses one torch thread, and waits for all; the caller's thread count is restored afterwards."""
+    global _POOL
+    n = torch.get_num_threads()
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] != os.getpid() or _POOL[1]._max_workers < len(tasks):
+            _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=max(len(tasks), n), initializer=_one_torch_thread,
+                                                     thread_name_prefix="fatlib-logmel"))
+        pool = _POOL[1]
+    inference = torch.is_inference_mode_enabled()
+
+    def run(task):
+        with torch.inference_mode(inference), torch.no_grad():
+            task[0](*task[1:])
+
+    try:
+        futures = [pool.submit(run, t) for t in tasks]
+        for f in futures:
+            f.result()
+    finally:
+        torch.set_num_threads(n)  # a new pool thread's initializer set torch's default for new threads to 1
 
 
 class LogMel(nn.Module):
@@ -55,7 +91,7 @@ class LogMel(nn.Module):
             raise DataError(f"LogMel expects (batch, samples) waveforms, got shape {tuple(waves.shape)}")
         if len(self.parts):
             return torch.cat([part(waves) for part in self.parts], dim=1)
-        return self._to_db(self._mel_power(waves, center=True))
+        return self._mel_power(waves, center=True, db=True)
 
     def long_clip(self, wave: torch.Tensor, *, frames_per_pass: int) -> torch.Tensor:
         """One 1-D waveform -> (n_mels, frames) dB, the same numbers as ``self(wave)[0]``, with the STFT
@@ -93,18 +129,44 @@ class LogMel(nn.Module):
         return self._mel_power(waves, center=True, filters=filters, ranges=ranges)
 
     def _mel_power(self, waves: torch.Tensor, *, center: bool, filters: torch.Tensor | None = None,
-                   ranges: list | None = None) -> torch.Tensor:
-        """(B, samples) -> mel power (B, n_mels, frames). On the CPU the batch goes through in chunks of
-        about CPU_CHUNK_FRAMES frames: each chunk's STFT, power and projection stay in the caches (3x
-        less time than one pass over a 64-clip batch), and no complex STFT of the whole batch is kept."""
+                   ranges: list | None = None, db: bool = False) -> torch.Tensor:
+        """(B, samples) -> mel power (B, n_mels, frames), or its dB (``db``: :meth:`_to_db`). On the CPU the
+        batch goes through in chunks of about CPU_CHUNK_FRAMES frames: each chunk's STFT, power, projection
+        (and dB) stay in the caches, and no complex STFT of the whole batch is kept. With several torch
+        threads the clips are split into one contiguous share per thread, each share computed with one
+        thread (:func:`_cpu_threads`): one hand-over per call instead of a barrier per operation per chunk
+        (on 2 cores: 2.1x less wall time than the per-op parallelism, and no stalls when a core is busy)."""
         waves = waves.to(self.window.dtype)
-        if waves.device.type == "cpu" and len(waves) > 1:
-            frames = 1 + (waves.shape[-1] + (self.cfg.n_fft // 2) * 2 * center - self.cfg.n_fft) // self.cfg.hop_length
-            step = max(1, CPU_CHUNK_FRAMES // max(1, frames))
-            if step < len(waves):
-                return torch.cat([self._mel_power(waves[a:a + step], center=center, ranges=ranges,
-                                                  filters=None if filters is None else filters[a:a + step])
-                                  for a in range(0, len(waves), step)], dim=0)
+        if waves.device.type != "cpu" or len(waves) == 1:
+            mel = self._power(waves, center=center, filters=filters, ranges=ranges)
+            return self._to_db(mel) if db else mel
+        n_fft, hop = self.cfg.n_fft, self.cfg.hop_length
+        frames = 1 + (waves.shape[-1] + (n_fft // 2) * 2 * center - n_fft) // hop
+        step = max(1, CPU_CHUNK_FRAMES // max(1, frames))
+        out = waves.new_empty(len(waves), self.cfg.n_mels, frames)
+        grad = torch.is_grad_enabled() and (waves.requires_grad or (filters is not None and filters.requires_grad))
+
+        def share(a: int, b: int) -> None:
+            for i in range(a, b, step):
+                j = min(i + step, b)
+                mel = self._power(waves[i:j], center=center, ranges=ranges,
+                                  filters=None if filters is None else filters[i:j])
+                out[i:j] = self._to_db(mel, inplace=not grad) if db else mel
+
+        if grad:  # autograd through out's slices: the plain loop on this thread
+            share(0, len(waves))
+            return out
+        n_threads = min(torch.get_num_threads(), len(waves) // step)
+        if n_threads < 2 or len(waves) * frames < 2 * CPU_CHUNK_FRAMES:
+            share(0, len(waves))
+            return out
+        bounds = np.linspace(0, len(waves), n_threads + 1).round().astype(int)
+        _cpu_threads([(share, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a])
+        return out
+
+    def _power(self, waves: torch.Tensor, *, center: bool, filters: torch.Tensor | None = None,
+               ranges: list | None = None) -> torch.Tensor:
+        """Mel power (B, n_mels, frames) of a batch in one pass (a transposed view of (B, frames, n_mels))."""
         if waves.device.type == "cpu" and len(waves) == 1 and center:
             span = self._content_frames(waves[0])
             if span is not None:  # a zero-padded clip: only the frames that see its samples
@@ -148,12 +210,17 @@ class LogMel(nn.Module):
         if end > first:
             padded = torch.nn.functional.pad(waves, (n_fft // 2, n_fft // 2))
             piece = padded[:, first * hop : (end - 1) * hop + n_fft]
-            out[..., first:end] = self._mel_power(piece, center=False, filters=filters, ranges=ranges)
+            out[..., first:end] = self._power(piece, center=False, filters=filters, ranges=ranges)
         return out
 
-    def _to_db(self, mel: torch.Tensor) -> torch.Tensor:
+    def _to_db(self, mel: torch.Tensor, *, inplace: bool = False) -> torch.Tensor:
+        """Mel power -> dB clamped to 80 dB below each clip's peak (or ``log(mel + log_offset)``); ``inplace``:
+        overwrites ``mel`` (a chunk's own power: no new tensors)."""
         if self.cfg.log_offset is not None:  # log(mel + offset) scaling (3rd place), no dB or clamp
-            return torch.log(mel + self.cfg.log_offset)
+            return mel.add_(self.cfg.log_offset).log_() if inplace else torch.log(mel + self.cfg.log_offset)
+        if inplace:
+            db = mel.clamp_(min=AMIN).log10_().mul_(10.0)
+            return torch.maximum(db, db.amax(dim=(-2, -1), keepdim=True).sub_(TOP_DB), out=db)
         db = 10.0 * torch.log10(mel.clamp(min=AMIN))
         peak = db.amax(dim=(-2, -1), keepdim=True)
         return torch.maximum(db, peak - TOP_DB)
