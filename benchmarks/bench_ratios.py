@@ -251,8 +251,8 @@ def bench_workers(quick: bool, tmp: Path) -> None:
     from fastai.learner import Learner
 
     from fatlib.cache import FeatureCache
-    from fatlib.loaders import ChannelsLast, build_dataloaders, input_callbacks
     from fatlib.features import get_preset
+    from fatlib.loaders import ChannelsLast, build_dataloaders, input_callbacks
     from fatlib.losses import get_loss
 
     cfg = get_preset("multires128")
@@ -318,8 +318,8 @@ class _FoldRunner:
     def __init__(self, stage, split, tmp: Path, *, batched: bool | None):
         from fatlib.augment import get_augment
         from fatlib.cache import FeatureCache
-        from fatlib.loaders import ChannelsLast, build_dataloaders, input_callbacks
         from fatlib.features import get_preset
+        from fatlib.loaders import ChannelsLast, build_dataloaders, input_callbacks
         from fatlib.losses import get_loss
         from fatlib.models import create_model
         from fatlib.wave_augment import WaveAugment

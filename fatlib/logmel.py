@@ -49,6 +49,19 @@ def _cpu_threads(tasks: list) -> None:
         torch.set_num_threads(n)  # a new pool thread's initializer set torch's default for new threads to 1
 
 
+def _overdrive(waves: torch.Tensor, gain: torch.Tensor | None) -> torch.Tensor:
+    """``tanh(gain * y)`` for the clips of (B, samples) ``waves`` with a gain > 0, a new tensor; the rest as
+    they are (``waves`` itself when no clip has a gain)."""
+    if gain is None:
+        return waves
+    on = gain > 0
+    if not bool(on.any()):
+        return waves
+    if bool(on.all()):
+        return torch.tanh(waves * gain[:, None])
+    return torch.where(on[:, None], torch.tanh(waves * gain[:, None]), waves)
+
+
 class LogMel(nn.Module):
     """Batched log-mel on torch: (batch, samples) -> (batch, n_mels, frames) dB, same numbers as :func:`log_mel`.
 
@@ -111,10 +124,13 @@ class LogMel(nn.Module):
         ]
         return self._to_db(torch.cat(parts, dim=-1))[0]
 
-    def mel_power(self, waves: torch.Tensor, *, filters: torch.Tensor | None = None) -> torch.Tensor:
+    def mel_power(self, waves: torch.Tensor, *, filters: torch.Tensor | None = None,
+                  drive: torch.Tensor | None = None) -> torch.Tensor:
         """(B, samples) -> mel power (B, n_mels, frames), before the log. ``filters``: one filter bank per
         clip (B, n_fft // 2 + 1, n_mels) instead of the mel bank (``fatlib.wave_batch`` warps them for pitch
-        shifts). One STFT size only (a multi-resolution LogMel: call it on each of ``parts``)."""
+        shifts). ``drive``: per-clip overdrive gains (B,) (linear; 0: none): the STFT of ``tanh(gain * y)``
+        for clips with a gain, applied chunk by chunk (no copy of the batch). One STFT size only (a
+        multi-resolution LogMel: call it on each of ``parts``)."""
         if len(self.parts):
             raise DataError("LogMel.mel_power: several STFT sizes; call it on each of LogMel.parts")
         if waves.dim() != 2 or (filters is not None and (filters.dim() != 3 or len(filters) != len(waves))):
@@ -126,10 +142,12 @@ class LogMel(nn.Module):
             for r0 in range(0, self.cfg.n_mels, MEL_BLOCK):
                 nz = torch.nonzero(filters[:, :, r0:r0 + MEL_BLOCK].abs().sum(dim=(0, 2))).flatten()
                 ranges.append((int(nz[0]), int(nz[-1]) + 1) if len(nz) else (0, 1))
-        return self._mel_power(waves, center=True, filters=filters, ranges=ranges)
+        if drive is not None and (drive.dim() != 1 or len(drive) != len(waves)):
+            raise DataError(f"LogMel.mel_power: drive must be one gain per clip ({len(waves)},), got {tuple(drive.shape)}")
+        return self._mel_power(waves, center=True, filters=filters, ranges=ranges, drive=drive)
 
     def _mel_power(self, waves: torch.Tensor, *, center: bool, filters: torch.Tensor | None = None,
-                   ranges: list | None = None, db: bool = False) -> torch.Tensor:
+                   ranges: list | None = None, db: bool = False, drive: torch.Tensor | None = None) -> torch.Tensor:
         """(B, samples) -> mel power (B, n_mels, frames), or its dB (``db``: :meth:`_to_db`). On the CPU the
         batch goes through in chunks of about CPU_CHUNK_FRAMES frames: each chunk's STFT, power, projection
         (and dB) stay in the caches, and no complex STFT of the whole batch is kept. With several torch
@@ -137,8 +155,10 @@ class LogMel(nn.Module):
         thread (:func:`_cpu_threads`): one hand-over per call instead of a barrier per operation per chunk
         (on 2 cores: 2.1x less wall time than the per-op parallelism, and no stalls when a core is busy)."""
         waves = waves.to(self.window.dtype)
+        if drive is not None:
+            drive = drive.to(waves.device, waves.dtype)
         if waves.device.type != "cpu" or len(waves) == 1:
-            mel = self._power(waves, center=center, filters=filters, ranges=ranges)
+            mel = self._power(_overdrive(waves, drive), center=center, filters=filters, ranges=ranges)
             return self._to_db(mel) if db else mel
         n_fft, hop = self.cfg.n_fft, self.cfg.hop_length
         frames = 1 + (waves.shape[-1] + (n_fft // 2) * 2 * center - n_fft) // hop
@@ -149,7 +169,7 @@ class LogMel(nn.Module):
         def share(a: int, b: int) -> None:
             for i in range(a, b, step):
                 j = min(i + step, b)
-                mel = self._power(waves[i:j], center=center, ranges=ranges,
+                mel = self._power(_overdrive(waves[i:j], None if drive is None else drive[i:j]), center=center, ranges=ranges,
                                   filters=None if filters is None else filters[i:j])
                 out[i:j] = self._to_db(mel, inplace=not grad) if db else mel
 
@@ -194,10 +214,16 @@ class LogMel(nn.Module):
         total = 1 + len(wave) // hop
         if len(wave) < 4 * hop or wave[0] != 0 or wave[-1] != 0:  # centred zero padding leaves both ends 0
             return None
-        nz = wave != 0
-        if not bool(nz.any()):
+        n_blocks = len(wave) // hop  # which blocks of hop samples hold a non-zero sample: one pass, then small
+        blocks = torch.cat([(wave[: n_blocks * hop] != 0).view(n_blocks, hop).any(dim=1),
+                            (wave[n_blocks * hop :] != 0).any().view(1)])
+        if not bool(blocks.any()):
             return 0, 0, total
-        a, b = int(nz.to(torch.uint8).argmax()), len(wave) - int(nz.flip(0).to(torch.uint8).argmax())
+        k0 = int(blocks.to(torch.uint8).argmax())
+        k1 = len(blocks) - 1 - int(blocks.flip(0).to(torch.uint8).argmax())
+        head, tail = wave[k0 * hop : (k0 + 1) * hop] != 0, wave[k1 * hop : (k1 + 1) * hop] != 0
+        a = k0 * hop + int(head.to(torch.uint8).argmax())
+        b = k1 * hop + len(tail) - int(tail.flip(0).to(torch.uint8).argmax())
         first = max(0, -(-(a - n_fft // 2 + 1) // hop))  # frame t covers [t*hop - n_fft/2, t*hop + n_fft/2)
         end = min(total, -(-(b + n_fft // 2) // hop))
         return (first, end, total) if 4 * (total - (end - first)) >= total else None
