@@ -169,9 +169,15 @@ class LogMel(nn.Module):
         def share(a: int, b: int) -> None:
             for i in range(a, b, step):
                 j = min(i + step, b)
-                mel = self._power(_overdrive(waves[i:j], None if drive is None else drive[i:j]), center=center, ranges=ranges,
-                                  filters=None if filters is None else filters[i:j])
-                out[i:j] = self._to_db(mel, inplace=not grad) if db else mel
+                chunk = _overdrive(waves[i:j], None if drive is None else drive[i:j])
+                sub = None if filters is None else filters[i:j]
+                if grad:
+                    mel = self._power(chunk, center=center, ranges=ranges, filters=sub)
+                    out[i:j] = self._to_db(mel) if db else mel
+                else:  # the projection written straight into the output's rows, the dB in place there
+                    mel = self._power(chunk, center=center, ranges=ranges, filters=sub, out=out[i:j])
+                    if db:
+                        self._to_db(mel, inplace=True)
 
         if grad:  # autograd through out's slices: the plain loop on this thread
             share(0, len(waves))
@@ -185,12 +191,14 @@ class LogMel(nn.Module):
         return out
 
     def _power(self, waves: torch.Tensor, *, center: bool, filters: torch.Tensor | None = None,
-               ranges: list | None = None) -> torch.Tensor:
-        """Mel power (B, n_mels, frames) of a batch in one pass (a transposed view of (B, frames, n_mels))."""
+               ranges: list | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Mel power (B, n_mels, frames) of a batch in one pass; ``out``: a contiguous tensor of that shape to
+        write it into (returned)."""
         if waves.device.type == "cpu" and len(waves) == 1 and center:
             span = self._content_frames(waves[0])
             if span is not None:  # a zero-padded clip: only the frames that see its samples
-                return self._span_power(waves, span, filters, ranges)
+                mel = self._span_power(waves, span, filters, ranges)
+                return mel if out is None else out.copy_(mel)
         spec = torch.stft(
             waves, n_fft=self.cfg.n_fft, hop_length=self.cfg.hop_length,
             window=self.window, center=center, pad_mode="constant", return_complex=True,
@@ -204,8 +212,9 @@ class LogMel(nn.Module):
         else:  # per-clip banks over the bins of ``ranges`` (from mel_power: the whole batch's)
             blocks = [(c0, c1, filters[:, c0:c1, r0:r0 + MEL_BLOCK].to(power.dtype))
                       for r0, (c0, c1) in zip(range(0, self.cfg.n_mels, MEL_BLOCK), ranges)]
-        mel = torch.cat([torch.matmul(power[..., c0:c1], w) for c0, c1, w in blocks], dim=-1)  # (B, frames, n_mels)
-        return mel.transpose(1, 2)
+        # (filters, bins) x (bins, frames) per block (transposed operands: no copies): (B, n_mels, frames)
+        mel = [torch.matmul(w.mT, power[..., c0:c1].mT) for c0, c1, w in blocks]
+        return torch.cat(mel, dim=1) if out is None else torch.cat(mel, dim=1, out=out)
 
     def _content_frames(self, wave: torch.Tensor) -> tuple[int, int, int] | None:
         """(first, end, total) centred frames of a 1-D waveform that overlap its non-zero samples, when
