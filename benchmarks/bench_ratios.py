@@ -21,7 +21,7 @@
 Timings interleave baseline and candidate repetitions and take medians; on a machine shared with other
 jobs, absolute figures move a lot, the ratios much less.
 
-    python benchmarks/bench_ratios.py            # about 10 min on 2 busy CPU cores (load average 4-6), 3-4 quiet
+    python benchmarks/bench_ratios.py            # about 10 min on 2 busy CPU cores (load average 4-6)
     python benchmarks/bench_ratios.py --quick    # smaller sizes (about 1.5 min)
     python benchmarks/bench_ratios.py --only logmel,fold   # some parts
 """
