@@ -93,8 +93,8 @@ def _samples_per_s(dls, cfg, *, lean: bool, width: float, n_classes: int, device
 def main(argv=None) -> None:
     from fatlib.cache import FeatureCache
     from fatlib.dataset import FatData
-    from fatlib.loaders import build_dataloaders, cache_batch_to_input
     from fatlib.features import get_preset
+    from fatlib.loaders import build_dataloaders, cache_batch_to_input
     from fatlib.synth import make_dataset
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])

@@ -72,9 +72,9 @@ def make_data(work: Path, *, short_clips: int, minutes: list[float], seed: int =
 def make_weights(work: Path, *, width_mult: float) -> Path:
     import torch
 
+    from fatlib.checkpoint import save_weights
     from fatlib.features import get_preset
     from fatlib.models import create_model
-    from fatlib.checkpoint import save_weights
 
     torch.manual_seed(0)
     model = create_model("cnn_model_1", n_classes=len(VOCAB), width_mult=width_mult)

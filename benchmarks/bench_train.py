@@ -41,8 +41,8 @@ def main(argv=None) -> None:
 
     from fatlib.cache import FeatureCache
     from fatlib.dataset import FatData
-    from fatlib.loaders import build_dataloaders, input_callbacks
     from fatlib.features import get_preset
+    from fatlib.loaders import build_dataloaders, input_callbacks
     from fatlib.losses import get_loss
     from fatlib.models import create_model
     from fatlib.synth import make_dataset

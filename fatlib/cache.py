@@ -33,13 +33,13 @@ from typing import Sequence
 
 import numpy as np
 
+from .atomic import atomic_path, write_json
 from .errors import AudioError, DataError
 from .features import MelConfig, clip_features
 from .filelock import exclusive_lock
-from .atomic import atomic_path, write_json
 from .progress import Counter
-from .workspace import Roots
 from .workers import process_pool, run_all
+from .workspace import Roots
 
 SHARD_SIZE = 32  # clips per shard: the unit of parallel work and of resuming
 DTYPE = np.float16

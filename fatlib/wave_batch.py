@@ -182,17 +182,16 @@ def effect_log_mel(logmel, waves: torch.Tensor, draws: EffectDraws, *, frames: i
         raise DataError(f"effect_log_mel: {frames} frames at rate {float(rate.max()):.3f} need {need} input frames "
                         f"({(need - 1) * hop} samples), the batch has {have}; load crops with BatchWaveEffects.loaded_frames")
     x = waves[:, : (need - 1) * hop].float()
+    drive = None  # overdrive: tanh(gain * y), applied inside LogMel's chunks (no copy of the batch)
     if bool(draws.drive.any()):
-        idx = torch.nonzero(draws.drive).flatten()
-        gain = torch.pow(10.0, draws.gain_db[idx] / 20.0).to(dev, torch.float32)[:, None]
-        x = x.clone()
-        x[idx.to(dev)] = torch.tanh(gain * x[idx.to(dev)])
+        drive = torch.where(draws.drive, torch.pow(10.0, draws.gain_db / 20.0), torch.zeros_like(draws.gain_db))
+        drive = drive.to(dev, torch.float32)
     factor = draws.freq_factor
     warp = bool((factor != 1).any())
     out = []
     for part in parts:
         filters = warped_mel_filters(part.cfg, factor.to(dev)) if warp else None
-        mel = part.mel_power(x, filters=filters)  # (B, n_mels, need)
+        mel = part.mel_power(x, filters=filters, drive=drive)  # (B, n_mels, need)
         if bool((rate != 1).any()) or mel.shape[-1] != frames:
             mel = stretch_frames(mel, rate.to(dev), frames=frames)
         if bool((draws.wet > 0).any()):

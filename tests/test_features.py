@@ -283,3 +283,39 @@ def test_logmel_of_zero_padded_short_clips_skips_the_silent_frames_with_the_same
     for g, w in zip(got, waves):
         assert np.abs(g - log_mel(w, cfg)).max() <= 0.01
     assert module._content_frames(torch.ones(399 * cfg.hop_length)) is None  # a full clip: every frame
+
+
+def test_logmel_threads_split_the_batch_with_the_same_numbers_and_restore_the_thread_count():
+    """On the CPU with 2 torch threads the clips go one contiguous share per thread (each on one torch
+    thread): the numbers of the one-thread path and librosa's, the caller's thread count unchanged, and a
+    forked child at one thread (a DataLoader worker; OpenMP itself hangs a forked child at 2) still works."""
+    import multiprocessing as mp
+
+    cfg = get_preset("cnn128")
+    rng = np.random.default_rng(5)
+    waves = (0.1 * rng.standard_normal((6, 3 * SR))).astype(np.float32)
+    batch = torch.from_numpy(waves)
+    module = LogMel(cfg)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        with torch.no_grad():
+            one = module(batch)
+        torch.set_num_threads(2)
+        with torch.inference_mode():
+            two = module(batch)
+        assert torch.get_num_threads() == 2
+        assert torch.equal(one, two) or (one - two).abs().max() <= 1e-3
+        assert np.abs(two[4].numpy() - log_mel(waves[4], cfg)).max() <= 0.01
+        if "fork" in mp.get_all_start_methods():
+            with mp.get_context("fork").Pool(1) as pool:
+                child = pool.apply_async(_logmel_in_child, (waves[:4],)).get(timeout=120)
+            assert np.abs(child - two[:4].numpy()).max() <= 1e-3
+    finally:
+        torch.set_num_threads(before)
+
+
+def _logmel_in_child(waves):
+    torch.set_num_threads(1)
+    with torch.no_grad():
+        return LogMel(get_preset("cnn128"))(torch.from_numpy(waves)).numpy()

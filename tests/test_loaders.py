@@ -1,12 +1,15 @@
 """Crop and waveform datasets, the waveform-to-log-mel callback and the DataLoaders builder."""
 from __future__ import annotations
 
+import os
 import types
 
 import numpy as np
 import pytest
 import torch
 
+from fatlib.errors import DataError
+from fatlib.features import to_model_input
 from fatlib.loaders import (
     CacheSubset,
     CacheToInput,
@@ -19,8 +22,6 @@ from fatlib.loaders import (
     input_callbacks,
     wave_crop_samples,
 )
-from fatlib.errors import DataError
-from fatlib.features import to_model_input
 from fatlib.logmel import LogMel
 
 
@@ -389,3 +390,46 @@ def test_batches_of_short_clips_get_short_segments_on_the_waveform_path():
     padded = SegmentLoader(list(range(12)), lengths=lengths, min_frames=100, max_frames=200, bs=3, shuffle=True)
     assert min(f for _, f in padded.get_idxs()) == 100     # without it: every segment at least the minimum
     assert dl.new().short_batches
+
+
+def test_wave_dataset_decodes_each_clip_once_within_the_memory_budget(split, tiny_mel, monkeypatch, tmp_path):
+    """WaveDataset decodes through fatlib.loaders.DECODED: a clip read again comes from memory (the same
+    items as a fresh decode), items own their samples, a budget of 0 keeps nothing, a rewritten file is
+    decoded again."""
+    import shutil
+
+    import fatlib.audio
+    import fatlib.loaders as loaders
+
+    calls = []
+    real = fatlib.audio.load_audio
+    monkeypatch.setattr(fatlib.audio, "load_audio", lambda p, **kw: calls.append(p) or real(p, **kw))
+    ds_decoded = loaders.DecodedWaves()
+    monkeypatch.setattr(loaders, "DECODED", ds_decoded)
+    rows = np.arange(3)
+    ds = WaveDataset(split.paths(), rows, split.targets[rows], cfg=tiny_mel, train=False)
+    first = [ds[i][0] for i in range(3)]
+    again = [ds[i][0] for i in range(3)]
+    assert len(calls) == 3                                      # decoded once each
+    monkeypatch.setattr(loaders, "DECODED", loaders.DecodedWaves(max_bytes=0))
+    fresh = [ds[i][0] for i in range(3)]                        # decoded anew, kept nowhere
+    monkeypatch.setattr(loaders, "DECODED", ds_decoded)
+    for a, b, c in zip(first, again, fresh):
+        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(a, c)
+    first[0] += 1.0                                             # an item's samples are its own
+    torch.testing.assert_close(ds[0][0], again[0])
+    monkeypatch.setenv("FATLIB_WAVE_MEMORY_MB", "0")
+    monkeypatch.setattr(loaders, "DECODED", loaders.DecodedWaves())
+    calls.clear()
+    ds[0], ds[0]
+    assert len(calls) == 2 and loaders.DECODED.bytes == 0       # no budget: decoded every time
+    monkeypatch.delenv("FATLIB_WAVE_MEMORY_MB")
+    path = tmp_path / "clip.wav"
+    shutil.copy(split.paths()[0], path)
+    decoded = loaders.DecodedWaves(max_bytes=2**30)
+    a = decoded.load(path, tiny_mel.sample_rate)
+    shutil.copy(split.paths()[1], path)
+    os.utime(path, ns=(1, 1))
+    b = decoded.load(path, tiny_mel.sample_rate)
+    assert not np.array_equal(a, b) and len(decoded.waves) == 2

@@ -198,3 +198,38 @@ def test_loaded_frames_cover_the_fastest_draw_and_invert():
     long = torch.randn(2, (fx.loaded_frames(64) - 1) * CFG.hop_length)
     got = effect_log_mel(LogMel(CFG), long, EffectDraws.neutral(2), frames=64, sample_rate=SR)
     torch.testing.assert_close(got, LogMel(CFG)(long[:, : 63 * CFG.hop_length]))
+
+
+def test_overdrive_inside_logmels_chunks_is_the_log_mel_of_the_tanh_waveform():
+    """effect_log_mel hands the overdrive gains to LogMel.mel_power, which applies tanh(gain * y) chunk by
+    chunk: the numbers of the mel power of the overdriven batch, clips without a gain untouched, the input
+    batch unchanged."""
+    cfg = get_preset("log128")
+    rng = np.random.default_rng(4)
+    waves = torch.from_numpy((0.3 * rng.standard_normal((5, 3 * cfg.sample_rate))).astype(np.float32))
+    before = waves.clone()
+    gain = torch.tensor([0.0, 3.0, 0.0, 1.5, 10.0])
+    module = LogMel(cfg)
+    with torch.no_grad():
+        got = module.mel_power(waves, drive=gain)
+        driven = torch.where(gain[:, None] > 0, torch.tanh(gain[:, None] * waves), waves)
+        want = module.mel_power(driven)
+    assert torch.equal(waves, before)
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-9)
+
+
+def test_content_frames_by_blocks_match_the_sample_by_sample_span():
+    """LogMel._content_frames finds the first and last non-zero samples block by block: the same frames
+    as the plain search over every sample, at block edges too."""
+    cfg = get_preset("log128")
+    module, hop, n_fft = LogMel(cfg), cfg.hop_length, cfg.n_fft
+    n = 400 * hop + 37
+    for a, b in [(5000, 5001), (hop, 2 * hop), (hop - 1, 3 * hop + 1), (n // 2, n - 1), (1, 40 * hop)]:
+        wave = torch.zeros(n)
+        wave[a] = 0.5
+        wave[b - 1] = -0.25
+        total = 1 + n // hop
+        first = max(0, -(-(a - n_fft // 2 + 1) // hop))
+        end = min(total, -(-(b + n_fft // 2) // hop))
+        want = (first, end, total) if 4 * (total - (end - first)) >= total else None
+        assert module._content_frames(wave) == want, (a, b)
