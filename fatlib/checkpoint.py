@@ -19,8 +19,8 @@ from typing import Any, Sequence
 
 import torch
 
-from .errors import ModelError, WeightsError
 from .atomic import atomic_path
+from .errors import ModelError, WeightsError
 from .preflight import as_os_error
 
 FORMAT_VERSION = "1"

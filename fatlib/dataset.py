@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
 from .atomic import write_csv
+from .errors import DataError
 
 __all__ = [
     "KAGGLE_DATA_DIR", "LOCAL_DATA_DIR", "SPLIT_NAMES", "TEST_LABEL_FILES", "find_data_dir",

@@ -20,14 +20,14 @@ def run_demo(out="demo", *, size: str = "demo", seed: int = 0, progress: bool = 
     The run is the recipe ``demo`` (``fatlib/recipes/demo.toml``) on the engine (:mod:`fatlib.engine`);
     ``overrides`` (StageConfig fields, e.g. ``epochs``) are given on top of it.
     """
+    from .atomic import write_json
     from .dataset import FatData
     from .engine import run_recipe
     from .guards import check_replaceable
-    from .atomic import write_json
     from .pipeline import warmup_recipe
     from .recipes import load_recipe
-    from .workspace import Workspace
     from .synth import SIZES, make_dataset
+    from .workspace import Workspace
 
     out = Path(out)
     check_replaceable(out, marker="data/synth.json", what="demo folder (--out)",  # never a user's folder

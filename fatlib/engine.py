@@ -33,13 +33,13 @@ import numpy as np
 import pandas as pd
 
 from . import distrib
+from .atomic import write_csv, write_json, write_text
 from .errors import DataError
 from .guards import check_output_not_input, check_plain_name, data_inputs
-from .atomic import write_csv, write_json, write_text
-from .recipes import Recipe, apply_sets, load_recipe
-from .workspace import Roots, Workspace, stage_finished
-from .settings import StageConfig
 from .members import _needs, check_ensemble_sizes, ensemble_line, members, needed_stages  # noqa: F401
+from .recipes import Recipe, apply_sets, load_recipe
+from .settings import StageConfig
+from .workspace import Roots, Workspace, stage_finished
 
 PSEUDO_DEFAULTS = {"from_stage": None, "rounds": 6, "round_size": 1000, "max_rounds": 5, "threshold": 0.5,
                    "init_from_previous": False}

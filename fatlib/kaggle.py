@@ -132,8 +132,8 @@ def check_weights_file(path: str | os.PathLike) -> dict[str, Any]:
     Returns its metadata; a WeightsError names the file."""
     import torch
 
-    from .features import MelConfig
     from .checkpoint import build_model
+    from .features import MelConfig
 
     try:
         model, meta = build_model(path)
@@ -253,8 +253,8 @@ def _check_out(out: Path, weights, *, wheel, dep_wheels, input_roots, overwrite:
 
 
 def _manifest(root: Path, wheel: Path, deps: list[Path], dirs: list[Path], version: str) -> dict[str, Any]:
-    from .run_models import stage_fold_files
     from .checkpoint import read_metadata
+    from .run_models import stage_fold_files
 
     stages = []
     for d in dirs:

@@ -22,8 +22,8 @@ import copy
 from .engine import require_stages, run_recipe, run_stage, stage_oof, write_ensemble  # noqa: F401
 from .errors import DataError
 from .recipes import DEFAULT_RECIPE, Recipe, load_recipe
-from .workspace import Workspace
 from .stage_outputs import StageResult
+from .workspace import Workspace
 
 STAGES = ("stage1", "stage2", "stage3", "stage4")  # the 12th-place recipe's stages (notebooks 01-04)
 ENSEMBLE_STAGES = ("stage2", "stage3", "stage4")

@@ -164,8 +164,8 @@ def plan_run(recipe, data=None, *, run: str | None = None, weights_root="weights
     the stages the kept ensemble members need are planned (the others are named as skipped). Nothing is trained or
     written."""
     from .engine import _check, expand, stage_config, stage_sources
-    from .members import members
     from .guards import check_plain_name
+    from .members import members
     from .recipes import apply_sets, load_recipe
 
     size = data if isinstance(data, DataSize) else DataSize.of(data) if hasattr(data, "vocab") else data_size(data)

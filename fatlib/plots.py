@@ -14,8 +14,8 @@ from typing import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from fatlib.errors import DataError
 from fatlib.atomic import atomic_path
+from fatlib.errors import DataError
 
 __all__ = ["input_units", "plot_augmentations", "plot_per_class", "plot_spectrogram", "plot_training_curve", "save_figure"]
 

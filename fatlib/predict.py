@@ -19,8 +19,8 @@ from .batching import length_batches
 from .errors import DataError, WeightsError
 from .evaluation import evaluate
 from .features import MelConfig, to_model_input
-from .run_models import LoadedModel, find_models, weight_files
 from .preflight import check_device
+from .run_models import LoadedModel, find_models, weight_files
 from .sources import CacheSource, WaveSource, make_source
 from .submission import write_submission
 from .tta import (

@@ -23,9 +23,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from .atomic import write_csv
 from .errors import DataError
 from .folds import SELECTION_COLUMNS
-from .atomic import write_csv
 
 
 @dataclass

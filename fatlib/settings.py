@@ -9,8 +9,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import DataError
 from .atomic import write_json
+from .errors import DataError
 from .setting_rules import check_settings
 
 TRAIN_ON = ("noisy", "curated", "curated+selected")

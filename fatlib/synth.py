@@ -21,8 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import DataError
 from .atomic import atomic_path, write_csv, write_json
+from .errors import DataError
 
 __all__ = ["FSD2019_CLASSES", "FAMILIES", "SIZES", "SoundClass", "sound_class", "make_dataset"]
 

@@ -166,11 +166,11 @@ class Tagger:
     def __init__(self, weights, *, stages: Sequence[str] | None = None, device=None, tta: str | None = None,
                  step_frames: int | None = None, ensemble: str | None = None, rescale: bool | None = None,
                  batch_size: int = 64, progress: bool = False):
-        from .ensemble import METHODS
-        from .run_models import find_models, weight_files
-        from .predict import default_device
-        from .tta import check_positive, check_scheme
         from .checkpoint import read_metadata
+        from .ensemble import METHODS
+        from .predict import default_device
+        from .run_models import find_models, weight_files
+        from .tta import check_positive, check_scheme
 
         roots = [Path(weights)] if isinstance(weights, (str, os.PathLike)) else [Path(w) for w in weights]
         stored, recipe = run_settings(roots)

@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from . import distrib
+from .atomic import save_npy, write_json, write_text
 from .distrib import is_main_process
 from .errors import DataError
 from .guards import check_output_not_input, data_inputs
-from .atomic import save_npy, write_json, write_text
 from .learner import fit, fold_history, is_data_parallel, make_learner
 from .run_models import check_init_folds
 from .settings import (  # noqa: F401
@@ -141,9 +141,9 @@ def scaled_sources(sources: dict, asked: StageConfig, eff: StageConfig, *, n_tra
 def _train_fold(inp: StageInputs, cfg: StageConfig, k: int, stage_dir: Path, *, bars: bool, log, cbs=()) -> None:
     from fastai.torch_core import set_seed
 
+    from .checkpoint import save_weights
     from .metrics import lwlrap
     from .preflight import errors_name
-    from .checkpoint import save_weights
 
     mel = inp.mel
     device = _device()

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .errors import DataError, WeightsError
 from .atomic import atomic_path
+from .errors import DataError, WeightsError
 
 RUN_FILES = ("folds_curated.csv", "folds_noisy.csv")  # shared by every stage of a run: copied forward
 KAGGLE_INPUT = Path("../input")

@@ -42,8 +42,8 @@ def _cli(args) -> int:
     from ..kaggle import verify_shipped
     from ..predict import check_submission_out, default_device, predict_test
     from ..preflight import check_writable, submission_bytes
-    from ..workspace import Roots
     from ..sysalloc import tune_malloc_for_inference
+    from ..workspace import Roots
 
     default_device(args.device)  # a bad --device fails before any work
     tune_malloc_for_inference()  # freed memory goes back to the system: peak RSS follows what is in use
