@@ -90,6 +90,7 @@ def effective_config(cfg: StageConfig, *, n_train: int, n_dataset: int, given=No
     they were given ("--epochs", "--config c.json", ...), and they are used as given.
     Returns (config, one line saying what was chosen and what was left alone)."""
     given = dict(given or {})
+    cfg = with_feature_rows(cfg)
     if not cfg.auto_scale:
         return cfg, f"batch {cfg.batch_size}, lr {cfg.lr:g}, {cfg.epochs} epochs (as given: auto_scale off)"
     from .autoscale import scale_settings
@@ -214,12 +215,21 @@ def check_components(cfg: StageConfig) -> None:
     _check_components(cfg, types.SimpleNamespace(vocab=["a", "b"], n_train_clips=2))
 
 
+def with_feature_rows(cfg: StageConfig) -> StageConfig:
+    """``cfg`` with ``model_kwargs.n_bins`` set to its features' mel bands for a model built for a number of
+    frequency rows (``stft1d_3rd``) when nobody gave it: ``--set mel.n_mels=32`` builds the model it feeds."""
+    from .models import feature_rows_option
+
+    rows = feature_rows_option(cfg.model, n_mels=cfg.mel_config().n_mels, given=cfg.model_kwargs)
+    return cfg.replace(model_kwargs={**cfg.model_kwargs, **rows}) if rows else cfg
+
+
 def model_kwargs_for(cfg: StageConfig, data) -> dict:
     """The model options stage ``cfg`` trains with on ``data``: its own, with the width auto scaling chooses
     from the data set size when it sets none (:func:`fatlib.autoscale.dataset_width`, as :func:`effective_config`)."""
     from .autoscale import dataset_width
 
-    kwargs = dict(cfg.model_kwargs)
+    kwargs = dict(with_feature_rows(cfg).model_kwargs)
     if cfg.auto_scale and "width_mult" not in kwargs:
         kwargs["width_mult"] = dataset_width(data.n_train_clips)
     return kwargs

@@ -23,9 +23,9 @@ PER_RECIPE = {
     # the first 2 of the 15 members (M3 on curated + 5k, M1 pretrained on noisy, each fine-tuned): 5 of 31 stages
     "9th_place": ["selection.selected_m3.n_best=6", "selection.selected_m1.n_best=6", "predict.ensemble_size=2"],
     # the first 2 of the 11 members: the 2-D and the 1-D family on round 1's noisy clips (auto scaling is off here,
-    # so [small_data]'s ensemble_size is not used); the 1-D model built for the 32 bands of this test's features
+    # so [small_data]'s ensemble_size is not used); the 1-D model takes the 32 bands of this test's features by itself
     "3rd_place": ["pseudo.max_rounds=1", "pseudo.round_size=3", "predict.ensemble_size=2",
-                  'stages.stft_round1.model_kwargs={"n_bins": 32, "width_mult": 0.125}'],
+                  'stages.stft_round1.model_kwargs={"width_mult": 0.125}'],
     "12th_place": ["predict.ensemble_size=3"],  # the CNN-model-1 half (what `warmup` trains)
 }
 

@@ -454,3 +454,22 @@ def test_new_models_weights_round_trip(tmp_path, name, kw):
     rebuilt, _ = build_model(path)
     x = torch.randn(2, 1, 32, 40)
     assert torch.equal(model.eval()(x), rebuilt.eval()(x))
+
+
+def test_a_model_built_for_frequency_rows_takes_them_from_the_features():
+    """stft1d_3rd is built for its input's frequency rows; a stage fills them from its features' mel bands
+    when nobody gave them (`--set mel.n_mels=32` builds the model it feeds), and a given value stands."""
+    from fatlib.models import feature_rows_option
+    from fatlib.settings import StageConfig
+    from fatlib.train import effective_config, model_kwargs_for
+
+    assert feature_rows_option("stft1d_3rd", n_mels=32, given={}) == {"n_bins": 32}
+    assert feature_rows_option("stft1d_3rd", n_mels=32, given={"n_bins": 129}) == {}
+    assert feature_rows_option("shallow_cnn_3rd", n_mels=32, given={}) == {}
+    cfg = StageConfig(name="s", model="stft1d_3rd", preset="stft256", mel={"n_mels": 32}, auto_scale=False)
+    eff, _ = effective_config(cfg, n_train=10, n_dataset=20)
+    assert eff.model_kwargs == {"n_bins": 32}
+    data = type("D", (), {"vocab": ["a", "b"], "n_train_clips": 20})()
+    assert model_kwargs_for(cfg.replace(model_kwargs={"n_bins": 129}), data) == {"n_bins": 129}
+    model = create_model("stft1d_3rd", n_classes=2, in_channels=1, width_mult=0.25, **eff.model_kwargs).eval()
+    assert model(torch.randn(2, 1, 32, 64)).shape == (2, 2)

@@ -11,6 +11,7 @@ from . import cnn, dense, rnn, shallow, stft1d, vgg, xresnet  # noqa: F401  (imp
 from .base import count_parameters
 from .registry import (
     create_model,
+    feature_rows_option,
     list_models,
     parameter_counts,
     published_input,
@@ -22,6 +23,7 @@ __all__ = [
     "ModelError",
     "count_parameters",
     "create_model",
+    "feature_rows_option",
     "list_models",
     "parameter_counts",
     "published_input",

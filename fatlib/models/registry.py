@@ -52,6 +52,13 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def feature_rows_option(name: str, *, n_mels: int, given: dict) -> dict[str, Any]:
+    """``{"n_bins": n_mels}`` for a model built for a number of frequency rows (``stft1d_3rd``) when ``given``
+    (its options) sets none, else ``{}``: the rows follow the features, as ``in_channels`` does."""
+    takes = "n_bins" in inspect.signature(_get(name)).parameters
+    return {"n_bins": int(n_mels)} if takes and "n_bins" not in given else {}
+
+
 def published_input(name: str) -> dict[str, Any]:
     """The ``create_model`` arguments of the input ``name``'s solution used (in_channels, freq_encoding)."""
     _get(name)
