@@ -166,7 +166,8 @@ def test_workers_default_to_the_cpu_count_and_channels_last_is_an_option(monkeyp
 
     import torch
 
-    from fatlib.commands import main as cli, train
+    from fatlib import settings as train
+    from fatlib.commands import main as cli
 
     cores = lambda n: (lambda pid: set(range(n)))  # noqa: E731
     monkeypatch.setattr(os, "sched_getaffinity", cores(12), raising=False)
