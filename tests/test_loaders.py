@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from fatlib.errors import DataError
+from fatlib.features import to_model_input
 from fatlib.loaders import (
     CacheSubset,
     CacheToInput,
@@ -19,8 +21,6 @@ from fatlib.loaders import (
     input_callbacks,
     wave_crop_samples,
 )
-from fatlib.errors import DataError
-from fatlib.features import to_model_input
 from fatlib.logmel import LogMel
 
 
