@@ -9,9 +9,13 @@ setup:
 demo: setup
 	$(PY) -m fatlib demo --out demo
 
+# Two pytest workers (CI has 2 cores; TEST_JOBS=0 runs in one process). Each test file runs whole on one worker,
+# so a module's shared set-up (a trained run, a built dataset) is made once; the slowest files start first
+# (tests/conftest.py), in that order (--no-loadscope-reorder).
+TEST_JOBS ?= 2
 test: setup
 	$(PY) -m ruff check fatlib tests benchmarks
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests -n $(TEST_JOBS) --dist loadfile --no-loadscope-reorder
 
 lint: setup
 	$(PY) -m ruff check fatlib tests benchmarks

@@ -1,6 +1,7 @@
 """Shared fixtures. The tiny synthetic data set is made once per test session (a few seconds)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,18 @@ def dep_wheels(tmp_path_factory) -> Path:
     dest = tmp_path_factory.mktemp("dep_wheels")
     download_dependency_wheels(dest)
     return dest
+
+
+# The slowest test files first (seconds on 2 quiet cores, one process), so that under pytest-xdist
+# (`make test`: -n 2 --dist loadfile --no-loadscope-reorder) the long ones overlap the many short ones
+# instead of one worker finishing alone at the end. Other files follow in their usual order.
+SLOW_FILES_FIRST = ["test_notebooks.py", "test_engine.py", "test_cache_concurrency.py", "test_train.py", "test_logs.py",
+                    "test_demo.py", "test_distrib.py", "test_tag.py", "test_hostile.py", "test_report.py",
+                    "test_explore.py", "test_kaggle.py", "test_plan.py", "test_gpu_check.py"]
+
+
+def pytest_collection_modifyitems(config, items):
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # one process: the usual order
+    rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: same order within a file

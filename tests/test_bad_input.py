@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from fatlib.commands import main as cli
 from fatlib.cache import FeatureCache
+from fatlib.checkpoint import save_weights
+from fatlib.commands import main as cli
 from fatlib.dataset import FatData
 from fatlib.errors import AudioError, DataError, WeightsError
 from fatlib.features import clip_features, get_preset, log_mel
 from fatlib.models import create_model
 from fatlib.predict import predict_test
-from fatlib.checkpoint import save_weights
 
 SR = 44100
 MEL = dict(n_mels=32, n_fft=1024, hop_length=512, crop_frames=32)

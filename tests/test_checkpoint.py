@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from fatlib.errors import WeightsError
 from fatlib.checkpoint import check_compatible, load_into, read_metadata, save_weights
+from fatlib.errors import WeightsError
 
 VOCAB = ["Bark", "Meow", "Purr"]
 MEL = {"n_mels": 32, "hop_length": 512}

@@ -76,10 +76,10 @@ def _flip(offset_from_end: int, mask: int):
 
 def _save(d: Path, *, model_name="cnn_model_1", n_classes=None, vocab=None, width=0.125, nan=False, path=None,
           extra_kwargs=None):
+    from fatlib.checkpoint import save_weights
     from fatlib.dataset import load_vocabulary
     from fatlib.features import get_preset
     from fatlib.models import create_model
-    from fatlib.checkpoint import save_weights
 
     mel = get_preset("cnn128", **MEL)
     vocab = vocab or load_vocabulary(d / "data")

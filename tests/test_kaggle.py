@@ -17,8 +17,8 @@ KWARGS = {"n_classes": 3, "width_mult": 0.125}
 
 
 def _save(path, tiny_mel, **state_edit):
-    from fatlib.models import create_model
     from fatlib.checkpoint import save_weights
+    from fatlib.models import create_model
 
     model = create_model("cnn_model_1", **KWARGS)
     with torch.no_grad():

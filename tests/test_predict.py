@@ -370,9 +370,9 @@ def test_small_budget_gives_the_same_scores(clips, model, tiny_mel):
 # ----------------------------------------------------------------------------- TTA step from the weights
 def test_predict_uses_the_oof_step_stored_in_the_weights(tiny_dataset, tiny_mel, tmp_path, monkeypatch):
     import fatlib.predict as predict
+    from fatlib.checkpoint import save_weights
     from fatlib.dataset import FatData
     from fatlib.models import create_model
-    from fatlib.checkpoint import save_weights
 
     data = FatData.from_dir(tiny_dataset)
     torch.manual_seed(0)

@@ -26,9 +26,9 @@ def _clip(path: Path, seconds: float, rng) -> None:
 def test_peak_rss_with_one_long_clip_stays_bounded(tmp_path):
     import torch
 
+    from fatlib.checkpoint import save_weights
     from fatlib.features import get_preset
     from fatlib.models import create_model
-    from fatlib.checkpoint import save_weights
 
     rng = np.random.default_rng(0)
     data = tmp_path / "data"

@@ -71,9 +71,9 @@ def run(mine, tiny_mel, tmp_path_factory) -> Path:
     """A tiny trained stage: CNN-model-1 (x0.125), two folds, 30 Adam steps each on random crops of the
     six clips' log-mels (the tests' small features: 32 mels, 32-frame crops) with their labels, saved as
     weights/run/stage1/fold*.safetensors."""
+    from fatlib.checkpoint import save_weights
     from fatlib.features import clip_features, to_model_input
     from fatlib.models import create_model
-    from fatlib.checkpoint import save_weights
 
     cfg = tiny_mel
     specs = [torch.from_numpy(clip_features(SAMPLES / src, cfg)) for src in CLIPS]
@@ -239,9 +239,9 @@ def _long_recording(path: Path, minutes: float) -> None:
 
 
 def test_timeline_of_a_10_minute_recording_within_predicts_memory_bound(tmp_path):
+    from fatlib.checkpoint import save_weights
     from fatlib.features import get_preset
     from fatlib.models import create_model
-    from fatlib.checkpoint import save_weights
 
     torch.manual_seed(0)
     model = create_model("cnn_model_1", n_classes=len(VOCAB), width_mult=0.125)
@@ -263,9 +263,9 @@ def test_timeline_of_a_10_minute_recording_within_predicts_memory_bound(tmp_path
 def test_settings_come_from_the_runs_recipe_json_unless_given(tmp_path, tiny_mel):
     import json
 
+    from fatlib.checkpoint import save_weights
     from fatlib.models import create_model
     from fatlib.tagger import Tagger
-    from fatlib.checkpoint import save_weights
 
     run = tmp_path / "run"
     for stage in ("stage1", "stage2"):

@@ -141,7 +141,7 @@ def test_schedules_shape_the_learning_rate(schedule):
     xt, xv = torch.randn(64, 4), torch.randn(16, 4)
     ds = TensorDataset(xt, xt @ w)
     valid = TensorDataset(xv, -(xv @ w))  # learning the training set makes the validation loss worse
-    dls = DataLoaders.from_dsets(ds, valid, bs=8)
+    dls = DataLoaders.from_dsets(ds, valid, bs=8, num_workers=0)  # no worker processes to fork per epoch
     learn = Learner(dls, nn.Linear(4, 2), loss_func=nn.MSELoss())
     cfg = StageConfig(name="x", epochs=10, lr=0.01, pct_start=0.1, schedule=schedule)
     with learn.no_bar(), learn.no_logging():
@@ -166,7 +166,8 @@ def test_workers_default_to_the_cpu_count_and_channels_last_is_an_option(monkeyp
 
     import torch
 
-    from fatlib.commands import main as cli, train
+    from fatlib import settings as train
+    from fatlib.commands import main as cli
 
     cores = lambda n: (lambda pid: set(range(n)))  # noqa: E731
     monkeypatch.setattr(os, "sched_getaffinity", cores(12), raising=False)

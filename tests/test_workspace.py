@@ -134,10 +134,10 @@ def test_cli_cache_and_predict_read_earlier_sessions(tiny_dataset, tiny_mel, tmp
     import pandas as pd
 
     from fatlib.cache import FeatureCache
+    from fatlib.checkpoint import save_weights
     from fatlib.commands.main import main
     from fatlib.dataset import FatData
     from fatlib.models import create_model
-    from fatlib.checkpoint import save_weights
 
     data = FatData.from_dir(tiny_dataset)
     s0, s2, s3, work = (tmp_path / n for n in ("s0", "s2", "s3", "working"))
