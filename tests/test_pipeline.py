@@ -130,7 +130,8 @@ def test_vgg16_warmup_is_the_recipes_vgg_stages(tiny_dataset, tmp_path):
     """`warmup --model vgg16_bn` (notebook 05) trains the 12th-place recipe's VGG16-BN stages (vgg_stage1..4, their own
     selections from their own stages) as stage1..stage4 of its own run: the layout of the notebooks and the kernel."""
     from fatlib.dataset import FatData
-    from fatlib.pipeline import STAGES as CNN_STAGES, VGG_STAGES, warmup_half, warmup_stage
+    from fatlib.pipeline import STAGES as CNN_STAGES
+    from fatlib.pipeline import VGG_STAGES, warmup_half, warmup_stage
 
     half = warmup_half("12th_place", "vgg16_bn")
     assert half.stage_names() == list(CNN_STAGES) and half.predict["stages"] == ["stage2", "stage3", "stage4"]

@@ -25,7 +25,7 @@ def _fit(*, improving: bool, log=None, **fields):
     xt, xv = torch.randn(64, 4), torch.randn(16, 4)
     # anti-correlated validation targets: learning the training set makes the validation loss worse each epoch
     valid = TensorDataset(xv, (xv @ w) if improving else -(xv @ w))
-    dls = DataLoaders.from_dsets(TensorDataset(xt, xt @ w), valid, bs=8)
+    dls = DataLoaders.from_dsets(TensorDataset(xt, xt @ w), valid, bs=8, num_workers=0)  # no worker forks per epoch
     learn = Learner(dls, nn.Linear(4, 2), loss_func=nn.MSELoss())
     if log is not None:
         from fatlib.callbacks import EpochLog
