@@ -393,13 +393,13 @@ def test_batches_of_short_clips_get_short_segments_on_the_waveform_path():
 
 
 def test_wave_dataset_decodes_each_clip_once_within_the_memory_budget(split, tiny_mel, monkeypatch, tmp_path):
-    """WaveDataset decodes through fatlib.loaders.DECODED: a clip read again comes from memory (the same
+    """WaveDataset decodes through fatlib.wave_loaders.DECODED: a clip read again comes from memory (the same
     items as a fresh decode), items own their samples, a budget of 0 keeps nothing, a rewritten file is
     decoded again."""
     import shutil
 
     import fatlib.audio
-    import fatlib.loaders as loaders
+    import fatlib.wave_loaders as loaders
 
     calls = []
     real = fatlib.audio.load_audio
