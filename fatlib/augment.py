@@ -162,7 +162,13 @@ def or_mixup(x: torch.Tensor, y: torch.Tensor, *, generator: torch.Generator, p:
     w_partner = torch.where(chosen, w_partner, torch.zeros_like(w_partner))
     y_or = (y + y[perm]).clamp(0, 1)
     y_new = torch.where(chosen.to(y.device).view(-1, 1), y_or, y)
-    return _lerp(x, x[perm], w_partner), y_new
+    # only the chosen rows are mixed (the others are x as it is): on 8-12 s waveform batches a gather and the
+    # arithmetic of half the batch instead of all of it
+    rows = chosen.nonzero().view(-1).to(x.device)
+    x_new = x.clone()
+    if len(rows):
+        x_new[rows] = _lerp(x[rows], x[perm[rows]], w_partner[chosen])
+    return x_new, y_new
 
 
 # ---------------------------------------------------------------------------- masks, zoom and crop

@@ -101,6 +101,20 @@ def test_ormixup_targets_are_union_and_weights_in_range():
     assert torch.equal(x_same, x) and torch.equal(y_same, y)
 
 
+def test_ormixup_mixes_only_the_chosen_rows_and_leaves_the_input_alone():
+    """p 0.5: the chosen rows are w x + (1 - w) x_partner, every other row is its clip unchanged (bit for bit),
+    and the caller's batch is not written."""
+    x, y, values = _constant_batch(batch=16)
+    before = x.clone()
+    x_new, y_new = apply_augment(get_augment("ormixup", p=0.5, seed=3), x, y)
+    assert torch.equal(x, before)
+    mixed = [i for i in range(len(x)) if not torch.equal(x_new[i], x[i])]
+    unchanged = [i for i in range(len(x)) if torch.equal(x_new[i], x[i]) and torch.equal(y_new[i], y[i])]
+    assert mixed and unchanged and len(mixed) + len(unchanged) == len(x)
+    for i in mixed:
+        assert (y_new[i] > 0).sum() == 2  # a mixed row carries both labels
+
+
 @pytest.mark.parametrize("fill", ["zero", "mean"])
 def test_specaugment_masks_within_limits_and_filled(fill):
     x = torch.randn(16, 1, 40, 50) + 3.0
