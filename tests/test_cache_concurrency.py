@@ -203,13 +203,17 @@ def test_kill_then_ctrl_c_then_resume_with_progress_bars(tmp_path, tiny_dataset,
     assert ref.index_path.name not in os.listdir(out)
     written = n_shards()
 
-    # 2. Ctrl-C (SIGINT to the terminal's process group) after one more shard: stops within seconds
-    run = _Terminal(cmd, _env(tmp_path, SHARD_DELAY=1.0))
+    # 2. Ctrl-C (SIGINT to the terminal's process group) after one more shard: stops within seconds. Slower
+    # shards than run 1's: the Ctrl-C must land mid-build even when this test process is starved for a second
+    # or two by parallel test workers (at 1 s a shard a CI run once finished the build first)
+    run = _Terminal(cmd, _env(tmp_path, SHARD_DELAY=3.0))
     _wait_for(lambda: n_shards() > written, 120, "a shard of the second run")
+    at_signal = n_shards()
     workers = _children(run.proc.pid)
     os.killpg(run.proc.pid, signal.SIGINT)
     rc, text = run.wait(timeout=30)
-    assert rc == 130 and "interrupted" in text and "run the same command again" in text and "Traceback" not in text, text[-3000:]
+    assert rc == 130 and "interrupted" in text and "run the same command again" in text and "Traceback" not in text, (
+        f"rc {rc}; shards: {written} after the kill, {at_signal} at Ctrl-C, {n_shards()} now\n" + text[-3000:])
     _wait_for(lambda: not any(map(_alive, workers)), 10, "workers to exit after Ctrl-C")
     assert ref.index_path.name not in os.listdir(out)
     done_before = {p.name for p in parts.glob("shard-*.npz")}
