@@ -48,12 +48,12 @@ NOTEBOOKS = {"stage1": "01_stage1_noisy.ipynb", "stage2": "02_stage2_curated.ipy
              "stage3": "03_stage3_selected_noisy.ipynb", "stage4": "04_stage4_selected_noisy.ipynb"}
 
 
-def plan(recipe: Recipe, n_dataset: int | None = None) -> list[str]:
+def plan(recipe: Recipe, n_dataset: int | None = None, *, n_noisy: int | None = None) -> list[str]:
     """The steps the recipe names for a data set of ``n_dataset`` clips (None: unknown, no ``[small_data]``), in
     order (what ``steps.json`` holds once the run is finished): the stages the kept ensemble members need."""
     rec = expand(recipe)
     steps = []
-    for s in needed_stages(rec, members(rec, n_dataset)["kept"]):
+    for s in needed_stages(rec, members(rec, n_dataset, n_noisy=n_noisy)["kept"]):
         steps += ([f"select {s}"] if s in rec.selection else []) + [f"train {s}"]
     return steps + ["ensemble", "predict", "report"]
 
@@ -317,7 +317,7 @@ def write_ensemble(rec: Recipe, data, *, run: str, ws: Workspace, stages=None) -
 
     run_dir, roots = ws.run_dir(run), ws.roots
     names = rec.stage_names()
-    stages = list(stages or members(rec, data.n_train_clips)["kept"])
+    stages = list(stages or members(rec, data.n_train_clips, n_noisy=len(data.noisy.fnames))["kept"])
     found = require_stages(run_dir, stages, needed_by="the stage ensemble", roots=roots)
     dirs = {s: roots.find_stage(run_dir / s) for s in names}
     listed = [s for s in names if dirs[s] is not None and stage_finished(dirs[s])]
@@ -371,7 +371,7 @@ def run_recipe(recipe, data, *, run: str | None = None, weights_root="weights", 
     run_dir = ws.run_dir(run)
     check_output_not_input(run_dir, inputs=data_inputs(data), what="run folder", folder=True, within=ws.input_roots)
     check_output_not_input(ws.cache, inputs=data_inputs(data), what="--cache-dir", folder=True)
-    ens = members(rec, data.n_train_clips)
+    ens = members(rec, data.n_train_clips, n_noisy=len(data.noisy.fnames))
     _check_data(rec, data, run_dir, ens["needed"])
     main = distrib.is_main_process()
     if main:

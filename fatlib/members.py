@@ -10,16 +10,28 @@ from .recipes import Recipe
 from .settings import source_text
 
 
-def members(rec: Recipe, n_dataset: int | None = None) -> dict:
+def members(rec: Recipe, n_dataset: int | None = None, *, n_noisy: int | None = None) -> dict:
     """The ensemble of ``rec`` (expanded) on a data set of ``n_dataset`` clips: ``all`` (``[predict] stages``, else
     the last stage), ``size`` and its ``source`` (:meth:`fatlib.recipes.Recipe.ensemble_size`), ``kept`` (the first
-    ``size`` members), ``needed`` (the stages they need, file order) and ``skipped`` (the recipe's other stages)."""
+    ``size`` members), ``needed`` (the stages they need, file order) and ``skipped`` (the recipe's other stages).
+
+    On a data set without a noisy split (``n_noisy`` 0) the members that need a stage trained on the noisy set are
+    passed over (``passed_over``) and the next ones kept in their place, so that a default ensemble size still
+    runs on curated-only data; when no member is left, the first ones are kept and the run refuses them with
+    its own message."""
     every = list(rec.predict.get("stages") or rec.stage_names()[-1:])
     size, source = rec.ensemble_size(n_dataset)
-    kept = every if size is None else every[:size]
+    passed_over = []
+    if n_noisy == 0:
+        passed_over = [m for m in every if any(rec.stage_fields(s).get("train_on", rec.stage.get("train_on")) == "noisy"
+                                               for s in needed_stages(rec, [m]))]
+        if len(passed_over) == len(every):
+            passed_over = []
+    usable = [m for m in every if m not in passed_over]
+    kept = usable if size is None else usable[:size]
     needed = needed_stages(rec, kept)
     return {"all": every, "size": len(kept), "source": source, "kept": kept, "needed": needed,
-            "skipped": [s for s in rec.stage_names() if s not in needed]}
+            "skipped": [s for s in rec.stage_names() if s not in needed], "passed_over": passed_over}
 
 
 def needed_stages(rec: Recipe, kept) -> list[str]:
@@ -64,6 +76,9 @@ def ensemble_line(ens: dict) -> str:
     how = "ensemble_size not set: every member" if src.kind == "default" else \
         f"ensemble_size {ens['size']} <- {source_text(src)}"
     line = f"ensemble: {ens['size']} of {len(ens['all'])} members ({how}): {' + '.join(ens['kept'])}"
+    if ens.get("passed_over"):
+        line += (f"; passed over (they need a stage trained on the noisy set, which this data set lacks): "
+                 f"{', '.join(ens['passed_over'])}")
     if ens["skipped"]:
         line += f"; stages not trained (no kept member needs them): {', '.join(ens['skipped'])}"
     return line

@@ -177,7 +177,7 @@ def plan_run(recipe, data=None, *, run: str | None = None, weights_root="weights
     run = check_plain_name(run or rec.name, what="run name (--run, else the recipe's name)", source=str(rec.path))
     run_dir = Path(weights_root) / run
     plan = RunPlan(rec.name, rec.path, rec.title, rec.pipeline, size, run_dir, Path(cache_dir))
-    ens = members(rec, size.n_train_clips)
+    ens = members(rec, size.n_train_clips, n_noisy=size.n_noisy)
     for s in ens["needed"]:
         cfg = stage_config(rec, s, size, run_dir)
         table = rec.selection.get(s)
@@ -188,7 +188,8 @@ def plan_run(recipe, data=None, *, run: str | None = None, weights_root="weights
     names = ens["kept"]
     by_name = {p.name: p for p in plan.stages}
     plan.ensemble = {"stages": names, "members": ens["all"], "size": ens["size"], "source": ens["source"],
-                     "skipped": ens["skipped"], "method": rec.predict.get("ensemble", "mean"),
+                     "skipped": ens["skipped"], "passed_over": ens["passed_over"],
+                     "method": rec.predict.get("ensemble", "mean"),
                      "rescale": bool(rec.predict.get("rescale", False)), "tta": rec.predict.get("tta", "windows"),
                      "step_frames": rec.predict.get("step_frames"),
                      "n_models": sum(by_name[n].config.n_folds for n in names),
@@ -259,7 +260,9 @@ def render_plan(plan: RunPlan) -> str:
                else f"ensemble_size {e['size']} <- {_source(src, _comments(plan.path, {'e': src}).get('e', ''))}")
         lines += [f"ensemble members ([predict] stages, in priority order): {e['size']} of {len(e['members'])} kept "
                   f"({how})"]
-        lines += [f"  {i}. {m}" + (f" ({e['models'][m]})" if m in e["models"] else "  -- not kept")
+        lines += [f"  {i}. {m}" + (f" ({e['models'][m]})" if m in e["models"] else
+                                   "  -- passed over: needs a stage trained on the noisy set, which this data set lacks"
+                                   if m in e.get("passed_over", ()) else "  -- not kept")
                   for i, m in enumerate(e["members"], 1)]
         if e["skipped"]:
             lines.append(f"stages skipped (no kept member needs them; nothing trained): {', '.join(e['skipped'])}")

@@ -238,3 +238,27 @@ def test_at_fsdkaggle2019_size_the_written_epochs_stand(recipe):
     # curated + 100 selected noisy clips, 10 folds, batch 128: 35 steps an epoch x 10 epochs < min_steps 600
     assert scale_settings(n_train=4563, n_dataset=size.n_train_clips, batch_size=128, lr=1e-3, epochs=10,
                           min_steps=600, width_mult=None).epochs == 10
+
+
+def test_on_curated_only_data_members_that_need_the_noisy_set_are_passed_over():
+    """The 9th place's small-data ensemble (2 members) on a data set without a noisy split: member 2 (M1
+    pretrained on the noisy set) is passed over and member 3 takes its place, so the default runs; every planned
+    stage is runnable and the plan says which members were passed over and why."""
+    from fatlib.engine import expand, members, plan
+    from fatlib.plan import DataSize, plan_run, render_plan
+    from fatlib.recipes import load_recipe
+
+    rec = expand(load_recipe("9th_place"))
+    with_noisy = members(rec, 400, n_noisy=100)
+    assert with_noisy["kept"] == ["selected_m3_ft", "noisy_m1_ft"] and with_noisy["passed_over"] == []
+    curated_only = members(rec, 400, n_noisy=0)
+    assert curated_only["kept"] == ["selected_m3_ft", "selected15k_m2_ft"]
+    assert curated_only["passed_over"] == ["noisy_m1_ft", "noisy_m2_ft", "noisy_m3_ft"]
+    assert not any(s.startswith("noisy_") for s in curated_only["needed"])
+    assert "train noisy_m1" not in plan(load_recipe("9th_place"), 400, n_noisy=0)
+    size = DataSize(n_curated=400, n_noisy=0, n_classes=17, n_test=None, where="curated only")
+    text = render_plan(plan_run("9th_place", size))
+    assert "NOT RUNNABLE" not in text
+    assert "2. noisy_m1_ft  -- passed over: needs a stage trained on the noisy set" in text
+    # every member needs the noisy set (12th place: stage 1 trains on it): kept as they are, and refused by the run
+    assert members(expand(load_recipe("12th_place")), 400, n_noisy=0)["passed_over"] == []
