@@ -36,7 +36,7 @@ from . import distrib
 from .atomic import write_csv, write_json, write_text
 from .errors import DataError
 from .guards import check_output_not_input, check_plain_name, data_inputs
-from .members import _needs, check_ensemble_sizes, ensemble_line, members, needed_stages  # noqa: F401
+from .members import _needs, check_ensemble_sizes, ensemble_line, members, needed_stages, needs_noisy  # noqa: F401
 from .recipes import Recipe, apply_sets, load_recipe
 from .settings import StageConfig
 from .workspace import Roots, Workspace, stage_finished
@@ -149,10 +149,17 @@ def _check(recipe: Recipe) -> None:
 
 
 def _check_data(rec: Recipe, data, run_dir: Path, stages=None) -> None:
-    """Before the run folder is made: each stage's fold count (after auto scaling) fits every split."""
+    """Before the run folder is made: each stage's fold count (after auto scaling) fits every split, and no stage
+    needs a noisy split the data set lacks (refused here, not after the stages before it have trained)."""
     from .setting_rules import check_n_folds
 
     for name in stages or rec.stage_names():
+        use = needs_noisy(rec, name) if len(data.noisy.fnames) == 0 else None
+        if use:
+            raise DataError(f"{data.root}: stage {name!r} of recipe {rec.name} {use} the noisy split, and this data set "
+                            "has none (train_noisy.csv missing or empty); add the noisy split, or run a recipe whose "
+                            "ensemble members do not need it (`python -m fatlib run RECIPE --plan` shows each stage's "
+                            "data).")
         check_n_folds(stage_config(rec, name, data, run_dir).n_folds, data, option="--set n_folds={n}")
 
 

@@ -15,7 +15,7 @@ def members(rec: Recipe, n_dataset: int | None = None, *, n_noisy: int | None = 
     the last stage), ``size`` and its ``source`` (:meth:`fatlib.recipes.Recipe.ensemble_size`), ``kept`` (the first
     ``size`` members), ``needed`` (the stages they need, file order) and ``skipped`` (the recipe's other stages).
 
-    On a data set without a noisy split (``n_noisy`` 0) the members that need a stage trained on the noisy set are
+    On a data set without a noisy split (``n_noisy`` 0) the members that need the noisy set (:func:`needs_noisy`) are
     passed over (``passed_over``) and the next ones kept in their place, so that a default ensemble size still
     runs on curated-only data; when no member is left, the first ones are kept and the run refuses them with
     its own message."""
@@ -23,8 +23,7 @@ def members(rec: Recipe, n_dataset: int | None = None, *, n_noisy: int | None = 
     size, source = rec.ensemble_size(n_dataset)
     passed_over = []
     if n_noisy == 0:
-        passed_over = [m for m in every if any(rec.stage_fields(s).get("train_on", rec.stage.get("train_on")) == "noisy"
-                                               for s in needed_stages(rec, [m]))]
+        passed_over = [m for m in every if any(needs_noisy(rec, s) for s in needed_stages(rec, [m]))]
         if len(passed_over) == len(every):
             passed_over = []
     usable = [m for m in every if m not in passed_over]
@@ -32,6 +31,14 @@ def members(rec: Recipe, n_dataset: int | None = None, *, n_noisy: int | None = 
     needed = needed_stages(rec, kept)
     return {"all": every, "size": len(kept), "source": source, "kept": kept, "needed": needed,
             "skipped": [s for s in rec.stage_names() if s not in needed], "passed_over": passed_over}
+
+
+def needs_noisy(rec: Recipe, stage: str) -> str | None:
+    """What stage ``stage`` of ``rec`` (expanded) does with the noisy split ("trains on" it, or "selects clips of"
+    it before training), else None: such a stage cannot run on a data set without one."""
+    if rec.stage_fields(stage).get("train_on", rec.stage.get("train_on")) == "noisy":
+        return "trains on"
+    return "selects clips of" if stage in rec.selection else None
 
 
 def needed_stages(rec: Recipe, kept) -> list[str]:
@@ -77,7 +84,7 @@ def ensemble_line(ens: dict) -> str:
         f"ensemble_size {ens['size']} <- {source_text(src)}"
     line = f"ensemble: {ens['size']} of {len(ens['all'])} members ({how}): {' + '.join(ens['kept'])}"
     if ens.get("passed_over"):
-        line += (f"; passed over (they need a stage trained on the noisy set, which this data set lacks): "
+        line += (f"; passed over (they need the noisy set, which this data set lacks): "
                  f"{', '.join(ens['passed_over'])}")
     if ens["skipped"]:
         line += f"; stages not trained (no kept member needs them): {', '.join(ens['skipped'])}"

@@ -165,7 +165,7 @@ def plan_run(recipe, data=None, *, run: str | None = None, weights_root="weights
     written."""
     from .engine import _check, expand, stage_config, stage_sources
     from .guards import check_plain_name
-    from .members import members
+    from .members import members, needs_noisy
     from .recipes import apply_sets, load_recipe
 
     size = data if isinstance(data, DataSize) else DataSize.of(data) if hasattr(data, "vocab") else data_size(data)
@@ -185,6 +185,9 @@ def plan_run(recipe, data=None, *, run: str | None = None, weights_root="weights
         plan.stages.append(plan_stage(cfg, stage_sources(rec, s, size), size, run_dir=run_dir, selection=selection,
                                       n_selected=selection["selected_at_most"] if selection else 0,
                                       note=rec.small_data_note(s, size.n_train_clips), recipe_path=rec.path))
+        if size.n_noisy == 0 and needs_noisy(rec, s) == "selects clips of" and not plan.stages[-1].problem:
+            plan.stages[-1].problem = ("the run refuses this stage here: it selects clips of the noisy split first, "
+                                       "and the data set has 0 noisy clips")
     names = ens["kept"]
     by_name = {p.name: p for p in plan.stages}
     plan.ensemble = {"stages": names, "members": ens["all"], "size": ens["size"], "source": ens["source"],
@@ -261,7 +264,7 @@ def render_plan(plan: RunPlan) -> str:
         lines += [f"ensemble members ([predict] stages, in priority order): {e['size']} of {len(e['members'])} kept "
                   f"({how})"]
         lines += [f"  {i}. {m}" + (f" ({e['models'][m]})" if m in e["models"] else
-                                   "  -- passed over: needs a stage trained on the noisy set, which this data set lacks"
+                                   "  -- passed over: needs the noisy set, which this data set lacks"
                                    if m in e.get("passed_over", ()) else "  -- not kept")
                   for i, m in enumerate(e["members"], 1)]
         if e["skipped"]:

@@ -80,7 +80,9 @@ def test_plan_names_a_stage_the_data_set_cannot_run(tiny_dataset, tmp_path):
     stage1 = out.split("1. stage stage1")[1].split("2. stage stage2")[0]
     assert "NOT RUNNABLE: the run refuses this stage here: train_on='noisy' needs at least n_folds=5 clips, " \
         "the data set has 0 noisy clips" in stage1
-    assert "NOT RUNNABLE" not in out.split("2. stage stage2")[1]  # curated stages run
+    assert "NOT RUNNABLE" not in out.split("2. stage stage2")[1].split("3. stage stage3")[0]  # the curated stage runs
+    stage3 = out.split("3. stage stage3")[1].split("4. stage stage4")[0]  # its selection reads noisy clips
+    assert "NOT RUNNABLE: the run refuses this stage here: it selects clips of the noisy split first" in stage3
 
 
 def test_plan_without_a_data_set_is_for_fsdkaggle2019(tmp_path):
@@ -240,25 +242,34 @@ def test_at_fsdkaggle2019_size_the_written_epochs_stand(recipe):
                           min_steps=600, width_mult=None).epochs == 10
 
 
-def test_on_curated_only_data_members_that_need_the_noisy_set_are_passed_over():
-    """The 9th place's small-data ensemble (2 members) on a data set without a noisy split: member 2 (M1
-    pretrained on the noisy set) is passed over and member 3 takes its place, so the default runs; every planned
-    stage is runnable and the plan says which members were passed over and why."""
-    from fatlib.engine import expand, members, plan
-    from fatlib.plan import DataSize, plan_run, render_plan
-    from fatlib.recipes import load_recipe
+def test_on_curated_only_data_members_that_need_the_noisy_set_are_passed_over(tiny_dataset, tmp_path):
+    """A data set without a noisy split: ensemble members that need the noisy set (a stage that trains on it or
+    selects its clips) are passed over and the next member kept in their place; when every member needs it (the
+    9th place's: each pretrains on noisy clips), the run refuses before any work, naming the stage and the fix."""
+    import shutil
 
-    rec = expand(load_recipe("9th_place"))
-    with_noisy = members(rec, 400, n_noisy=100)
-    assert with_noisy["kept"] == ["selected_m3_ft", "noisy_m1_ft"] and with_noisy["passed_over"] == []
+    from fatlib.dataset import FatData
+    from fatlib.engine import expand, members, plan, run_recipe
+    from fatlib.errors import DataError
+    from fatlib.plan import DataSize, plan_run, render_plan
+    from fatlib.recipes import apply_sets, load_recipe
+    from fatlib.workspace import Workspace
+
+    sets = ['predict.stages=["noisy_m1_ft", "curated"]', "predict.ensemble_size=1"]
+    rec = expand(apply_sets(load_recipe("9th_place"), sets))
+    assert members(rec, 400, n_noisy=100)["kept"] == ["noisy_m1_ft"]
     curated_only = members(rec, 400, n_noisy=0)
-    assert curated_only["kept"] == ["selected_m3_ft", "selected15k_m2_ft"]
-    assert curated_only["passed_over"] == ["noisy_m1_ft", "noisy_m2_ft", "noisy_m3_ft"]
-    assert not any(s.startswith("noisy_") for s in curated_only["needed"])
-    assert "train noisy_m1" not in plan(load_recipe("9th_place"), 400, n_noisy=0)
+    assert curated_only["kept"] == ["curated"] and curated_only["passed_over"] == ["noisy_m1_ft"]
+    assert plan(apply_sets(load_recipe("9th_place"), sets), 400, n_noisy=0) == [
+        "train curated", "ensemble", "predict", "report"]
     size = DataSize(n_curated=400, n_noisy=0, n_classes=17, n_test=None, where="curated only")
-    text = render_plan(plan_run("9th_place", size))
-    assert "NOT RUNNABLE" not in text
-    assert "2. noisy_m1_ft  -- passed over: needs a stage trained on the noisy set" in text
-    # every member needs the noisy set (12th place: stage 1 trains on it): kept as they are, and refused by the run
-    assert members(expand(load_recipe("12th_place")), 400, n_noisy=0)["passed_over"] == []
+    text = render_plan(plan_run("9th_place", size, sets=sets))
+    assert "NOT RUNNABLE" not in text and "1. noisy_m1_ft  -- passed over: needs the noisy set" in text
+    # every 9th-place member needs the noisy set: kept as they are, and the run refuses them before any work
+    assert members(expand(load_recipe("9th_place")), 400, n_noisy=0)["passed_over"] == []
+    data = tmp_path / "data"
+    shutil.copytree(tiny_dataset, data, ignore=shutil.ignore_patterns("train_noisy*"))
+    with pytest.raises(DataError, match=r"stage 'selected_m3' of recipe 9th_place selects clips of the noisy split, "
+                                         r"and this data set has none"):
+        run_recipe("9th_place", FatData.from_dir(data), run="r", workspace=Workspace(tmp_path / "w", tmp_path / "c"))
+    assert not (tmp_path / "w").exists()
