@@ -13,8 +13,10 @@ from torch import nn
 from .errors import DataError
 from .features import AMIN, TOP_DB, MelConfig, _check_cfg
 
-MEL_BLOCK = 16  # mel filters per block of the banded projection in LogMel
-CPU_CHUNK_FRAMES = 512  # STFT frames per chunk of a CPU batch in LogMel (cache-sized work; 1 thread: 3x faster)
+MEL_BLOCK = 8  # mel filters per block of the banded projection in LogMel (8: fewest multiply-adds per call)
+CPU_CHUNK_FRAMES = 512  # at most this many STFT frames per projection pass on the CPU (bounds the per-thread buffers)
+FFT_FRAMES = 64  # STFT frames windowed and transformed per FFT call on the CPU (the windowed frames stay in L2)
+SCRATCH_KEEP_BYTES = 64 << 20  # a thread keeps its CPU work buffers between calls up to this size
 
 
 _POOL: tuple[int, ThreadPoolExecutor] | None = None  # (pid, pool): a forked child makes its own
@@ -62,6 +64,24 @@ def _overdrive(waves: torch.Tensor, gain: torch.Tensor | None) -> torch.Tensor:
     return torch.where(on[:, None], torch.tanh(waves * gain[:, None]), waves)
 
 
+_SCRATCH = threading.local()  # per thread: LogMel's CPU work buffers, kept between calls (see _scratch)
+
+
+def _scratch(*shapes) -> list[torch.Tensor | None]:
+    """Work buffers of these shapes for this thread: float32, except a complex64 third one (the FFT's output);
+    the first is zero-filled (a clip's padded samples: the padding stays zero). Kept for the next call while
+    they total at most SCRATCH_KEEP_BYTES (a thread then faults in no new pages per call)."""
+    key = (os.getpid(), shapes)
+    held = getattr(_SCRATCH, "held", None)
+    if held is not None and held[0] == key:
+        return held[1]
+    made = [None if shape is None else torch.zeros(shape) if k == 0 else
+            torch.empty(shape, dtype=torch.complex64 if k == 2 else torch.float32) for k, shape in enumerate(shapes)]
+    size = sum(t.numel() * t.element_size() for t in made if t is not None)
+    _SCRATCH.held = (key, made) if size <= SCRATCH_KEEP_BYTES else None
+    return made
+
+
 class LogMel(nn.Module):
     """Batched log-mel on torch: (batch, samples) -> (batch, n_mels, frames) dB, same numbers as :func:`log_mel`.
 
@@ -85,16 +105,18 @@ class LogMel(nn.Module):
         self.register_buffer("mel_fb", torch.from_numpy(np.ascontiguousarray(fb, dtype=np.float32)))
         self.register_buffer("window", torch.hann_window(cfg.n_fft, periodic=True, dtype=torch.float32))
         # The triangular filters are banded: each group of MEL_BLOCK filters is non-zero on one short
-        # run of FFT bins, so the projection is done block by block over those bins only (about 1/8 of
-        # the dense multiply-adds at 128 mels, the same sums). Blocks are stored (bins, filters) for the
-        # (frames, bins) layout torch.stft's output has in memory.
+        # run of FFT bins, so the projection is done block by block over those bins only (at 128 mels about
+        # a tenth of the dense multiply-adds, the same sums). The STFT's real and imaginary parts are squared
+        # where they lie (one contiguous pass) and each weight is stored twice, once per part, so the
+        # projection also adds re^2 + im^2: blocks are (filters, 2 * bins) over interleaved (re, im) columns.
         self._bins: list[tuple[int, int]] = []
         for i, r0 in enumerate(range(0, cfg.n_mels, MEL_BLOCK)):
             rows = fb[r0:r0 + MEL_BLOCK]
             nz = np.flatnonzero(np.abs(rows).sum(axis=0))
             c0, c1 = (int(nz[0]), int(nz[-1]) + 1) if len(nz) else (0, 1)
             self._bins.append((c0, c1))
-            self.register_buffer(f"mel_block{i}", torch.from_numpy(np.ascontiguousarray(rows[:, c0:c1].T, np.float32)),
+            block = np.repeat(rows[:, c0:c1], 2, axis=1)
+            self.register_buffer(f"mel_block{i}", torch.from_numpy(np.ascontiguousarray(block, np.float32)),
                                  persistent=False)
 
     def forward(self, waves: torch.Tensor) -> torch.Tensor:
@@ -148,73 +170,96 @@ class LogMel(nn.Module):
 
     def _mel_power(self, waves: torch.Tensor, *, center: bool, filters: torch.Tensor | None = None,
                    ranges: list | None = None, db: bool = False, drive: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, samples) -> mel power (B, n_mels, frames), or its dB (``db``: :meth:`_to_db`). On the CPU the
-        batch goes through in chunks of about CPU_CHUNK_FRAMES frames: each chunk's STFT, power, projection
-        (and dB) stay in the caches, and no complex STFT of the whole batch is kept. With several torch
-        threads the clips are split into one contiguous share per thread, each share computed with one
-        thread (:func:`_cpu_threads`): one hand-over per call instead of a barrier per operation per chunk
-        (on 2 cores: 2.1x less wall time than the per-op parallelism, and no stalls when a core is busy)."""
+        """(B, samples) -> mel power (B, n_mels, frames), or its dB (``db``: :meth:`_to_db`).
+
+        On the CPU without autograd the batch goes clip by clip (:meth:`_cpu_clips`): each clip's frames,
+        FFT, squares and projection reuse one set of work buffers per thread, so nothing of the size of the
+        batch's STFT is allocated (or page-faulted) per call. With several torch threads the clips are split
+        into one contiguous share per thread, each share computed with one thread (:func:`_cpu_threads`):
+        one hand-over per call instead of a barrier per operation (on 2 cores: 2.1x less wall time than the
+        per-op parallelism, and no stalls when a core is busy). A GPU, autograd, or a single clip (whose
+        silent frames :meth:`_power` skips): the whole batch at once."""
         waves = waves.to(self.window.dtype)
         if drive is not None:
             drive = drive.to(waves.device, waves.dtype)
-        if waves.device.type != "cpu" or len(waves) == 1:
+        grad = torch.is_grad_enabled() and (waves.requires_grad or (filters is not None and filters.requires_grad))
+        if waves.device.type != "cpu" or len(waves) == 1 or grad:
             mel = self._power(_overdrive(waves, drive), center=center, filters=filters, ranges=ranges)
             return self._to_db(mel) if db else mel
         n_fft, hop = self.cfg.n_fft, self.cfg.hop_length
         frames = 1 + (waves.shape[-1] + (n_fft // 2) * 2 * center - n_fft) // hop
-        step = max(1, CPU_CHUNK_FRAMES // max(1, frames))
         out = waves.new_empty(len(waves), self.cfg.n_mels, frames)
-        grad = torch.is_grad_enabled() and (waves.requires_grad or (filters is not None and filters.requires_grad))
-
-        def share(a: int, b: int) -> None:
-            for i in range(a, b, step):
-                j = min(i + step, b)
-                chunk = _overdrive(waves[i:j], None if drive is None else drive[i:j])
-                sub = None if filters is None else filters[i:j]
-                if grad:
-                    mel = self._power(chunk, center=center, ranges=ranges, filters=sub)
-                    out[i:j] = self._to_db(mel) if db else mel
-                else:  # the projection written straight into the output's rows, the dB in place there
-                    mel = self._power(chunk, center=center, ranges=ranges, filters=sub, out=out[i:j])
-                    if db:
-                        self._to_db(mel, inplace=True)
-
-        if grad:  # autograd through out's slices: the plain loop on this thread
-            share(0, len(waves))
-            return out
-        n_threads = min(torch.get_num_threads(), len(waves) // step)
+        args = (waves, out, center, filters, ranges, drive, db)
+        n_threads = min(torch.get_num_threads(), len(waves))
         if n_threads < 2 or len(waves) * frames < 2 * CPU_CHUNK_FRAMES:
-            share(0, len(waves))
+            self._cpu_clips(*args, 0, len(waves))
             return out
         bounds = np.linspace(0, len(waves), n_threads + 1).round().astype(int)
-        _cpu_threads([(share, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a])
+        _cpu_threads([(self._cpu_clips, *args, int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a])
         return out
 
+    def _cpu_clips(self, waves, out, center, filters, ranges, drive, db, first: int, end: int) -> None:
+        """Writes the mel power (or dB) of clips ``first:end`` of ``waves`` into ``out`` on this thread: per
+        clip, the (padded, overdriven) samples into a buffer, windowed frames and their FFT FFT_FRAMES at a
+        time, the squares of the real and imaginary parts in place, and the banded projection straight into
+        the clip's output rows (at most CPU_CHUNK_FRAMES frames per pass); the dB of the share at the end."""
+        n_fft, hop, n_mels = self.cfg.n_fft, self.cfg.hop_length, self.cfg.n_mels
+        samples, frames = waves.shape[-1], out.shape[-1]
+        pad = n_fft // 2 if center else 0
+        step = min(frames, CPU_CHUNK_FRAMES)
+        padded, windowed, spec, part = _scratch((samples + 2 * pad,), (min(step, FFT_FRAMES), n_fft),
+                                                 (step, n_fft // 2 + 1), (n_mels * step,) if step < frames else None)
+        squares = torch.view_as_real(spec).view(step, -1)  # (frames, 2 * bins): re, im interleaved
+        fixed = [(c0, c1, getattr(self, f"mel_block{i}")) for i, (c0, c1) in enumerate(self._bins)]
+        for i in range(first, end):
+            body = padded[pad:pad + samples]
+            body.copy_(waves[i])
+            if drive is not None and drive[i] > 0:
+                body.mul_(drive[i]).tanh_()  # overdrive: tanh(gain * y), as _overdrive
+            if filters is None:
+                blocks = fixed
+            else:  # this clip's bank, each weight twice (re, im), over the bins of ``ranges``
+                bank = filters[i].to(spec.real.dtype).repeat_interleave(2, dim=0)  # (2 * bins, n_mels)
+                blocks = [(c0, c1, bank[2 * c0:2 * c1, r0:r0 + MEL_BLOCK].mT)
+                          for r0, (c0, c1) in zip(range(0, n_mels, MEL_BLOCK), ranges)]
+            all_frames = padded.unfold(0, n_fft, hop)
+            for a in range(0, frames, step):
+                n = min(step, frames - a)
+                for f in range(0, n, FFT_FRAMES):
+                    k = min(FFT_FRAMES, n - f)
+                    torch.mul(all_frames[a + f:a + f + k], self.window, out=windowed[:k])
+                    torch.fft.rfft(windowed[:k], dim=-1, out=spec[f:f + k])
+                sq = squares[:n].square_()
+                dest = out[i] if n == frames else part[:n_mels * n].view(n_mels, n)
+                for r0, (c0, c1, w) in zip(range(0, n_mels, MEL_BLOCK), blocks):
+                    torch.matmul(w, sq[:, 2 * c0:2 * c1].mT, out=dest[r0:r0 + MEL_BLOCK])
+                if n < frames:
+                    out[i, :, a:a + n] = dest
+        if db:
+            self._to_db(out[first:end], inplace=True)
+
     def _power(self, waves: torch.Tensor, *, center: bool, filters: torch.Tensor | None = None,
-               ranges: list | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
-        """Mel power (B, n_mels, frames) of a batch in one pass; ``out``: a contiguous tensor of that shape to
-        write it into (returned)."""
+               ranges: list | None = None) -> torch.Tensor:
+        """Mel power (B, n_mels, frames) of a whole batch in one pass (GPU, autograd, a single clip)."""
         if waves.device.type == "cpu" and len(waves) == 1 and center:
             span = self._content_frames(waves[0])
             if span is not None:  # a zero-padded clip: only the frames that see its samples
-                mel = self._span_power(waves, span, filters, ranges)
-                return mel if out is None else out.copy_(mel)
+                return self._span_power(waves, span, filters, ranges)
         spec = torch.stft(
             waves, n_fft=self.cfg.n_fft, hop_length=self.cfg.hop_length,
             window=self.window, center=center, pad_mode="constant", return_complex=True,
         )
         parts = torch.view_as_real(spec.transpose(1, 2))  # (B, frames, bins, 2), contiguous in memory
-        power = parts[..., 0].square()
-        power.addcmul_(parts[..., 1], parts[..., 1])  # (B, frames, bins)
+        squares = parts.square().flatten(-2)  # (B, frames, 2 * bins): re^2, im^2 interleaved
         del spec, parts
         if filters is None:
             blocks = [(c0, c1, getattr(self, f"mel_block{i}")) for i, (c0, c1) in enumerate(self._bins)]
-        else:  # per-clip banks over the bins of ``ranges`` (from mel_power: the whole batch's)
-            blocks = [(c0, c1, filters[:, c0:c1, r0:r0 + MEL_BLOCK].to(power.dtype))
+        else:  # per-clip banks over the bins of ``ranges`` (from mel_power: the whole batch's), weights twice
+            bank = filters.to(squares.dtype).repeat_interleave(2, dim=1)  # (B, 2 * bins, n_mels)
+            blocks = [(c0, c1, bank[:, 2 * c0:2 * c1, r0:r0 + MEL_BLOCK].mT)
                       for r0, (c0, c1) in zip(range(0, self.cfg.n_mels, MEL_BLOCK), ranges)]
-        # (filters, bins) x (bins, frames) per block (transposed operands: no copies): (B, n_mels, frames)
-        mel = [torch.matmul(w.mT, power[..., c0:c1].mT) for c0, c1, w in blocks]
-        return torch.cat(mel, dim=1) if out is None else torch.cat(mel, dim=1, out=out)
+        # (filters, 2 * bins) x (2 * bins, frames) per block (transposed operand: no copy): (B, n_mels, frames)
+        return torch.cat([torch.matmul(w, squares[..., 2 * c0:2 * c1].mT) for c0, c1, w in blocks], dim=1)
 
     def _content_frames(self, wave: torch.Tensor) -> tuple[int, int, int] | None:
         """(first, end, total) centred frames of a 1-D waveform that overlap its non-zero samples, when

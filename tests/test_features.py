@@ -319,3 +319,33 @@ def _logmel_in_child(waves):
     torch.set_num_threads(1)
     with torch.no_grad():
         return LogMel(get_preset("cnn128"))(torch.from_numpy(waves)).numpy()
+
+
+def test_logmel_cpu_clip_path_matches_the_whole_batch_stft_path():
+    """The CPU path (clip by clip, per-thread buffers reused between calls, FFT_FRAMES frames per FFT call,
+    passes of CPU_CHUNK_FRAMES frames) gives the numbers of the whole-batch torch.stft path (the GPU's),
+    for clips longer than one pass, per-clip filter banks and overdrive, and again on a second call and on
+    a batch of another length (buffers re-made)."""
+    from fatlib.logmel import CPU_CHUNK_FRAMES, FFT_FRAMES
+
+    cfg = get_preset("cnn128")
+    module = LogMel(cfg)
+    rng = np.random.default_rng(11)
+    long = torch.from_numpy((0.1 * rng.standard_normal((3, (CPU_CHUNK_FRAMES + FFT_FRAMES + 7) * cfg.hop_length)))
+                            .astype(np.float32))
+    with torch.no_grad():
+        for waves in (long, long, long[:, : 3 * SR]):
+            got = module(waves)
+            assert got.shape[-1] == 1 + waves.shape[-1] // cfg.hop_length
+            want = module._to_db(module._power(waves, center=True))
+            assert (got - want).abs().max() <= 1e-3
+        assert np.abs(got[1].numpy() - log_mel(long[1, : 3 * SR].numpy(), cfg)).max() <= 0.01
+        bank = module.mel_fb.T.contiguous()
+        filters = torch.stack([bank * (1 + 0.5 * k) for k in range(3)])  # (B, bins, n_mels): three banks
+        drive = torch.tensor([0.0, 2.0, 4.0])
+        got = module.mel_power(long, filters=filters, drive=drive)
+        driven = torch.where(drive[:, None] > 0, torch.tanh(long * drive[:, None]), long)
+        ranges = [(c0, c1) for c0, c1 in module._bins]
+        want = module._power(driven, center=True, filters=filters, ranges=ranges)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
+        assert not torch.allclose(got[0], got[2], rtol=0.1)  # the banks and the drive did act per clip
