@@ -108,13 +108,20 @@ def run_settings(weights: Sequence[Path]) -> tuple[dict[str, Any], Path | None]:
 class Timeline:
     """Per-window scores of one file: ``windows`` (start_s, end_s, top labels, every class), the log-mel
     for the picture (``log_mel``: (n_mels, columns) dB, averaged in runs for long files, spanning
-    ``mel_seconds``) and the vocabulary."""
+    ``mel_seconds``), the vocabulary, and ``scores``: the file's (n_classes,) scores as :meth:`Tagger.tag`
+    gives them for this file alone (each model's mean over its own windows, then the ensemble), from the
+    same forward passes; ``member_scores`` (n_models, n_classes): each model's mean before the ensemble,
+    of group ``member_groups[i]`` (:meth:`Tagger.timelines` combines them over all its files, as rescaling
+    the ensemble needs)."""
 
     path: Path
     windows: pd.DataFrame
     log_mel: np.ndarray
     mel_seconds: tuple[float, float]
     vocab: list[str]
+    scores: np.ndarray
+    member_scores: np.ndarray
+    member_groups: list
 
     def plot(self, *, labels: int = 8):
         """Figure: the log-mel with the top 3 labels' scores against time drawn over it, and below the
@@ -247,11 +254,47 @@ class Tagger:
                     raise
                 skipped.append(str(e))
                 good.remove(bad)
-        scores = np.zeros((0, len(self.vocab)), np.float32) if scores is None else scores
-        df = pd.concat([pd.DataFrame({"path": [str(f) for f in good]}), top_labels(scores, self.vocab, top_k),
-                        pd.DataFrame(scores, columns=self.vocab)], axis=1)
+        df = self.tag_table(good, scores, top_k=top_k)
         df.attrs["skipped"] = skipped
         return df
+
+    def tag_table(self, paths: Sequence[str | os.PathLike], scores: np.ndarray | None, *, top_k: int = 3) -> pd.DataFrame:
+        """The table of :meth:`tag` for ``paths`` and their (n_files, n_classes) ``scores`` (None: no files)."""
+        scores = np.zeros((0, len(self.vocab)), np.float32) if scores is None else np.asarray(scores)
+        return pd.concat([pd.DataFrame({"path": [str(f) for f in paths]}), top_labels(scores, self.vocab, top_k),
+                          pd.DataFrame(scores, columns=self.vocab)], axis=1)
+
+    def timelines(self, paths, *, top_k: int = 3, on_error: str = "skip") -> tuple[pd.DataFrame, list[Timeline]]:
+        """:meth:`tag` and :meth:`timeline` of the files of ``paths`` from one forward pass per window: the
+        table (``attrs["skipped"]`` as :meth:`tag`) and each tagged file's Timeline, in the table's order."""
+        if on_error not in ("skip", "raise"):
+            raise DataError(f"on_error={on_error!r}: use 'skip' or 'raise'.")
+        from .progress import progress as show_progress
+
+        files, skipped = find_audio(paths)
+        good, lines = [], []
+        for f in show_progress(files, total=len(files), label="tag --timeline: files", show=self.progress):
+            problem = check_audio(f)
+            if problem is None:
+                try:
+                    lines.append(self.timeline(f, top_k=top_k))
+                    good.append(f)
+                    continue
+                except AudioError as e:  # decoding failed past the header
+                    problem = str(e)
+            if on_error == "raise":
+                raise AudioError(problem)
+            skipped.append(problem)
+        scores = None
+        if lines:  # each model's (n_files, n_classes) matrix, combined over the files at once (as tag)
+            from .ensemble import combine_groups
+
+            mats = list(np.stack([tl.member_scores for tl in lines], axis=1))
+            scores, _ = combine_groups(mats, lines[0].member_groups, method=self.settings["ensemble"],
+                                       rescale=bool(self.settings["rescale"]))
+        df = self.tag_table(good, scores, top_k=top_k)
+        df.attrs["skipped"] = skipped
+        return df, lines
 
     # -------------------------------------------------------------------------------- timeline
     def timeline(self, path: str | os.PathLike, *, top_k: int = 3) -> Timeline:
@@ -275,7 +318,7 @@ class Tagger:
         tta = self.settings["tta"]
         if tta == "full":
             raise DataError("a timeline needs windows: use tta 'windows' or 'sequential' (--tta), not 'full'.")
-        mats, groups = [], []
+        mats, groups, whole = [], [], []  # whole: each model's mean over its own windows (as predict_clips)
         ref = None  # (starts_s, ends_s) of the first group's windows
         for (_, step), members in input_groups(self.models, step_frames=self.settings["step_frames"]).items():
             cfg = members[0].mel_config
@@ -304,12 +347,16 @@ class Tagger:
             for lm, mat in zip(members, probs.numpy()):
                 check_finite_scores(mat, lm.path, fnames=[f"{path} window {i}" for i in range(len(mat))])
                 mats.append(mat[pick])
+                whole.append(mat.mean(axis=0, keepdims=True))
                 groups.append(lm.group)
         combined, _ = combine_groups(mats, groups, method=self.settings["ensemble"],
                                      rescale=bool(self.settings["rescale"]))
+        file_scores, _ = combine_groups(whole, groups, method=self.settings["ensemble"],
+                                        rescale=bool(self.settings["rescale"]))
         windows = pd.concat([pd.DataFrame({"start_s": ref[0], "end_s": ref[1]}), top_labels(combined, self.vocab, top_k),
                              pd.DataFrame(combined, columns=self.vocab)], axis=1)
-        return Timeline(path=path, windows=windows, log_mel=mel_image, mel_seconds=mel_seconds, vocab=self.vocab)
+        return Timeline(path=path, windows=windows, log_mel=mel_image, mel_seconds=mel_seconds, vocab=self.vocab,
+                        scores=file_scores[0], member_scores=np.concatenate(whole), member_groups=groups)
 
 
 def _pooled(spec: np.ndarray, columns: int = PLOT_COLUMNS) -> np.ndarray:

@@ -284,3 +284,27 @@ def test_settings_come_from_the_runs_recipe_json_unless_given(tmp_path, tiny_mel
     given = Tagger(run / "stage1", device="cpu", tta="windows", stages=["stage1"])  # a stage folder: recipe.json above it
     assert given.settings["tta"] == "windows" and given.sources["tta"] == "given"
     assert given.settings["ensemble"] == "geometric" and [lm.stage for lm in given.models] == ["stage1"]
+
+
+@pytest.mark.parametrize("rescale", [False, True])
+def test_tag_with_timelines_runs_each_window_once_and_gives_tags_scores(mine, run, rescale):
+    """``tag --timeline`` (Tagger.timelines): the table of Tagger.tag (same files, same skipped file, same
+    scores, also with the ensemble rescaled over the files) from the timelines' forward passes: each
+    model sees each window once, where tag then timeline saw it twice."""
+    import fatlib
+
+    tagger = fatlib.Tagger(weights=run, device="cpu", rescale=rescale)
+    calls = []
+    for lm in tagger.models:
+        lm.model.register_forward_hook(lambda m, inp, out: calls.append(len(inp[0])))
+    df = tagger.tag([mine / "a"], top_k=2)
+    tag_crops = sum(calls)
+    calls.clear()
+    both, lines = tagger.timelines([mine / "a"], top_k=2)
+    assert sum(calls) == tag_crops  # one pass over the windows (tag + timeline: twice that)
+    assert both["path"].tolist() == df["path"].tolist() == [str(tl.path) for tl in lines]
+    assert len(both.attrs["skipped"]) == 1 and "broken.wav" in both.attrs["skipped"][0]
+    assert both[["label_1", "label_2"]].equals(df[["label_1", "label_2"]])
+    np.testing.assert_allclose(both[VOCAB].to_numpy(), df[VOCAB].to_numpy(), atol=1e-5)
+    one = tagger.tag([lines[0].path])
+    np.testing.assert_allclose(lines[0].scores, one[VOCAB].to_numpy()[0], atol=1e-5)  # a file alone

@@ -97,18 +97,12 @@ def _cli(args) -> int:
     if args.timeline and tagger.settings["tta"] == "full":
         raise DataError(f"--timeline needs windows, but the TTA scheme is full ({tagger.sources['tta']}); "
                         "add --tta windows")
-    df = tagger.tag(files, top_k=args.top_k)
-    skipped = problems + df.attrs["skipped"]
     timelines = []
-    if args.timeline:
-        from ..errors import AudioError
-
-        for path in list(df["path"]):
-            try:
-                timelines.append(tagger.timeline(path, top_k=args.top_k))
-            except AudioError as e:
-                skipped.append(str(e))
-                df = df[df["path"] != path].reset_index(drop=True)
+    if args.timeline:  # the tags and the timelines from the same forward passes
+        df, timelines = tagger.timelines(files, top_k=args.top_k)
+    else:
+        df = tagger.tag(files, top_k=args.top_k)
+    skipped = problems + df.attrs["skipped"]
     for line in skipped:
         print(f"skipped: {line}", file=sys.stderr)
     if df.empty:
