@@ -369,27 +369,34 @@ def test_wave_effects_run_batched_on_training_batches_only(split, tiny_mel):
     assert per_clip.train.one_batch()[0].shape == (2, wave_crop_samples(tiny_mel))
 
 
-def test_batches_of_short_clips_get_short_segments_on_the_waveform_path():
-    """short_batches (the waveform path): a batch whose clips are all shorter than the minimum segment
-    is cut to its longest clip (at least SHORT_MIN_FRAMES), not padded to the minimum; other batches
-    keep the [min, max] segments."""
-    from fatlib.loaders import SHORT_MIN_FRAMES, SegmentLoader
+def test_short_clips_train_on_segments_as_long_as_validation_extends_them(split, tiny_mel, tmp_path):
+    """Variable-length segments (crop_frames_max) on the waveform path: a batch of clips shorter than
+    crop_frames is extended to crop_frames, as validation and inference extend them, never cut to the
+    clips' own length (trained that way, the 3rd place's first stage scored 0.30 out-of-fold lwlrap on
+    the real-audio set instead of 0.69: the model met 8 s of padding for the first time at validation)."""
+    from fatlib.loaders import SegmentLoader
 
     lengths = np.array([10, 20, 40, 50, 45, 12, 300, 400, 350, 500, 380, 420])
-    dl = SegmentLoader(list(range(12)), lengths=lengths, min_frames=100, max_frames=200, short_batches=True,
-                       bs=3, shuffle=True)
+    dl = SegmentLoader(list(range(12)), lengths=lengths, min_frames=100, max_frames=200, bs=3, shuffle=True)
     for _ in range(3):
         idxs = dl.get_idxs()
         for k in range(0, 12, 3):
-            members = [i for i, _ in idxs[k : k + 3]]
             (frames,) = {f for _, f in idxs[k : k + 3]}
-            if lengths[members].max() < 100:
-                assert frames == max(SHORT_MIN_FRAMES, lengths[members].max())
-            else:
-                assert 100 <= frames <= 200
-    padded = SegmentLoader(list(range(12)), lengths=lengths, min_frames=100, max_frames=200, bs=3, shuffle=True)
-    assert min(f for _, f in padded.get_idxs()) == 100     # without it: every segment at least the minimum
-    assert dl.new().short_batches
+            assert 100 <= frames <= 200 and (lengths[[i for i, _ in idxs[k : k + 3]]].min() >= frames or frames == 100)
+    cfg = tiny_mel.replace(crop_frames_max=tiny_mel.crop_frames * 2)
+    y = split.targets
+    import soundfile
+
+    short = []  # copies of the synthetic clips, cut shorter than the crop
+    for i, path in enumerate(split.paths()[:4]):
+        wave, sr = soundfile.read(path, dtype="float32")
+        short.append(str(tmp_path / f"short{i}.wav"))
+        soundfile.write(short[-1], wave[: wave_crop_samples(cfg) // 3], sr)
+    dls = build_dataloaders([(short, np.arange(4), y[:4])], [(short, [0, 1], y[:2])], cfg=cfg, mode="wave",
+                            batch_size=2)
+    x = dls.train.one_batch()[0]
+    assert x.shape[-1] >= wave_crop_samples(cfg)  # extended to the crop, as dls.valid extends them
+    assert dls.valid.one_batch()[0].shape[-1] == wave_crop_samples(cfg)
 
 
 def test_wave_dataset_decodes_each_clip_once_within_the_memory_budget(split, tiny_mel, monkeypatch, tmp_path):
