@@ -194,7 +194,7 @@ class SegmentLoader(DeviceLoader):
 
     Every segment is at least ``min_frames`` long, short clips extended to it as validation and inference
     extend them (a model trained on short clips' own lengths met them padded to 8 s at validation: real-audio
-    out-of-fold lwlrap 0.30 instead of 0.69, one fold of the 3rd place's first stage)."""
+    out-of-fold lwlrap 0.30 instead of 0.77, one fold of the 3rd place's first stage)."""
 
     def __init__(self, dataset=None, *, lengths, min_frames: int, max_frames: int, **kwargs):
         super().__init__(dataset, **kwargs)
