@@ -279,6 +279,9 @@ def make_dataset(parts, *, cfg: MelConfig, mode: str = "cache", train: bool = Tr
         raise DataError(f"feature mode {mode!r} is unknown: use one of {MODES}.")
     if not parts:
         raise DataError("make_dataset: no parts given; pass at least one (source, rows, targets).")
+    if mode == "wave" and mix_p > 0:
+        raise DataError(f"make_dataset: mix_p={mix_p} in wave mode; sound mix adds cached log-mels (mode 'cache'), "
+                        "the waveform path has none: pass mix_p=0 (OR-mixup of waveforms: augment ormixup_wave).")
     if mode == "cache":
         dss = [CropDataset(src, rows, y, cfg=cfg, train=train, mix_p=mix_p, mix_max=mix_max, device_input=device_input)
                for src, rows, y in parts]

@@ -128,6 +128,11 @@ class StageConfig:
             bad(f"sound_mix_p={self.sound_mix_p}", "use a share in [0, 1] (0: off)")
         if isinstance(self.sound_mix_max, bool) or not isinstance(self.sound_mix_max, int) or self.sound_mix_max < 1:
             bad(f"sound_mix_max={self.sound_mix_max!r}", "use a whole number of other clips >= 1")
+        if self.sound_mix_p > 0 and self.wave_augment:
+            bad(f"sound_mix_p={self.sound_mix_p} with wave_augment=True: sound mix adds cached log-mels, and the "
+                "waveform path has none (it would be ignored)",
+                "pass --sound-mix 0 (--set sound_mix_p=0), or train on cached log-mels (wave_augment off); "
+                "on waveforms, augment ormixup_wave mixes two clips")
         if self.schedule not in SCHEDULES:
             bad(f"schedule={self.schedule!r}", f"use one of {SCHEDULES}")
         if not 0 <= self.wave_p <= 1:

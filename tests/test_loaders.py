@@ -169,6 +169,12 @@ def test_stage_sound_mix_reaches_the_training_set_only(cache, split, tiny_mel):
     assert StageConfig(name="s").sound_mix_p == 0.0  # off unless a recipe turns it on (no write-up mixes sounds)
     with pytest.raises(DataError, match="sound_mix_p"):
         StageConfig(name="s", sound_mix_p=1.5)
+    # the waveform path has no cached log-mels to mix: refused, not ignored (the log would say 0.5 is in use)
+    with pytest.raises(DataError, match=r"sound_mix_p=0.5 with wave_augment=True.*--sound-mix 0"):
+        StageConfig(name="s", sound_mix_p=0.5, wave_augment=True)
+    with pytest.raises(DataError, match="mix_p=0.5 in wave mode"):
+        build_dataloaders([(split.paths(), np.arange(4), y[:4])], [(split.paths(), [4, 5], y[4:6])], cfg=tiny_mel,
+                          mode="wave", batch_size=2, mix_p=0.5)
 
 
 def _collate(ds, idx):
