@@ -231,18 +231,7 @@ class Tagger:
         ``top_k`` best ``label_i``/``score_i``, then every class's score. ``on_error="skip"``: files that
         cannot be read are left out and listed in ``df.attrs["skipped"]`` (one line each naming the file);
         ``"raise"``: the first raises AudioError."""
-        if on_error not in ("skip", "raise"):
-            raise DataError(f"on_error={on_error!r}: use 'skip' or 'raise'.")
-        files, skipped = find_audio(paths)
-        good = []
-        for f in files:
-            problem = check_audio(f)
-            if problem is None:
-                good.append(f)
-            else:
-                skipped.append(problem)
-        if skipped and on_error == "raise":
-            raise AudioError(skipped[0])
+        good, skipped = _readable(paths, on_error)
         scores = None
         while good:
             try:
@@ -267,24 +256,18 @@ class Tagger:
     def timelines(self, paths, *, top_k: int = 3, on_error: str = "skip") -> tuple[pd.DataFrame, list[Timeline]]:
         """:meth:`tag` and :meth:`timeline` of the files of ``paths`` from one forward pass per window: the
         table (``attrs["skipped"]`` as :meth:`tag`) and each tagged file's Timeline, in the table's order."""
-        if on_error not in ("skip", "raise"):
-            raise DataError(f"on_error={on_error!r}: use 'skip' or 'raise'.")
         from .progress import progress as show_progress
 
-        files, skipped = find_audio(paths)
+        readable, skipped = _readable(paths, on_error)
         good, lines = [], []
-        for f in show_progress(files, total=len(files), label="tag --timeline: files", show=self.progress):
-            problem = check_audio(f)
-            if problem is None:
-                try:
-                    lines.append(self.timeline(f, top_k=top_k))
-                    good.append(f)
-                    continue
-                except AudioError as e:  # decoding failed past the header
-                    problem = str(e)
-            if on_error == "raise":
-                raise AudioError(problem)
-            skipped.append(problem)
+        for f in show_progress(readable, total=len(readable), label="tag --timeline: files", show=self.progress):
+            try:
+                lines.append(self.timeline(f, top_k=top_k))
+                good.append(f)
+            except AudioError as e:  # decoding failed past the header: name it, leave it out
+                if on_error == "raise":
+                    raise
+                skipped.append(str(e))
         scores = None
         if lines:  # each model's (n_files, n_classes) matrix, combined over the files at once (as tag)
             from .ensemble import combine_groups
@@ -357,6 +340,24 @@ class Tagger:
                              pd.DataFrame(combined, columns=self.vocab)], axis=1)
         return Timeline(path=path, windows=windows, log_mel=mel_image, mel_seconds=mel_seconds, vocab=self.vocab,
                         scores=file_scores[0], member_scores=np.concatenate(whole), member_groups=groups)
+
+
+def _readable(paths, on_error: str) -> tuple[list[Path], list[str]]:
+    """The audio files of ``paths`` whose headers read (:func:`find_audio`, :func:`check_audio`) and one line
+    per file left out; ``on_error="raise"``: the first such line raises AudioError."""
+    if on_error not in ("skip", "raise"):
+        raise DataError(f"on_error={on_error!r}: use 'skip' or 'raise'.")
+    files, skipped = find_audio(paths)
+    good = []
+    for f in files:
+        problem = check_audio(f)
+        if problem is None:
+            good.append(f)
+        else:
+            skipped.append(problem)
+    if skipped and on_error == "raise":
+        raise AudioError(skipped[0])
+    return good, skipped
 
 
 def _pooled(spec: np.ndarray, columns: int = PLOT_COLUMNS) -> np.ndarray:
