@@ -36,7 +36,7 @@ from . import distrib
 from .atomic import write_csv, write_json, write_text
 from .errors import DataError
 from .guards import check_output_not_input, check_plain_name, data_inputs
-from .members import _needs, check_ensemble_sizes, ensemble_line, members, needed_stages, needs_noisy  # noqa: F401
+from .members import check_ensemble_sizes, ensemble_line, members, needed_stages, needs_noisy, stage_reads
 from .recipes import Recipe, apply_sets, load_recipe
 from .settings import StageConfig
 from .workspace import Roots, Workspace, stage_finished
@@ -270,7 +270,7 @@ def run_stage(rec: Recipe, stage: str, data, *, run: str, ws: Workspace, folds=N
     if stage not in rec.stage_names():
         raise DataError(f"unknown stage {stage!r} of recipe {rec.name} ({rec.path}); use one of {rec.stage_names()}.")
     run_dir, roots, progress = ws.run_dir(run), ws.roots, ws.progress
-    found = require_stages(run_dir, _needs(rec, stage), needed_by=stage, roots=roots)
+    found = require_stages(run_dir, stage_reads(rec, stage), needed_by=stage, roots=roots)
     cfg = stage_config(rec, stage, data, run_dir)
     table = rec.selection.get(stage)
     if table and distrib.is_main_process():  # one writer; the other processes of a job wait, then read

@@ -50,11 +50,11 @@ def needed_stages(rec: Recipe, kept) -> list[str]:
         if s in need or s not in rec.stages:
             continue
         need.add(s)
-        todo += _needs(rec, s)
+        todo += stage_reads(rec, s)
     return [s for s in rec.stage_names() if s in need]
 
 
-def _needs(rec: Recipe, stage: str) -> list[str]:
+def stage_reads(rec: Recipe, stage: str) -> list[str]:
     """The earlier stages ``stage`` reads: its ``init_from`` and its selection's sources."""
     init = rec.stage_fields(stage).get("init_from")
     sources = list(rec.selection.get(stage, {}).get("sources", []))

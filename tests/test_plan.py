@@ -249,8 +249,9 @@ def test_on_curated_only_data_members_that_need_the_noisy_set_are_passed_over(ti
     import shutil
 
     from fatlib.dataset import FatData
-    from fatlib.engine import expand, members, plan, run_recipe
+    from fatlib.engine import expand, plan, run_recipe
     from fatlib.errors import DataError
+    from fatlib.members import members
     from fatlib.plan import DataSize, plan_run, render_plan
     from fatlib.recipes import apply_sets, load_recipe
     from fatlib.workspace import Workspace

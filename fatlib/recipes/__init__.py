@@ -26,7 +26,7 @@ pseudo-labelling, TTA and ensemble of one write-up. Its tables:
 The ensemble size (:meth:`Recipe.ensemble_size`): ``--ensemble-size`` / ``--set predict.ensemble_size=N`` /
 a library call's argument, else ``[small_data] ensemble_size`` where ``[small_data]`` applies, else
 ``[predict] ensemble_size``, else every member. The engine trains only the stages the kept members need
-(:func:`fatlib.engine.needed_stages`).
+(:func:`fatlib.members.needed_stages`).
 
 The ``[stages.<name>]`` tables run in file order; ``init_from`` there may name an earlier stage. Values
 given on top of the file (``--set``, options, a library call's arguments: :meth:`Recipe.give`) are used
